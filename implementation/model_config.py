@@ -1,0 +1,65 @@
+"""Preprocessing as data: one config object next to each compiled model (timm's PretrainedCfg)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """How to feed a face embedder and read its output.
+
+    The network input is ``(pixel - mean) * scale`` per channel, in ``colour_order``, laid out as
+    ``layout`` with shape ``input_shape``. Pixels are 0..255. The output is one embedding of
+    ``embedding_size`` floats per image (not necessarily unit length; the pipeline normalises).
+    """
+
+    name: str
+    input_name: str = "input"
+    input_shape: tuple[int, ...] = (1, 3, 150, 150)
+    layout: str = "NCHW"
+    colour_order: str = "RGB"
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    scale: float = 1.0
+    embedding_size: int = 128
+    chip: dict = field(default_factory=dict)  # alignment framing, e.g. {"kind": "dlib", "size": 150, "padding": 0.25}
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the network input."""
+        if self.layout == "NCHW":
+            return int(self.input_shape[2]), int(self.input_shape[3])
+        return int(self.input_shape[1]), int(self.input_shape[2])
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "ModelConfig":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("input_shape", "mean"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelConfig":
+        return cls.from_json(json.loads(Path(path).read_text()))
+
+
+DLIB_RESNET = ModelConfig(
+    name="dlib_face_recognition_resnet_model_v1",
+    input_name="input",
+    input_shape=(1, 3, 150, 150),
+    layout="NCHW",
+    colour_order="RGB",
+    mean=(122.782, 117.001, 104.298),
+    scale=1.0 / 256.0,
+    embedding_size=128,
+    chip={"kind": "dlib", "size": 150, "padding": 0.25},
+)
