@@ -10,6 +10,12 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
+@app.callback()
+def main() -> None:
+    """NIST FRVT/FRTE 1:1 face verification toolkit."""
+
+
 # Each module below owns one command (or group) and registers it on ``app`` when imported.
 for _name in ("validate", "score", "profile", "compile", "bench", "lfw"):
     try:

@@ -1,0 +1,159 @@
+"""Small, real implementations of the contract for testing the harness, and deliberately broken ones.
+
+``PixelMatcher`` is a genuine (if weak) face matcher: no detector, a 24x24 grey thumbnail of the
+centre of the image, normalised, compared by cosine similarity. It is not a test double: it runs
+the whole contract for real, fast enough for unit tests. Each broken subclass breaks one rule that
+``frvt validate`` must catch.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from frvt.contract import EyePair, MatchResult, ReturnCode, ReturnStatus, TemplateResult
+
+MAGIC = b"PXM1"
+CONFIG_NAME = "pixel.cfg"
+
+
+def make_config_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / CONFIG_NAME).write_text("size=24\n")
+    return path
+
+
+class PixelMatcher:
+    version = "pixel-matcher 1.0"
+    organization = "testorg"
+
+    def __init__(self) -> None:
+        self.size = None
+
+    def initialize(self, config_dir: str) -> ReturnStatus:
+        try:
+            text = (Path(config_dir) / CONFIG_NAME).read_text()
+            self.size = int(text.strip().split("=")[1])
+        except (OSError, ValueError, IndexError) as exc:
+            return ReturnStatus(ReturnCode.ConfigError, str(exc))
+        return ReturnStatus()
+
+    def _failed(self, code: ReturnCode, info: str) -> TemplateResult:
+        return TemplateResult(ReturnStatus(code, info), MAGIC + b"\x00", [EyePair()])
+
+    def create_face_template(self, images, role) -> TemplateResult:
+        if not images:
+            return self._failed(ReturnCode.NumDataError, "no image")
+        try:
+            pixels = images[0].to_array()
+        except ValueError as exc:
+            return self._failed(ReturnCode.ParseError, str(exc))
+        grey = pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
+        h, w = grey.shape
+        centre = grey[h // 5: h - h // 5, w // 5: w - w // 5]
+        if centre.size == 0 or float(centre.std()) < 2.0:
+            return self._failed(ReturnCode.FaceDetectionError, "flat image")
+        v = cv2.resize(centre, (self.size, self.size), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
+        v -= v.mean()
+        v /= np.linalg.norm(v) + 1e-12
+        eyes = EyePair(True, True, int(w * 0.62), int(h * 0.4), int(w * 0.38), int(h * 0.4))
+        return TemplateResult(ReturnStatus(), MAGIC + b"\x01" + v.astype("<f4").tobytes(), [eyes])
+
+    def _decode(self, template: bytes):
+        if len(template) < 5 or template[:4] != MAGIC:
+            return None
+        if template[4] != 1:
+            return None
+        return np.frombuffer(template[5:], dtype="<f4")
+
+    def match_templates(self, verif: bytes, enroll: bytes) -> MatchResult:
+        a, b = self._decode(verif), self._decode(enroll)
+        if a is None or b is None or a.shape != b.shape:
+            return MatchResult(ReturnStatus(ReturnCode.VerifTemplateError, "failed or foreign template"), -1.0)
+        return MatchResult(ReturnStatus(), float((1.0 + float(a @ b)) / 2.0))
+
+
+class NegativeScores(PixelMatcher):
+    """Returns similarities in [-1, 1] with Success: fails ``scores_non_negative``."""
+
+    def match_templates(self, verif, enroll):
+        r = super().match_templates(verif, enroll)
+        return MatchResult(r.status, r.similarity * 2.0 - 1.0) if r.status.ok else r
+
+
+class ExtraThreads(PixelMatcher):
+    """Computes in two extra threads, like an unconfigured BLAS pool: fails ``single_thread``."""
+
+    def create_face_template(self, images, role):
+        def burn():
+            a = np.random.default_rng(0).random((180, 180))
+            for _ in range(12):
+                a = np.tanh(a @ a.T / 180.0)  # numpy releases the GIL: real parallel work
+
+        threads = [threading.Thread(target=burn) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return super().create_face_template(images, role)
+
+
+class HardcodedConfig(PixelMatcher):
+    """Reads its config from a fixed path instead of the directory it is given: fails ``config_path``."""
+
+    hardcoded_dir: Path | None = None  # set by the test to the original config directory
+
+    def initialize(self, config_dir):
+        return super().initialize(str(self.hardcoded_dir))
+
+
+class EmptyTemplate(PixelMatcher):
+    """Returns an empty template when no face is found: fails ``template_sizes``."""
+
+    def _failed(self, code, info):
+        return TemplateResult(ReturnStatus(code, info), b"", [EyePair()])
+
+
+class ScoresFailedTemplates(PixelMatcher):
+    """Gives failed templates a 0.0 score with Success: fails ``failed_templates_matchable``."""
+
+    def match_templates(self, verif, enroll):
+        r = super().match_templates(verif, enroll)
+        return r if r.status.ok else MatchResult(ReturnStatus(), 0.0)
+
+
+class ConstantScore(PixelMatcher):
+    """Scores every pair 0.5: fails ``unique_scores``."""
+
+    def match_templates(self, verif, enroll):
+        r = super().match_templates(verif, enroll)
+        return MatchResult(r.status, 0.5) if r.status.ok else r
+
+
+class EyesOutside(PixelMatcher):
+    """Reports eye points outside the image: fails ``eye_coordinates``."""
+
+    def create_face_template(self, images, role):
+        r = super().create_face_template(images, role)
+        if r.status.ok:
+            r.eyes = [EyePair(True, True, images[0].width + 10, 5, 3, 5)]
+        return r
+
+
+class Raises(PixelMatcher):
+    """Lets an exception cross the contract on flat images: fails ``no_exceptions``."""
+
+    def _failed(self, code, info):
+        raise RuntimeError(f"flat image ({info})")
+
+
+class NoVersion(PixelMatcher):
+    version = ""
+
+
+def template_bytes(size: int) -> bytes:
+    return MAGIC + b"\x01" + struct.pack(f"<{size}f", *([0.0] * size))
