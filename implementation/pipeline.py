@@ -1,0 +1,207 @@
+"""The default FRVT 1:1 implementation: RetinaFace -> dlib-chip alignment -> TVM-compiled ResNet.
+
+Per image: decode the contract's pixels, detect faces with 5 landmarks (RetinaFace MobileNet-0.25,
+compiled by TVM), keep the largest / most central face, cut dlib's 150x150 chip with a similarity
+transform, embed the chip and its mirror image with dlib's ResNet (compiled by TVM) and average
+the two unit vectors. Several images make one template: the normalised mean of their embeddings.
+
+When no face is found upright, the detector is run again on the image turned by 90, 270 and 180
+degrees (mugshots arrive rotated now and then); landmarks are mapped back to the original image.
+
+Similarity: ``(1 + cos) / 2`` of the unit embeddings, in [0, 1], higher = more alike (see
+:func:`implementation.template.similarity`). A failed template always exists (the "no face"
+template) and matches with -1 and ``VerifTemplateError``.
+
+Everything runs on one thread: TVM's pool is one thread, OpenCV's is one thread.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from frvt.contract import EyePair, Image, MatchResult, ReturnCode, ReturnStatus, TemplateResult, TemplateRole
+from implementation import template as tpl
+from implementation.align import align
+from implementation.config_dir import CONFIG_FORMAT, CONFIG_NAME
+from implementation.detect import RetinaFaceDetector, select_face
+from implementation.model_config import ModelConfig
+
+__version__ = "0.1.0"
+
+STAGES = ("decode", "detect", "align", "embed", "encode")
+
+# rotation tried, and how to map a point of the rotated image back to the original (w, h of original)
+_ROTATIONS = (
+    (None, lambda x, y, w, h: (x, y)),
+    (cv2.ROTATE_90_CLOCKWISE, lambda x, y, w, h: (y, h - x)),
+    (cv2.ROTATE_90_COUNTERCLOCKWISE, lambda x, y, w, h: (w - y, x)),
+    (cv2.ROTATE_180, lambda x, y, w, h: (w - x, h - y)),
+)
+
+
+class FaceVerifier:
+    """NIST 1:1 contract over the TVM-compiled face pipeline. See the module docstring."""
+
+    organization = "frvt"
+    version = f"frvt-default {__version__}: RetinaFace-MobileNet0.25 + dlib ResNet v1 (TVM, flip-averaged)"
+
+    def __init__(self) -> None:
+        self._detector: RetinaFaceDetector | None = None
+        self._embedder = None
+        self._detector_model = None
+        self._config: ModelConfig | None = None
+        self._fingerprint = b"\0\0\0\0"
+        self._flip = True
+        self.target: dict | None = None
+        self.last_stage_times: dict[str, float] = {}
+
+    # -- set-up -------------------------------------------------------------------------------
+    def default_config_dir(self) -> Path:
+        """Build (once, cached) and return the default config directory (TVM compile: minutes)."""
+        from implementation.config_dir import build_config_dir
+
+        return build_config_dir(progress=True)
+
+    def initialize(self, config_dir: str) -> ReturnStatus:
+        """Load the compiled detector and embedder from ``config_dir`` (read-only)."""
+        from implementation.tvm_runtime import CompiledModel
+
+        try:
+            root = Path(config_dir)
+            settings = json.loads((root / CONFIG_NAME).read_text())
+            if settings.get("format") != CONFIG_FORMAT:
+                return ReturnStatus(ReturnCode.ConfigError, f"{root / CONFIG_NAME}: format {settings.get('format')}, expected {CONFIG_FORMAT}")
+            detector_dir, embedder_dir = root / settings["detector"], root / settings["embedder"]
+            self._detector_model = CompiledModel.load(detector_dir)
+            self._embedder = CompiledModel.load(embedder_dir)
+            self._config = ModelConfig.load(embedder_dir / "model_config.json")
+            height, width = self._detector_model.input_shape[2:4]
+            self._detector = RetinaFaceDetector(self._detector_model, input_size=(height, width))
+            sha = self._embedder.metadata.get("model_sha256", "")
+            self._fingerprint = bytes.fromhex(sha[:8]) if len(sha) >= 8 else b"\0\0\0\0"
+            self._flip = bool(settings.get("flip_average", True))
+            self.target = settings.get("target")
+            cv2.setNumThreads(1)
+        except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
+            return ReturnStatus(ReturnCode.ConfigError, f"cannot load config from {config_dir}: {exc}")
+        return ReturnStatus()
+
+    # -- templates ----------------------------------------------------------------------------
+    def _failed(self, code: ReturnCode, info: str, n_images: int) -> TemplateResult:
+        return TemplateResult(ReturnStatus(code, info), tpl.encode(None, self._fingerprint), [EyePair()] * max(n_images, 1))
+
+    def _detect(self, rgb: np.ndarray):
+        """The chosen face's landmarks (5, 2) in original pixels, or None; tries rotations."""
+        h, w = rgb.shape[:2]
+        for rotation, back in _ROTATIONS:
+            view = rgb if rotation is None else cv2.rotate(rgb, rotation)
+            face = select_face(self._detector.detect(view), view.shape)
+            if face is not None:
+                lm = np.array([back(float(x), float(y), w, h) for x, y in face.landmarks], dtype=np.float32)
+                return lm
+        return None
+
+    def _embed(self, chip: np.ndarray) -> np.ndarray:
+        cfg = self._config
+        size = cfg.input_size
+        if chip.shape[:2] != size:
+            chip = cv2.resize(chip, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        x = chip if cfg.colour_order.upper() == "RGB" else chip[:, :, ::-1]
+        x = (x.astype(np.float32) - np.asarray(cfg.mean, np.float32)) * np.float32(cfg.scale)
+        batch = [x] + ([x[:, ::-1]] if self._flip else [])
+        total = np.zeros(cfg.embedding_size, np.float64)
+        for item in batch:
+            net_in = item.transpose(2, 0, 1)[None] if cfg.layout == "NCHW" else item[None]
+            v = np.asarray(self._embedder(np.ascontiguousarray(net_in, np.float32))[0], np.float64).ravel()
+            total += v / (np.linalg.norm(v) + 1e-12)
+        return (total / (np.linalg.norm(total) + 1e-12)).astype(np.float32)
+
+    def create_face_template(self, images: Sequence[Image], role: TemplateRole) -> TemplateResult:
+        """One template from all faces found in ``images``; never raises."""
+        times = dict.fromkeys(STAGES, 0.0)
+        self.last_stage_times = times
+        if self._embedder is None:
+            return self._failed(ReturnCode.ConfigError, "initialize was not called or failed", len(images))
+        if not images:
+            return self._failed(ReturnCode.NumDataError, "no image given", 0)
+        try:
+            embeddings, eyes, problems = [], [], []
+            for index, image in enumerate(images):
+                t = time.perf_counter()
+                try:
+                    pixels = image.to_array()
+                except ValueError as exc:
+                    problems.append((ReturnCode.ParseError, f"image {index}: {exc}"))
+                    eyes.append(EyePair())
+                    continue
+                rgb = cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB) if pixels.ndim == 2 else pixels
+                t2 = time.perf_counter()
+                times["decode"] += (t2 - t) * 1e3
+                landmarks = self._detect(rgb)
+                t3 = time.perf_counter()
+                times["detect"] += (t3 - t2) * 1e3
+                if landmarks is None:
+                    problems.append((ReturnCode.FaceDetectionError, f"image {index}: no face found"))
+                    eyes.append(EyePair())
+                    continue
+                h, w = rgb.shape[:2]
+                (xr, yr), (xl, yl) = landmarks[0], landmarks[1]  # subject's right eye, subject's left eye
+                clip = lambda v, n: int(min(max(round(float(v)), 0), n - 1))  # noqa: E731
+                eyes.append(EyePair(True, True, clip(xl, w), clip(yl, h), clip(xr, w), clip(yr, h)))
+                chip = align(rgb, landmarks, self._config.chip.get("size", 150) if self._config.chip else 150)
+                t4 = time.perf_counter()
+                times["align"] += (t4 - t3) * 1e3
+                embeddings.append(self._embed(chip))
+                times["embed"] += (time.perf_counter() - t4) * 1e3
+            t5 = time.perf_counter()
+            if not embeddings:
+                code, info = problems[0] if problems else (ReturnCode.UnknownError, "no face")
+                result = TemplateResult(ReturnStatus(code, "; ".join(p[1] for p in problems)), tpl.encode(None, self._fingerprint), eyes)
+            else:
+                mean = np.mean(embeddings, axis=0)
+                mean /= np.linalg.norm(mean) + 1e-12
+                info = "; ".join(p[1] for p in problems)
+                result = TemplateResult(ReturnStatus(ReturnCode.Success, info), tpl.encode(mean, self._fingerprint, len(embeddings)), eyes)
+            times["encode"] = (time.perf_counter() - t5) * 1e3
+            return result
+        except Exception as exc:  # the contract: no exception crosses
+            return self._failed(ReturnCode.TemplateCreationError, f"{type(exc).__name__}: {exc}", len(images))
+
+    # -- matching -----------------------------------------------------------------------------
+    def match_templates(self, verif_template: bytes, enroll_template: bytes) -> MatchResult:
+        """Similarity in [0, 1]; -1 with VerifTemplateError when either template failed or is foreign."""
+        try:
+            v = tpl.decode(verif_template, self._fingerprint)
+            e = tpl.decode(enroll_template, self._fingerprint)
+        except tpl.TemplateFormatError as exc:
+            return MatchResult(ReturnStatus(ReturnCode.TemplateFormatError, str(exc)), -1.0)
+        except Exception as exc:  # pragma: no cover - decode only raises TemplateFormatError
+            return MatchResult(ReturnStatus(ReturnCode.MatchError, str(exc)), -1.0)
+        if not (v.has_face and e.has_face):
+            which = "verification" if not v.has_face else "enrolment"
+            return MatchResult(ReturnStatus(ReturnCode.VerifTemplateError, f"the {which} template holds no face"), -1.0)
+        if v.embedding.shape != e.embedding.shape:
+            return MatchResult(ReturnStatus(ReturnCode.TemplateFormatError, "templates of different sizes"), -1.0)
+        return MatchResult(ReturnStatus(), tpl.similarity(v.embedding, e.embedding))
+
+    # -- profiling ----------------------------------------------------------------------------
+    def operator_profiles(self, image: Image) -> dict[str, list[dict]]:
+        """Per-operator times of the detector and embedder on one image (TVM's Relax VM profiler)."""
+        rgb = image.to_array()
+        rgb = cv2.cvtColor(rgb, cv2.COLOR_GRAY2RGB) if rgb.ndim == 2 else rgb
+        x, _ = self._detector.preprocess(rgb)
+        out = {"detector": [op.__dict__ if not hasattr(op, "_asdict") else op._asdict() for op in self._detector_model.profile(x)]}
+        cfg = self._config
+        chip = np.zeros((cfg.input_shape[2], cfg.input_shape[3], 3), np.float32) if cfg.layout == "NCHW" else None
+        landmarks = self._detect(rgb)
+        if landmarks is not None:
+            chip = align(rgb, landmarks).astype(np.float32)
+        x = ((chip - np.asarray(cfg.mean, np.float32)) * np.float32(cfg.scale)).transpose(2, 0, 1)[None]
+        out["embedder"] = [op.__dict__ for op in self._embedder.profile(np.ascontiguousarray(x, np.float32))]
+        return out
