@@ -1,0 +1,177 @@
+"""``frvt lfw``: the LFW View-2 benchmark (pairs.txt, 10 folds) for any implementation.
+
+Templates are made once per image through the NIST contract with forked workers, written to a
+cache folder as they come (``<cache>/templates/<image id>.tmpl`` plus one JSON line per image in
+``<cache>/templates.jsonl``), so a killed run resumes where it stopped. Pairs are then compared with
+``match_templates``; a comparison with a failed template scores -1 (a non-match, as NIST counts it).
+
+Reported: mean accuracy +/- standard deviation over the 10 folds (threshold chosen on 9 folds,
+accuracy on the 10th), TAR at FAR = 1e-3 over all 3,000 impostor pairs, failures to enrol,
+images per second (wall clock, all workers) and per-call create-template time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from frvt.contract import DEFAULT_IMPLEMENTATION, ImageLabel, ReturnCode, TemplateRole, load_implementation
+from frvt.driver import create_templates, limit_threads, match
+from frvt.records import ImageEntry, ListFormatError
+
+SCHEMA = "frvt.lfw/1"
+
+
+@dataclass(frozen=True)
+class LFWPair:
+    fold: int
+    a: str  # image id, e.g. Abel_Pacheco_0001
+    b: str
+    same: bool
+
+
+def image_id(name: str, number: int) -> str:
+    return f"{name}_{number:04d}"
+
+
+def read_pairs(path: str | Path) -> list[LFWPair]:
+    """Parse LFW's View-2 ``pairs.txt``: a '<folds> <n>' header, then per fold n genuine lines
+    '<name> <i> <j>' and n impostor lines '<name1> <i> <name2> <j>'. Raises ListFormatError."""
+    path = Path(path)
+    lines = path.read_text().splitlines()
+    try:
+        n_folds, n = (int(x) for x in lines[0].split())
+    except (ValueError, IndexError):
+        raise ListFormatError(path, 1, f"expected '<folds> <pairs per class>', got {lines[0] if lines else ''!r}") from None
+    pairs = []
+    for k, line in enumerate(lines[1:], start=2):
+        f = line.split()
+        if not f:
+            continue
+        index = len(pairs)
+        fold = index // (2 * n)
+        try:
+            if len(f) == 3:
+                pairs.append(LFWPair(fold, image_id(f[0], int(f[1])), image_id(f[0], int(f[2])), True))
+            elif len(f) == 4:
+                pairs.append(LFWPair(fold, image_id(f[0], int(f[1])), image_id(f[2], int(f[3])), False))
+            else:
+                raise ValueError
+        except ValueError:
+            raise ListFormatError(path, k, f"expected '<name> <i> <j>' or '<name1> <i> <name2> <j>', got {line!r}") from None
+    if len(pairs) != n_folds * 2 * n:
+        raise ListFormatError(path, len(lines), f"{len(pairs)} pairs, header promises {n_folds * 2 * n}")
+    return pairs
+
+
+def image_entries(image_root: Path, ids: list[str]) -> list[ImageEntry]:
+    entries = []
+    for i, tid in enumerate(ids):
+        name = tid.rsplit("_", 1)[0]
+        path = image_root / name / f"{tid}.jpg"
+        entries.append(ImageEntry(tid, path, str(path), ImageLabel.FaceWild, name, i + 1))
+    return entries
+
+
+def all_image_ids(image_root: Path) -> list[str]:
+    return sorted(p.stem for p in image_root.glob("*/*.jpg"))
+
+
+def make_templates(impl, entries: list[ImageEntry], cache: Path, workers: int, progress: bool,
+                   chunk: int = 256, say: Callable[[str], None] = lambda s: None) -> tuple[dict[str, dict], float, int]:
+    """Templates for ``entries`` into ``cache``, resuming; returns per-id records, seconds spent, images made."""
+    log_path = cache / "templates.jsonl"
+    done: dict[str, dict] = {}
+    if log_path.exists():
+        for line in log_path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                if (cache / "templates" / "enroll" / f"{rec['id']}.tmpl").exists():
+                    done[rec["id"]] = rec
+            except (json.JSONDecodeError, KeyError):
+                continue  # a line cut by a kill: that image is redone
+    todo = [e for e in entries if e.id not in done]
+    if done:
+        say(f"resuming: {len(done)} templates on disk, {len(todo)} to make")
+    spent = 0.0
+    with log_path.open("a") as log:
+        for start in range(0, len(todo), chunk):
+            part = todo[start:start + chunk]
+            t0 = time.perf_counter()
+            outcomes = create_templates(impl, part, TemplateRole.Enrollment_11, cache / "templates", workers, progress)
+            spent += time.perf_counter() - t0
+            for o in outcomes:
+                rec = {"id": o.row.id, "code": o.row.code, "size": o.row.size, "ms": o.elapsed_ms, "info": o.info or o.exception or ""}
+                done[o.row.id] = rec
+                log.write(json.dumps(rec) + "\n")
+            log.flush()
+    return done, spent, len(todo)
+
+
+def run_lfw(data_dir: str | Path, implementation: str = DEFAULT_IMPLEMENTATION, config_dir: str | Path | None = None,
+            cache_dir: str | Path | None = None, workers: int = 2, all_images: bool = False, progress: bool = True,
+            say: Callable[[str], None] = lambda s: None) -> dict:
+    """Run the View-2 protocol; returns the result dict (fractions, not percent)."""
+    from frvt.validate import resolve_config_dir
+    from validation.lfw_protocol import lfw_10fold
+    from validation.metrics import tar_at_far
+
+    data_dir = Path(data_dir)
+    image_root = data_dir / "lfw-deepfunneled"
+    pairs = read_pairs(data_dir / "pairs.txt")
+    ids = all_image_ids(image_root) if all_images else sorted({p.a for p in pairs} | {p.b for p in pairs})
+    impl = load_implementation(implementation)
+    config = resolve_config_dir(impl, config_dir)
+    status = impl.initialize(str(config))
+    if status.code != ReturnCode.Success:
+        raise RuntimeError(f"initialize({config}) returned {status.code.name}: {status.info}")
+    limit_threads()
+    key = implementation.replace(":", "_").replace(".", "_") + "-" + config.name
+    cache = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "frvt" / "lfw" / key
+    (cache / "templates").mkdir(parents=True, exist_ok=True)
+    say(f"{len(ids)} images, templates cached in {cache}")
+    records, spent, made = make_templates(impl, image_entries(image_root, ids), cache, workers, progress, say=say)
+
+    templates: dict[str, bytes] = {}
+    load = lambda tid: templates.setdefault(tid, (cache / "templates" / "enroll" / f"{tid}.tmpl").read_bytes())  # noqa: E731
+    scores = np.empty(len(pairs), np.float64)
+    failed = np.zeros(len(pairs), bool)
+    for i, p in enumerate(pairs):
+        m = match(impl, p.a, p.b, load(p.a), load(p.b)).row
+        scores[i], failed[i] = m.score, m.code != ReturnCode.Success
+    same = np.array([p.same for p in pairs])
+    folds = np.array([p.fold for p in pairs])
+    protocol = lfw_10fold(np.where(failed, -np.inf, scores), same, folds)
+    tar = tar_at_far(scores[same], scores[~same], [1e-3], genuine_failed=failed[same], impostor_failed=failed[~same])
+    fte = [r for r in records.values() if r["code"] != ReturnCode.Success and r["id"] in set(ids)]
+    call_ms = np.array([r["ms"] for r in records.values() if r.get("ms") is not None])
+    from frvt.machine import machine_info
+
+    return {
+        "schema": SCHEMA,
+        "protocol": "LFW View-2, pairs.txt, 10 folds: threshold from 9 folds, accuracy on the 10th",
+        "implementation": implementation,
+        "implementation_version": getattr(impl, "version", None),
+        "config_dir": str(config),
+        "mean_accuracy": float(protocol["mean_accuracy"]),
+        "std_accuracy": float(protocol["std_accuracy"]),
+        "fold_accuracies": [float(a) for a in protocol["fold_accuracies"]],
+        "tar_at_far_1e-3": float(tar[1e-3]),
+        "n_genuine": int(same.sum()),
+        "n_impostor": int((~same).sum()),
+        "failed_comparisons": int(failed.sum()),
+        "n_images": len(ids),
+        "failures_to_enrol": len(fte) / len(ids),
+        "failures_to_enrol_count": len(fte),
+        "failed_images": [{"id": r["id"], "code": r["code"], "info": r["info"]} for r in fte][:100],
+        "images_per_second": (made / spent) if made and spent else None,
+        "workers": workers,
+        "create_template_median_ms": float(np.median(call_ms)) if call_ms.size else None,
+        "template_cache": str(cache),
+        "machine": machine_info(),
+    }

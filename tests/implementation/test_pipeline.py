@@ -1,0 +1,135 @@
+"""The default implementation on real images: failure modes, eyes, matching properties."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from frvt.contract import Image, ReturnCode, TemplateRole
+from frvt.driver import decode_image
+from implementation import FaceVerifier
+from implementation import template as tpl
+
+ROOT = Path(__file__).resolve().parents[2]
+VAL = ROOT / "data" / "validation" / "images"
+MEDS = VAL / "meds"
+EDGE = VAL / "edge"
+E = TemplateRole.Enrollment_11
+
+
+def make(fv, *paths):
+    return fv.create_face_template([decode_image(p) for p in paths], E)
+
+
+@pytest.fixture(scope="module")
+def templates(face_verifier):
+    names = {"S001_01": "S001/S001-01-t10_01.jpg", "S001_02": "S001/S001-02-t10_01.jpg",
+             "S002_01": "S002/S002-01-t10_01.jpg", "S003_01": "S003/S003-01-t10_01.jpg"}
+    return {key: make(face_verifier, MEDS / name) for key, name in names.items()}
+
+
+def test_mugshot_gives_success_eyes_in_nist_convention(face_verifier, templates):
+    r = templates["S001_01"]
+    assert r.status.code == ReturnCode.Success, r.status
+    assert len(r.template) == 532
+    eyes = r.eyes[0]
+    img = decode_image(MEDS / "S001/S001-01-t10_01.jpg")
+    assert eyes.is_left_assigned and eyes.is_right_assigned
+    # NIST: the left eye is the subject's left, on the image's right
+    assert eyes.xleft > eyes.xright
+    assert 0 <= eyes.xright < eyes.xleft < img.width and abs(eyes.yleft - eyes.yright) < 40
+    # eyes lie above 60% of the mugshot's height, about 50-150 px apart at this resolution
+    assert eyes.yleft < 0.6 * img.height and 50 < eyes.xleft - eyes.xright < 160
+
+
+def test_genuine_scores_above_impostor_scores(face_verifier, templates):
+    m = lambda a, b: face_verifier.match_templates(templates[a].template, templates[b].template)  # noqa: E731
+    genuine = m("S001_01", "S001_02")
+    impostors = [m("S001_01", "S002_01"), m("S001_01", "S003_01"), m("S002_01", "S003_01")]
+    assert genuine.status.ok and all(i.status.ok for i in impostors)
+    assert genuine.similarity > max(i.similarity for i in impostors)
+
+
+def test_matching_is_symmetric_bounded_and_self_is_one(face_verifier, templates):
+    ts = [t.template for t in templates.values()]
+    for a in ts:
+        for b in ts:
+            s1 = face_verifier.match_templates(a, b)
+            s2 = face_verifier.match_templates(b, a)
+            assert s1.similarity == s2.similarity and 0.0 <= s1.similarity <= 1.0
+    assert face_verifier.match_templates(ts[0], ts[0]).similarity == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", ["all_black.png", "all_white.png", "no_face.jpg"])
+def test_no_face_gives_detection_error_and_a_matchable_failed_template(face_verifier, templates, name):
+    r = make(face_verifier, EDGE / name)
+    assert r.status.code == ReturnCode.FaceDetectionError
+    assert len(r.template) > 0 and not tpl.decode(r.template).has_face
+    assert not r.eyes[0].is_left_assigned
+    m = face_verifier.match_templates(r.template, templates["S001_01"].template)
+    assert m.similarity == -1.0 and m.status.code == ReturnCode.VerifTemplateError
+    m = face_verifier.match_templates(templates["S001_01"].template, r.template)
+    assert m.similarity == -1.0 and not m.status.ok
+
+
+@pytest.mark.parametrize("name, subject", [
+    ("grey8_S001.png", "S001"), ("small_S008.jpg", "S008"), ("large_S006.jpg", "S006"),
+    ("rot90_S013.jpg", "S013"), ("rot180_S015.jpg", "S015"),
+])
+def test_hard_images_still_make_a_template_of_the_right_person(face_verifier, name, subject):
+    hard = make(face_verifier, EDGE / name)
+    assert hard.status.code == ReturnCode.Success, hard.status
+    if name.startswith("grey8"):
+        assert decode_image(EDGE / name).depth == 8
+    mate = make(face_verifier, sorted((MEDS / subject).glob("*t10_01.jpg"))[0])
+    other = make(face_verifier, sorted((MEDS / ("S002" if subject != "S002" else "S003")).glob("*t10_01.jpg"))[0])
+    g = face_verifier.match_templates(hard.template, mate.template).similarity
+    i = face_verifier.match_templates(hard.template, other.template).similarity
+    assert g > i
+
+
+def test_eyes_of_rotated_image_are_mapped_back_to_original_pixels(face_verifier):
+    img = decode_image(EDGE / "rot180_S015.jpg")
+    r = face_verifier.create_face_template([img], E)
+    e = r.eyes[0]
+    assert 0 <= e.xleft < img.width and 0 <= e.yleft < img.height
+    # upside down: the subject's left eye is on the image's left, and the eyes are in the lower half
+    assert e.xleft < e.xright and e.yleft > img.height / 2
+
+
+def test_several_images_make_one_template(face_verifier, templates):
+    paths = [MEDS / "S001/S001-01-t10_01.jpg", MEDS / "S001/S001-02-t10_01.jpg", EDGE / "all_black.png"]
+    r = make(face_verifier, *paths)
+    assert r.status.ok and len(r.eyes) == 3 and not r.eyes[2].is_left_assigned
+    t = tpl.decode(r.template)
+    assert t.n_faces == 2 and np.linalg.norm(t.embedding) == pytest.approx(1.0, abs=1e-5)
+    s = face_verifier.match_templates(r.template, templates["S001_01"].template).similarity
+    assert s > face_verifier.match_templates(templates["S002_01"].template, templates["S001_01"].template).similarity
+
+
+def test_bad_inputs_are_values_not_exceptions(face_verifier, templates):
+    assert face_verifier.create_face_template([], E).status.code == ReturnCode.NumDataError
+    broken = Image(100, 100, 24, b"\x00" * 10)
+    r = face_verifier.create_face_template([broken], E)
+    assert r.status.code == ReturnCode.ParseError and len(r.template) > 0
+    good = templates["S001_01"].template
+    for bad in (b"", b"garbage" * 10, good[:-1], bytes([good[0] ^ 1]) + good[1:]):
+        m = face_verifier.match_templates(bad, good)
+        assert m.similarity == -1.0 and m.status.code == ReturnCode.TemplateFormatError
+
+
+def test_uninitialised_and_misconfigured(tmp_path):
+    fv = FaceVerifier()
+    r = fv.create_face_template([decode_image(MEDS / "S001/S001-01-t10_01.jpg")], E)
+    assert r.status.code == ReturnCode.ConfigError and len(r.template) > 0
+    assert fv.initialize(str(tmp_path)).code == ReturnCode.ConfigError
+
+
+def test_stage_times_add_up(face_verifier):
+    r = make(face_verifier, MEDS / "S002/S002-01-t10_01.jpg")
+    assert r.status.ok
+    st = face_verifier.last_stage_times
+    assert set(st) == {"decode", "detect", "align", "embed", "encode"}
+    assert all(v >= 0 for v in st.values()) and st["embed"] > 0 and st["detect"] > 0
