@@ -166,16 +166,23 @@ def _int_field(path: Path, line_no: int, name: str, value: str) -> int:
         raise ListFormatError(path, line_no, f"{name} {value!r} is not an integer") from None
 
 
+def _log_rows(path: Path, header: str) -> Iterable[tuple[int, list[str]]]:
+    """(line number, fields) of each row of a log after its header; checks the column count."""
+    lines = path.read_text().splitlines()
+    _check_header(path, lines, header)
+    n = len(header.split())
+    for line_no, line in enumerate(lines[1:], start=2):
+        f = line.split()
+        if len(f) != n:
+            raise ListFormatError(path, line_no, f"expected {n} columns, got {len(f)}: {line!r}")
+        yield line_no, f
+
+
 def read_template_log(path: str | Path) -> list[TemplateRow]:
     """Parse enroll.log / verif.log (NIST columns); errors name file, line and value."""
     path = Path(path)
-    lines = path.read_text().splitlines()
-    _check_header(path, lines, TEMPLATE_LOG_HEADER)
     rows = []
-    for line_no, line in enumerate(lines[1:], start=2):
-        f = line.split()
-        if len(f) != 10:
-            raise ListFormatError(path, line_no, f"expected 10 columns, got {len(f)}: {line!r}")
+    for line_no, f in _log_rows(path, TEMPLATE_LOG_HEADER):
         names = ("templateSizeBytes", "returnCode", "isLeftAssigned", "isRightAssigned", "xleft", "yleft", "xright", "yright")
         ints = [_int_field(path, line_no, n, v) for n, v in zip(names, f[2:])]
         eyes = EyePair(bool(ints[2]), bool(ints[3]), *ints[4:])
@@ -186,13 +193,8 @@ def read_template_log(path: str | Path) -> list[TemplateRow]:
 def read_match_log(path: str | Path) -> list[MatchRow]:
     """Parse match.log; a non-numeric or non-finite score is an error naming file and line."""
     path = Path(path)
-    lines = path.read_text().splitlines()
-    _check_header(path, lines, MATCH_LOG_HEADER)
     rows = []
-    for line_no, line in enumerate(lines[1:], start=2):
-        f = line.split()
-        if len(f) != 4:
-            raise ListFormatError(path, line_no, f"expected 4 columns, got {len(f)}: {line!r}")
+    for line_no, f in _log_rows(path, MATCH_LOG_HEADER):
         try:
             score = float(f[2])
         except ValueError:
