@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -22,51 +21,18 @@ import numpy as np
 
 from frvt.contract import DEFAULT_IMPLEMENTATION, ImageLabel, ReturnCode, TemplateRole, load_implementation
 from frvt.driver import create_templates, limit_threads, match
-from frvt.records import ImageEntry, ListFormatError
+from frvt.records import ImageEntry
 
 SCHEMA = "frvt.lfw/1"
 
 
-@dataclass(frozen=True)
-class LFWPair:
-    fold: int
-    a: str  # image id, e.g. Abel_Pacheco_0001
-    b: str
-    same: bool
-
-
 def image_id(name: str, number: int) -> str:
+    """LFW's file stem for a person's n-th image, e.g. ``Abel_Pacheco_0001``."""
     return f"{name}_{number:04d}"
 
 
-def read_pairs(path: str | Path) -> list[LFWPair]:
-    """Parse LFW's View-2 ``pairs.txt``: a '<folds> <n>' header, then per fold n genuine lines
-    '<name> <i> <j>' and n impostor lines '<name1> <i> <name2> <j>'. Raises ListFormatError."""
-    path = Path(path)
-    lines = path.read_text().splitlines()
-    try:
-        n_folds, n = (int(x) for x in lines[0].split())
-    except (ValueError, IndexError):
-        raise ListFormatError(path, 1, f"expected '<folds> <pairs per class>', got {lines[0] if lines else ''!r}") from None
-    pairs = []
-    for k, line in enumerate(lines[1:], start=2):
-        f = line.split()
-        if not f:
-            continue
-        index = len(pairs)
-        fold = index // (2 * n)
-        try:
-            if len(f) == 3:
-                pairs.append(LFWPair(fold, image_id(f[0], int(f[1])), image_id(f[0], int(f[2])), True))
-            elif len(f) == 4:
-                pairs.append(LFWPair(fold, image_id(f[0], int(f[1])), image_id(f[2], int(f[3])), False))
-            else:
-                raise ValueError
-        except ValueError:
-            raise ListFormatError(path, k, f"expected '<name> <i> <j>' or '<name1> <i> <name2> <j>', got {line!r}") from None
-    if len(pairs) != n_folds * 2 * n:
-        raise ListFormatError(path, len(lines), f"{len(pairs)} pairs, header promises {n_folds * 2 * n}")
-    return pairs
+def pair_ids(pair) -> tuple[str, str]:
+    return image_id(pair.name1, pair.number1), image_id(pair.name2, pair.number2)
 
 
 def image_entries(image_root: Path, ids: list[str]) -> list[ImageEntry]:
@@ -118,13 +84,14 @@ def run_lfw(data_dir: str | Path, implementation: str = DEFAULT_IMPLEMENTATION, 
             say: Callable[[str], None] = lambda s: None) -> dict:
     """Run the View-2 protocol; returns the result dict (fractions, not percent)."""
     from frvt.validate import resolve_config_dir
-    from validation.lfw_protocol import lfw_10fold
+    from validation.lfw_protocol import lfw_10fold, read_pairs
     from validation.metrics import tar_at_far
 
     data_dir = Path(data_dir)
     image_root = data_dir / "lfw-deepfunneled"
     pairs = read_pairs(data_dir / "pairs.txt")
-    ids = all_image_ids(image_root) if all_images else sorted({p.a for p in pairs} | {p.b for p in pairs})
+    ids_of = [pair_ids(p) for p in pairs]
+    ids = all_image_ids(image_root) if all_images else sorted({i for ab in ids_of for i in ab})
     impl = load_implementation(implementation)
     config = resolve_config_dir(impl, config_dir)
     status = impl.initialize(str(config))
@@ -141,12 +108,12 @@ def run_lfw(data_dir: str | Path, implementation: str = DEFAULT_IMPLEMENTATION, 
     load = lambda tid: templates.setdefault(tid, (cache / "templates" / "enroll" / f"{tid}.tmpl").read_bytes())  # noqa: E731
     scores = np.empty(len(pairs), np.float64)
     failed = np.zeros(len(pairs), bool)
-    for i, p in enumerate(pairs):
-        m = match(impl, p.a, p.b, load(p.a), load(p.b)).row
+    for i, (a, b) in enumerate(ids_of):
+        m = match(impl, a, b, load(a), load(b)).row
         scores[i], failed[i] = m.score, m.code != ReturnCode.Success
-    same = np.array([p.same for p in pairs])
+    same = np.array([p.is_same for p in pairs])
     folds = np.array([p.fold for p in pairs])
-    protocol = lfw_10fold(np.where(failed, -np.inf, scores), same, folds)
+    protocol = lfw_10fold(scores, same, folds, failed=failed)
     tar = tar_at_far(scores[same], scores[~same], [1e-3], genuine_failed=failed[same], impostor_failed=failed[~same])
     fte = [r for r in records.values() if r["code"] != ReturnCode.Success and r["id"] in set(ids)]
     call_ms = np.array([r["ms"] for r in records.values() if r.get("ms") is not None])
@@ -158,9 +125,9 @@ def run_lfw(data_dir: str | Path, implementation: str = DEFAULT_IMPLEMENTATION, 
         "implementation": implementation,
         "implementation_version": getattr(impl, "version", None),
         "config_dir": str(config),
-        "mean_accuracy": float(protocol["mean_accuracy"]),
-        "std_accuracy": float(protocol["std_accuracy"]),
-        "fold_accuracies": [float(a) for a in protocol["fold_accuracies"]],
+        "mean_accuracy": float(protocol.mean_accuracy),
+        "std_accuracy": float(protocol.std_accuracy),
+        "fold_accuracies": [float(a) for a in protocol.fold_accuracies],
         "tar_at_far_1e-3": float(tar[1e-3]),
         "n_genuine": int(same.sum()),
         "n_impostor": int((~same).sum()),

@@ -8,7 +8,7 @@ import typer
 
 from frvt.cli.app import app
 from frvt.contract import DEFAULT_IMPLEMENTATION
-from frvt.records import ListFormatError, write_json
+from frvt.records import write_json
 
 DEFAULT_LFW = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "lfw"
 
@@ -33,7 +33,7 @@ def lfw_command(
     try:
         r = run_lfw(data_dir, implementation, config_dir, cache_dir, workers, all_images, progress,
                     say=lambda s: typer.echo(f"-- {s}", err=True))
-    except ListFormatError as exc:
+    except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     except RuntimeError as exc:
