@@ -1,16 +1,24 @@
 """Load and run a model compiled by :mod:`implementation.compile`, on one CPU thread.
 
-The template path imports only this module: TVM's runtime and Relax VM, no compiler passes
-(TVM's ``python/tvm/runtime/vm.py``). Loading is cheap (``tvm.runtime.load_module`` of the
-exported library) and happens once.
+The template path imports only this module, and this module imports only TVM's C++ runtime
+(``libtvm_runtime.so``, through ``tvm_ffi``): not the ``tvm`` Python package, whose import
+pulls in the whole compiler (~1-2 s). The exported library is a Relax VM executable; it is
+loaded with ``tvm_ffi.load_module`` and driven through the VM's packed functions
+(``vm_load_executable``, ``vm_initialization``, ``main``), as ``tvm.runtime.vm.VirtualMachine``
+does. If the runtime library cannot be found this way, the ``tvm`` package is imported instead.
 
-Threads: the TVM thread pool is set to one worker (``runtime.config_threadpool(1, 1)``, and
-``TVM_NUM_THREADS=1`` is put in the environment before TVM is first imported by this module if
-the caller has not set it). Inference then runs on the calling thread.
+Threads: ``TVM_NUM_THREADS=1`` is put in the environment (unless the caller set it) before the
+runtime library is loaded, and the thread pool is configured to one worker
+(``runtime.config_threadpool(1, 1)``); inference then runs on the calling thread.
+
+Memory: the input is copied into one 64-byte-aligned tensor allocated at load time (TVM kernels
+assume aligned buffers); outputs are copied out to numpy.
 """
 
 from __future__ import annotations
 
+import ctypes
+import importlib.util
 import json
 import os
 import time
@@ -19,32 +27,53 @@ from pathlib import Path
 
 import numpy as np
 
+_CPU = 1  # DLPack device type of the CPU
+_POOLED_ALLOCATOR = 2
 
-def _import_tvm_runtime():
-    """Import TVM's runtime with its thread pool capped at one thread."""
+
+def _runtime_ffi():
+    """``tvm_ffi`` with TVM's runtime library loaded and its thread pool set to one thread."""
     os.environ.setdefault("TVM_NUM_THREADS", "1")
-    import tvm  # pylint: disable=import-outside-toplevel
-    from tvm.runtime.vm import VirtualMachine  # pylint: disable=import-outside-toplevel
+    import tvm_ffi  # pylint: disable=import-outside-toplevel
 
-    # config_threadpool pins the calling process to one CPU (sched_setaffinity); forked NIST-style
-    # workers would then all share that core. Keep the one-thread pool, restore the affinity.
-    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
-    tvm.get_global_func("runtime.config_threadpool")(1, 1)
-    if affinity is not None:
-        os.sched_setaffinity(0, affinity)
-    return tvm, VirtualMachine
+    if tvm_ffi.get_global_func("runtime.config_threadpool", allow_missing=True) is None:
+        spec = importlib.util.find_spec("tvm")
+        library = Path(spec.origin).parent / "lib" / "libtvm_runtime.so" if spec and spec.origin else None
+        if library is not None and library.exists():
+            ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
+        else:  # an unusual install: let the tvm package find and load its runtime
+            import tvm  # noqa: F401  # pylint: disable=import-outside-toplevel,unused-import
+    tvm_ffi.get_global_func("runtime.config_threadpool")(1, 1)
+    return tvm_ffi
 
 
-def _load_vm(library: Path):
-    tvm, VirtualMachine = _import_tvm_runtime()
-    lib = tvm.runtime.load_module(str(library))
-    device = tvm.cpu(0)
-    return tvm, VirtualMachine(lib, device), device
+class _VM:
+    """The Relax VM of one exported library, driven through its packed functions."""
+
+    def __init__(self, library: Path):
+        ffi = _runtime_ffi()
+        self.ffi = ffi
+        self.module = ffi.load_module(str(library))
+        self.vm = self.module["vm_load_executable"]()
+        self.vm["vm_initialization"](_CPU, 0, _POOLED_ALLOCATOR)
+        self.main = self.vm["main"]
+        self.device = ffi.device("cpu", 0)
+        self._alloc = ffi.get_global_func("runtime.TVMTensorAllocWithScope")
+
+    def empty(self, shape: tuple[int, ...]):
+        """An aligned float32 CPU tensor and a writable numpy view of it."""
+        tensor = self._alloc(self.ffi.Shape(tuple(int(s) for s in shape)), self.ffi.dtype("float32"),
+                             self.device, None)
+        return tensor, np.from_dlpack(tensor)
+
+    def set_instrument(self, instrument) -> None:
+        self.vm["set_instrument"](self.ffi.convert(instrument) if instrument is not None else None)
 
 
 def _flatten_outputs(result) -> list[np.ndarray]:
-    if hasattr(result, "numpy"):
-        return [result.numpy()]
+    """VM result (a tensor or nested tuples of tensors) -> list of numpy copies."""
+    if hasattr(result, "__dlpack__"):
+        return [np.array(np.from_dlpack(result), copy=True)]
     outputs: list[np.ndarray] = []
     for item in result:
         outputs.extend(_flatten_outputs(item))
@@ -53,8 +82,10 @@ def _flatten_outputs(result) -> list[np.ndarray]:
 
 def run_library_once(library: str | Path, x: np.ndarray) -> list[np.ndarray]:
     """Run an exported library's ``main`` once on ``x`` (used to record output shapes)."""
-    tvm, vm, device = _load_vm(Path(library))
-    return _flatten_outputs(vm["main"](tvm.runtime.tensor(x, device)))
+    vm = _VM(Path(library))
+    tensor, view = vm.empty(x.shape)
+    np.copyto(view, x)
+    return _flatten_outputs(vm.main(tensor))
 
 
 @dataclass(frozen=True)
@@ -91,10 +122,9 @@ class CompiledModel:
     input_shape: tuple[int, ...]
     metadata: dict = field(default_factory=dict)
     load_seconds: float = 0.0
-    _tvm: object = field(default=None, repr=False)
-    _vm: object = field(default=None, repr=False)
-    _device: object = field(default=None, repr=False)
-    _main: object = field(default=None, repr=False)
+    _vm: _VM | None = field(default=None, repr=False)
+    _input: object = field(default=None, repr=False)
+    _input_view: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, path: str | Path) -> "CompiledModel":
@@ -112,17 +142,29 @@ class CompiledModel:
             raise FileNotFoundError(f"no compiled library at {library}")
         metadata_path = directory / "metadata.json"
         metadata = json.loads(metadata_path.read_text()) if metadata_path.exists() else {}
-        tvm, vm, device = _load_vm(library)
+        vm = _VM(library)
+        input_shape = tuple(int(s) for s in metadata.get("input_shape", ()))
+        tensor, view = vm.empty(input_shape) if input_shape else (None, None)
         return cls(
             input_name=str(metadata.get("input_name", "input")),
-            input_shape=tuple(int(s) for s in metadata.get("input_shape", ())),
+            input_shape=input_shape,
             metadata=metadata,
             load_seconds=time.perf_counter() - start,
-            _tvm=tvm,
             _vm=vm,
-            _device=device,
-            _main=vm["main"],
+            _input=tensor,
+            _input_view=view,
         )
+
+    def _feed(self, x: np.ndarray):
+        """Copy ``x`` into the aligned input tensor (or a fresh one when the shape is unknown)."""
+        if self._input_view is None:
+            tensor, view = self._vm.empty(x.shape)
+            np.copyto(view, x, casting="same_kind")
+            return tensor
+        if x.shape != self.input_shape:
+            raise ValueError(f"input shape {x.shape} != compiled shape {self.input_shape}")
+        np.copyto(self._input_view, x, casting="same_kind")
+        return self._input
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         """Run the model.
@@ -142,10 +184,8 @@ class CompiledModel:
         ValueError
             ``x`` has the wrong shape.
         """
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if self.input_shape and x.shape != self.input_shape:
-            raise ValueError(f"input shape {x.shape} != compiled shape {self.input_shape}")
-        return _flatten_outputs(self._main(self._tvm.runtime.tensor(x, self._device)))
+        x = np.asarray(x, dtype=np.float32)
+        return _flatten_outputs(self._vm.main(self._feed(x)))
 
     def profile(self, x: np.ndarray, repeat: int = 10) -> list[OperatorTime]:
         """Per-operator time of one call, averaged over ``repeat`` calls (after one warm-up).
@@ -165,9 +205,8 @@ class CompiledModel:
         list of OperatorTime
             Sorted by time, slowest first; ``percent`` sums to 100 over the list.
         """
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        tensor = self._tvm.runtime.tensor(x, self._device)
-        self._main(tensor)
+        tensor = self._feed(np.asarray(x, dtype=np.float32))
+        self._vm.main(tensor)
         totals: dict[str, float] = {}
         calls: dict[str, int] = {}
         started: list[tuple[str, float]] = []
@@ -183,10 +222,10 @@ class CompiledModel:
                 calls[begun_name] = calls.get(begun_name, 0) + 1
             return 0
 
-        self._vm.set_instrument(self._tvm.runtime.convert(instrument))
+        self._vm.set_instrument(instrument)
         try:
             for _ in range(repeat):
-                self._main(tensor)
+                self._vm.main(tensor)
         finally:
             self._vm.set_instrument(None)
         total = sum(totals.values()) or 1.0

@@ -1,0 +1,743 @@
+"""ONNX -> Apache TVM (Relax) -> shared library, with MetaSchedule tuning and a build cache.
+
+Never imported on the template path: the runtime side is :mod:`implementation.tvm_runtime`.
+
+Pipeline (:func:`compile_model`)::
+
+    ONNX --from_onnx (weights bound as constants)--> Relax
+         --DecomposeOpsForInference, CanonicalizeBindings, LegalizeOps, FoldConstant,
+           FuseOps, FuseTIR, AttachAttrLayoutFreeBuffers--> fused TIR tasks      (prepare_module)
+         --MetaSchedule tuning, one thread per measurement--> JSON database      (tune_module)
+         --MetaScheduleApplyDatabase, SplitLayoutRewritePreproc, FoldConstant--> scheduled module
+         --tvm.compile--> model.so + metadata.json (+ model_config.json)
+
+Weights are "layout free": a tuned convolution may store its weights in a packed layout of its
+own choosing; the repacking is split out of the kernel and folded at compile time, so the
+exported library carries pre-packed weights and does no repacking per call.
+
+Output directory layout (what :class:`implementation.tvm_runtime.CompiledModel` loads)::
+
+    <output_dir>/model.so           exported Relax VM executable, weights embedded
+    <output_dir>/metadata.json      model sha256, input name/shape/layout, preprocessing,
+                                    target, TVM version, database and its record count,
+                                    trials, compile seconds (see ``compile_model``)
+    <output_dir>/model_config.json  the ModelConfig (preprocessing as data), when one was given
+
+Tuning databases (MetaSchedule ``JSONDatabase``) live in a directory holding
+``database_workload.json``, ``database_tuning_record.json`` and ``manifest.json``; the
+manifest names the model sha256 and target the database was tuned for. Committed databases
+under ``data/tuning/<model-stem>-<target-name>/`` are found automatically by
+:func:`find_tuned_database` when the model hash and target match.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from implementation.model_config import ModelConfig
+
+DEFAULT_TUNING_ROOT = Path(__file__).resolve().parents[1] / "data" / "tuning"
+"""Where committed tuning databases live (``data/tuning/<model-stem>-<target-name>/``)."""
+
+TARGET_ALIASES: dict[str, dict] = {
+    "broadwell": {"kind": "llvm", "mcpu": "broadwell", "num-cores": 1},
+}
+"""Named targets; ``"native"`` is resolved at run time from LLVM's host CPU name."""
+
+MANIFEST_NAME = "manifest.json"
+WORKLOAD_FILE = "database_workload.json"
+RECORD_FILE = "database_tuning_record.json"
+METADATA_FORMAT = 1
+
+
+class CompileError(RuntimeError):
+    """The model could not be imported, tuned or compiled."""
+
+
+# --------------------------------------------------------------------------------------------
+# Targets, hashes, database discovery (no TVM import needed except for "native")
+# --------------------------------------------------------------------------------------------
+
+
+def parse_target(spec: str | dict) -> dict:
+    """Turn a target name or JSON into a TVM target dict.
+
+    Parameters
+    ----------
+    spec : str or dict
+        ``"broadwell"`` (Xeon E5-2630 v4: AVX2 + FMA), ``"native"`` (this machine's CPU, as LLVM
+        names it), a JSON object string such as ``'{"kind": "llvm", "mcpu": "skylake"}'``, or a
+        dict. ``num-cores`` defaults to 1 (the budget is per call on one thread).
+
+    Returns
+    -------
+    dict
+        A target dict accepted by ``tvm.target.Target``.
+
+    Examples
+    --------
+    >>> parse_target("broadwell")
+    {'kind': 'llvm', 'mcpu': 'broadwell', 'num-cores': 1}
+    >>> parse_target('{"kind": "llvm", "mcpu": "skylake"}')
+    {'kind': 'llvm', 'mcpu': 'skylake', 'num-cores': 1}
+    """
+    if isinstance(spec, dict):
+        target = dict(spec)
+    elif spec in TARGET_ALIASES:
+        target = dict(TARGET_ALIASES[spec])
+    elif spec == "native":
+        import tvm  # pylint: disable=import-outside-toplevel
+
+        host = str(tvm.get_global_func("tvm.codegen.llvm.GetHostCPUName")())
+        target = {"kind": "llvm", "mcpu": host}
+    elif isinstance(spec, str) and spec.lstrip().startswith("{"):
+        try:
+            target = json.loads(spec)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"target {spec!r} is not valid JSON: {exc}") from exc
+        if not isinstance(target, dict) or "kind" not in target:
+            raise ValueError(f"target {spec!r} must be a JSON object with a 'kind'")
+    else:
+        raise ValueError(
+            f"unknown target {spec!r}: use 'broadwell', 'native' or a JSON object string"
+        )
+    target.setdefault("num-cores", 1)
+    return target
+
+
+def target_name(target: dict) -> str:
+    """Short name of a target for directory names: its ``mcpu``, else its ``kind``.
+
+    >>> target_name({"kind": "llvm", "mcpu": "broadwell", "num-cores": 1})
+    'broadwell'
+    """
+    return str(target.get("mcpu") or target.get("kind"))
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def database_files(database: str | Path) -> tuple[Path, Path]:
+    """(workload file, tuning-record file) of a JSON database directory."""
+    database = Path(database)
+    return database / WORKLOAD_FILE, database / RECORD_FILE
+
+
+def count_records(database: str | Path | None) -> int:
+    """Number of tuning records (measured candidates) in a JSON database directory; 0 if none."""
+    if database is None:
+        return 0
+    records = database_files(database)[1]
+    if not records.exists():
+        return 0
+    with open(records, "rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def database_digest(database: str | Path | None) -> str:
+    """SHA-256 over a database's workload and record files ("" when there is no database)."""
+    if database is None:
+        return ""
+    digest = hashlib.sha256()
+    for path in database_files(database):
+        if path.exists():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def write_manifest(database: str | Path, onnx_path: str | Path, target: dict, **extra: Any) -> None:
+    """Write ``manifest.json`` naming the model and target a database was tuned for."""
+    import tvm  # pylint: disable=import-outside-toplevel
+
+    database = Path(database)
+    database.mkdir(parents=True, exist_ok=True)
+    manifest_path = database / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest.update(
+        {
+            "model": Path(onnx_path).name,
+            "model_sha256": file_sha256(onnx_path),
+            "target": target,
+            "target_name": target_name(target),
+            "tvm_version": tvm.__version__,
+            "records": count_records(database),
+        }
+    )
+    manifest.update(extra)
+    _atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def find_tuned_database(
+    onnx_path: str | Path, target: dict, roots: tuple[Path, ...] = (DEFAULT_TUNING_ROOT,)
+) -> Path | None:
+    """A committed database tuned for this model file and target, or None.
+
+    A database matches when its ``manifest.json`` has the model's SHA-256 and the same
+    ``target_name`` (``mcpu``) as ``target``.
+    """
+    sha = file_sha256(onnx_path)
+    name = target_name(target)
+    for root in roots:
+        if not Path(root).is_dir():
+            continue
+        for manifest_path in sorted(Path(root).glob(f"*/{MANIFEST_NAME}")):
+            try:
+                manifest = json.loads(manifest_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if manifest.get("model_sha256") == sha and manifest.get("target_name") == name:
+                if count_records(manifest_path.parent) > 0:
+                    return manifest_path.parent
+    return None
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX -> prepared Relax module
+# --------------------------------------------------------------------------------------------
+
+
+def onnx_input_spec(onnx_path: str | Path) -> tuple[str, tuple[int, ...]]:
+    """(name, static shape) of the ONNX model's single graph input (initialisers excluded)."""
+    import onnx  # pylint: disable=import-outside-toplevel
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise CompileError(f"{onnx_path}: expected one graph input, found {len(inputs)}")
+    dims = inputs[0].type.tensor_type.shape.dim
+    shape = tuple(int(d.dim_value) if d.dim_value > 0 else -1 for d in dims)
+    return inputs[0].name, shape
+
+
+def import_onnx(onnx_path: str | Path, input_shape: tuple[int, ...] | None = None):
+    """ONNX file -> Relax IRModule with the weights bound as constants.
+
+    Parameters
+    ----------
+    onnx_path : path
+        The model. It must have one float32 input; dynamic dimensions need ``input_shape``.
+    input_shape : tuple of int, optional
+        Static input shape overriding the file's.
+    """
+    import onnx  # pylint: disable=import-outside-toplevel
+    from tvm.relax.frontend.onnx import from_onnx  # pylint: disable=import-outside-toplevel
+
+    name, shape = onnx_input_spec(onnx_path)
+    if input_shape is not None:
+        shape = tuple(int(s) for s in input_shape)
+    if any(s <= 0 for s in shape):
+        raise CompileError(f"{onnx_path}: input {name!r} has a dynamic shape {shape}; give one")
+    model = onnx.load(str(onnx_path))
+    try:
+        return from_onnx(model, shape_dict={name: list(shape)}, keep_params_in_input=False)
+    except Exception as exc:  # the frontend raises many types
+        raise CompileError(f"TVM's ONNX importer failed on {onnx_path}: {exc}") from exc
+
+
+def prepare_module(mod, target: dict):
+    """Relax module -> fused TIR functions ready for tuning (the tuning tasks' source).
+
+    The same function runs before tuning (``scripts/tune.py``) and before building, so the
+    tuned workloads match what is compiled.
+    """
+    import tvm  # pylint: disable=import-outside-toplevel
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+
+    seq = tvm.transform.Sequential(
+        [
+            relax.transform.DecomposeOpsForInference(),
+            relax.transform.CanonicalizeBindings(),
+            relax.transform.FoldConstant(),
+            relax.transform.LegalizeOps(),
+            relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(),
+            relax.transform.FuseOps(),
+            relax.transform.FuseTIR(),
+            relax.transform.DeadCodeElimination(),
+            relax.transform.AttachAttrLayoutFreeBuffers(),
+        ]
+    )
+    with tvm.target.Target(target):
+        return seq(mod)
+
+
+def extract_tasks(mod, target: dict) -> list:
+    """MetaSchedule tasks (one per distinct fused TIR function) of a prepared module."""
+    import tvm  # pylint: disable=import-outside-toplevel
+    from tvm.s_tir.meta_schedule.relax_integration import (  # pylint: disable=import-outside-toplevel
+        extract_tasks as ms_extract_tasks,
+    )
+
+    return ms_extract_tasks(mod, tvm.target.Target(target))
+
+
+def task_flops(task) -> float:
+    """Floating-point operations of one call of a task's TIR function."""
+    from tvm.s_tir.analysis import estimate_tir_flops  # pylint: disable=import-outside-toplevel
+
+    return float(estimate_tir_flops(task.dispatched[0]))
+
+
+# --------------------------------------------------------------------------------------------
+# Tuning
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def single_thread_environment() -> Iterator[None]:
+    """Set TVM_NUM_THREADS / OMP_NUM_THREADS = 1 for child processes (builders, runners)."""
+    saved = {key: os.environ.get(key) for key in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    os.environ.update({"TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _runner_initializer() -> None:
+    """Runs in each measurement worker: one TVM thread."""
+    import tvm  # pylint: disable=import-outside-toplevel
+
+    tvm.get_global_func("runtime.config_threadpool")(1, 1)
+
+
+def tune_module(
+    mod,
+    target: dict,
+    database: str | Path,
+    *,
+    trials: int,
+    max_trials_per_task: int | None = None,
+    trials_per_iter: int = 64,
+    builder_workers: int = 1,
+    builder_timeout_sec: float = 120.0,
+    op_names: list[str] | None = None,
+    seed: int | None = None,
+    log_dir: str | Path | None = None,
+    search_threads: int = 2,
+    population_size: int = 128,
+    genetic_iters: int = 3,
+    gflops_range: tuple[float, float] | None = None,
+    scheduler: str = "gradient",
+) -> int:
+    """Run MetaSchedule on a prepared module, appending records to a JSON database.
+
+    Measurements run in a worker process on ONE thread (``TVM_NUM_THREADS=1`` and the thread
+    pool configured to one worker), with MetaSchedule's default timing (mean of 3 runs, each
+    repeated for at least 100 ms). Records are committed to ``database`` as their batch is
+    joined (see ``scheduler``); a new run on the same database seeds its search with the best
+    records already there and does not re-measure them.
+
+    Parameters
+    ----------
+    mod : IRModule
+        Output of :func:`prepare_module`.
+    target : dict
+        Target dict (``parse_target``).
+    database : path
+        JSON database directory; created when missing, appended to when present.
+    trials : int
+        New measured candidates in this call, over all tasks (MetaSchedule's global budget).
+    max_trials_per_task : int, optional
+        Cap per task in this call (default: ``trials``).
+    trials_per_iter : int
+        Candidates measured per search iteration of a task.
+    op_names : list of str, optional
+        Tune only tasks whose name contains one of these.
+    log_dir : path, optional
+        MetaSchedule's per-task logs (default ``~/.cache/frvt/tuning-logs/<database name>``,
+        outside the database directory so that it stays small enough to commit).
+    search_threads : int
+        Threads of the evolutionary search and cost model (not of the measurements).
+    population_size, genetic_iters : int
+        Evolutionary-search population and generations (MetaSchedule's defaults, 512 and 4,
+        spend minutes per search iteration on a busy 2-core machine).
+    gflops_range : (float, float), optional
+        Tune only tasks whose GFLOPs per model call (FLOPs x occurrences) is in [low, high).
+    scheduler : {"gradient", "round-robin"}
+        MetaSchedule's task scheduler. "gradient" spends trials where they cut latency most,
+        but commits nothing to the database until every task has had its first round;
+        "round-robin" commits each batch as soon as it is measured.
+
+    Returns
+    -------
+    int
+        Records in the database after tuning.
+    """
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+    from tvm.s_tir.meta_schedule.relax_integration import (  # pylint: disable=import-outside-toplevel
+        extracted_tasks_to_tune_contexts,
+    )
+
+    database = Path(database)
+    database.mkdir(parents=True, exist_ok=True)
+    tasks = extract_tasks(mod, target)
+    if op_names:
+        tasks = [t for t in tasks if any(name in t.task_name for name in op_names)]
+    if gflops_range is not None:
+        low, high = gflops_range
+        tasks = [t for t in tasks if low <= task_flops(t) * int(t.weight) / 1e9 < high]
+    if not tasks:
+        return count_records(database)
+    if log_dir is None:
+        log_dir = Path.home() / ".cache" / "frvt" / "tuning-logs" / database.resolve().name
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with single_thread_environment():
+        contexts, weights = extracted_tasks_to_tune_contexts(
+            tasks,
+            work_dir=str(log_dir),
+            strategy=ms.search_strategy.EvolutionarySearch(
+                population_size=population_size, genetic_num_iters=genetic_iters
+            ),
+            seed=seed,
+            num_threads=search_threads,
+        )
+        ms.tune.tune_tasks(
+            tasks=contexts,
+            task_weights=weights,
+            work_dir=str(log_dir),
+            max_trials_global=trials,
+            max_trials_per_task=max_trials_per_task or trials,
+            num_trials_per_iter=trials_per_iter,
+            builder=ms.builder.LocalBuilder(
+                max_workers=builder_workers, timeout_sec=builder_timeout_sec
+            ),
+            runner=ms.runner.LocalRunner(timeout_sec=60, initializer=_runner_initializer),
+            database=ms.database.JSONDatabase(work_dir=str(database)),
+            cost_model=ms.cost_model.XGBModel(
+                extractor=ms.feature_extractor.PerStoreFeature(), adaptive_training=True,
+                num_tuning_cores=search_threads,
+            ),
+            task_scheduler=scheduler,
+        )
+    return count_records(database)
+
+
+# --------------------------------------------------------------------------------------------
+# Build, export, metadata
+# --------------------------------------------------------------------------------------------
+
+
+def build_module(mod, target: dict, database: str | Path | None = None):
+    """Prepared module (+ tuning database) -> ``tvm.runtime.Executable``.
+
+    Functions found in the database get their tuned schedule (and packed weights folded at
+    compile time); the others are compiled unscheduled (correct but slow).
+    """
+    import tvm  # pylint: disable=import-outside-toplevel
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+    tvm_target = tvm.target.Target(target)
+    with tvm_target, tempfile.TemporaryDirectory(prefix="frvt-db-") as snapshot:
+        if database is not None and count_records(database) > 0:
+            # A snapshot: a tuning run may be appending to the database right now.
+            _snapshot_database(database, Path(snapshot))
+            db = ms.database.JSONDatabase(work_dir=snapshot, allow_missing=False)
+            with db:
+                mod = relax.transform.MetaScheduleApplyDatabase()(mod)
+        mod = tvm.transform.Sequential(
+            [
+                relax.transform.SplitLayoutRewritePreproc(),
+                relax.transform.FoldConstant(),
+                relax.transform.DeadCodeElimination(),
+            ]
+        )(mod)
+    return tvm.compile(mod, target=tvm_target)
+
+
+def _snapshot_database(database: str | Path, out: Path) -> None:
+    """Copy a JSON database, dropping a last line still being written."""
+    for source in database_files(database):
+        lines = source.read_text().splitlines() if source.exists() else []
+        complete = []
+        for line in lines:
+            try:
+                json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            complete.append(line)
+        (out / source.name).write_text("".join(line + "\n" for line in complete))
+
+
+def compile_model(
+    onnx_path: str | Path,
+    *,
+    target: str | dict = "broadwell",
+    output_dir: str | Path,
+    model_config: ModelConfig | None = None,
+    database: str | Path | None = None,
+    tune: bool = False,
+    trials: int = 2000,
+    max_trials_per_task: int | None = None,
+    progress: bool | Callable[[str], None] = True,
+    auto_database: bool = True,
+) -> dict:
+    """Compile an ONNX model for a CPU target and export it with its metadata.
+
+    Parameters
+    ----------
+    onnx_path : path
+        ONNX model with one static-shape float32 input.
+    target : str or dict
+        ``"broadwell"``, ``"native"``, a JSON string or a dict (see :func:`parse_target`).
+    output_dir : path
+        Receives ``model.so``, ``metadata.json`` and, if ``model_config`` is given,
+        ``model_config.json``. Written atomically (a temporary directory renamed into place).
+    model_config : ModelConfig, optional
+        Preprocessing and embedding description saved next to the library.
+    database : path, optional
+        MetaSchedule JSON database directory. Default: a committed database whose manifest
+        matches the model hash and target (:func:`find_tuned_database`), else none when not
+        tuning, else an error.
+    tune : bool
+        Run MetaSchedule first, appending to ``database`` (``trials`` new measurements).
+    trials, max_trials_per_task : int
+        Tuning budget of this call (only with ``tune``).
+    progress : bool or callable
+        True: report stages to stderr via tqdm; a callable receives stage messages.
+    auto_database : bool
+        Look for a committed database when ``database`` is None (False: compile untuned).
+
+    Returns
+    -------
+    dict
+        The metadata written to ``metadata.json``: ``format``, ``model`` (file name),
+        ``model_sha256``, ``input_name``, ``input_shape``, ``layout``, ``output_shapes``,
+        ``preprocessing`` (the ModelConfig dict or None), ``target``, ``tvm_version``,
+        ``database`` (path or None), ``database_records``, ``database_sha256``, ``tuned``,
+        ``trials``, ``compile_seconds``, ``library``.
+
+    Raises
+    ------
+    CompileError
+        Import, tuning or compilation failed.
+    ValueError
+        Bad target or arguments.
+    """
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import tvm  # pylint: disable=import-outside-toplevel
+
+    report = _progress_reporter(progress)
+    start = time.perf_counter()
+    onnx_path = Path(onnx_path)
+    target_dict = parse_target(target)
+    if database is None and auto_database:
+        database = find_tuned_database(onnx_path, target_dict)
+        if database is not None:
+            report(f"using tuned database {database} ({count_records(database)} records)")
+    if tune and database is None:
+        raise ValueError("tuning needs a database directory (--database DIR)")
+
+    input_name, input_shape = onnx_input_spec(onnx_path)
+    if model_config is not None and all(s > 0 for s in model_config.input_shape):
+        input_shape = tuple(model_config.input_shape)
+    report(f"importing {onnx_path.name} (input {input_name} {list(input_shape)})")
+    mod = import_onnx(onnx_path, input_shape)
+    report(f"preparing for {json.dumps(target_dict)}")
+    mod = prepare_module(mod, target_dict)
+    if tune:
+        report(f"tuning {trials} trials into {database}")
+        n_records = tune_module(
+            mod, target_dict, database, trials=trials, max_trials_per_task=max_trials_per_task
+        )
+        write_manifest(database, onnx_path, target_dict)
+        report(f"database has {n_records} records")
+    report("compiling")
+    try:
+        executable = build_module(mod, target_dict, database)
+    except Exception as exc:
+        raise CompileError(f"TVM failed to compile {onnx_path}: {exc}") from exc
+
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        report("exporting")
+        executable.export_library(str(staging / "model.so"))
+        output_shapes = _output_shapes(staging / "model.so", input_shape, np)
+        metadata = {
+            "format": METADATA_FORMAT,
+            "model": onnx_path.name,
+            "model_sha256": file_sha256(onnx_path),
+            "input_name": input_name,
+            "input_shape": list(input_shape),
+            "layout": model_config.layout if model_config is not None else "NCHW",
+            "output_shapes": output_shapes,
+            "preprocessing": model_config.to_json() if model_config is not None else None,
+            "target": target_dict,
+            "tvm_version": tvm.__version__,
+            "database": str(database) if database is not None else None,
+            "database_records": count_records(database),
+            "database_sha256": database_digest(database),
+            "tuned": count_records(database) > 0,
+            "trials": trials if tune else 0,
+            "compile_seconds": round(time.perf_counter() - start, 3),
+            "library": "model.so",
+        }
+        metadata = json.loads(json.dumps(metadata))  # what a reader of the file gets
+        (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        if model_config is not None:
+            model_config.save(staging / "model_config.json")
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        staging.rename(output_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    report(f"wrote {output_dir} in {metadata['compile_seconds']:.1f} s")
+    return metadata
+
+
+def _output_shapes(library: Path, input_shape: tuple[int, ...], np) -> list[list[int]]:
+    """Run the exported library once on zeros to record its output shapes."""
+    from implementation.tvm_runtime import run_library_once  # pylint: disable=import-outside-toplevel
+
+    outputs = run_library_once(library, np.zeros(input_shape, dtype=np.float32))
+    return [list(o.shape) for o in outputs]
+
+
+def _progress_reporter(progress: bool | Callable[[str], None]) -> Callable[[str], None]:
+    if callable(progress):
+        return progress
+    if progress:
+        from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+
+        return lambda message: tqdm.write(f"[frvt compile] {message}")
+    return lambda message: None
+
+
+# --------------------------------------------------------------------------------------------
+# Cache
+# --------------------------------------------------------------------------------------------
+
+
+def cache_key(onnx_path: str | Path, target: str | dict, database: str | Path | None = None) -> str:
+    """Hex key of a compiled artefact: model sha256 + target + TVM version + database content."""
+    import tvm  # pylint: disable=import-outside-toplevel
+
+    payload = {
+        "model_sha256": file_sha256(onnx_path),
+        "target": parse_target(target),
+        "tvm_version": tvm.__version__,
+        "database_sha256": database_digest(database),
+        "format": METADATA_FORMAT,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def ensure_compiled(
+    onnx_path: str | Path,
+    target: str | dict = "broadwell",
+    cache_dir: str | Path | None = None,
+    database: str | Path | None = None,
+    model_config: ModelConfig | None = None,
+    progress: bool | Callable[[str], None] = False,
+    auto_database: bool = True,
+) -> Path:
+    """Directory of a compiled model for (model, target, TVM, database); built once.
+
+    Parameters
+    ----------
+    onnx_path : path
+        The model.
+    target : str or dict
+        See :func:`parse_target`.
+    cache_dir : path, optional
+        Root of the cache (default ``~/.cache/frvt/compiled``). The artefact lives in
+        ``<cache_dir>/<model-stem>-<target-name>-<key>/``; a concurrent or killed build never
+        leaves a half-written directory (atomic rename).
+    database : path, optional
+        Tuning database; default: the committed one for this model hash and target, if any.
+    model_config : ModelConfig, optional
+        Saved beside the library.
+    auto_database : bool
+        Use the committed database for this model hash and target when ``database`` is None
+        (False: an untuned build).
+
+    Returns
+    -------
+    Path
+        Directory holding ``model.so`` and ``metadata.json``.
+    """
+    onnx_path = Path(onnx_path)
+    target_dict = parse_target(target)
+    if database is None and auto_database:
+        database = find_tuned_database(onnx_path, target_dict)
+    cache_dir = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "frvt" / "compiled"
+    key = cache_key(onnx_path, target_dict, database)
+    out = cache_dir / f"{onnx_path.stem}-{target_name(target_dict)}-{key}"
+    if (out / "metadata.json").exists() and (out / "model.so").exists():
+        return out
+    compile_model(
+        onnx_path, target=target_dict, output_dir=out, model_config=model_config,
+        database=database, progress=progress, auto_database=False,
+    )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Database pruning
+# --------------------------------------------------------------------------------------------
+
+
+def prune_database(database: str | Path, keep_per_workload: int = 8) -> tuple[int, int]:
+    """Keep only the fastest ``keep_per_workload`` records of each workload (in place, atomic).
+
+    Records that failed (no run time) are dropped. Keeping several per workload lets a later
+    tuning session seed its search from them; applying the database uses only the best one.
+
+    Returns
+    -------
+    (int, int)
+        Records before and after.
+    """
+    records_path = database_files(database)[1]
+    if not records_path.exists():
+        return 0, 0
+    by_workload: dict[int, list[tuple[float, str]]] = {}
+    n_before = 0
+    for line in records_path.read_text().splitlines():
+        if not line.strip():
+            continue
+        n_before += 1
+        workload_index, record = json.loads(line)
+        run_secs = record[1]
+        if not run_secs:
+            continue
+        mean = sum(float(s) for s in run_secs) / len(run_secs)
+        if mean >= 1e9:  # MetaSchedule stores 1e10 for failed runs
+            continue
+        by_workload.setdefault(workload_index, []).append((mean, line))
+    kept = []
+    for workload_index in sorted(by_workload):
+        kept.extend(line for _, line in sorted(by_workload[workload_index])[:keep_per_workload])
+    _atomic_write_text(records_path, "".join(line + "\n" for line in kept))
+    return n_before, len(kept)

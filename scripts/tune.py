@@ -1,0 +1,195 @@
+"""Resumable MetaSchedule tuning of an ONNX model for a CPU target (run it in the background).
+
+State is the JSON database directory: every measured candidate is appended to
+``database_tuning_record.json`` as soon as it is measured. ``--trials`` is the TOTAL number of
+records wanted in the database, so re-running the same command after a kill (or in a later
+session) continues where it stopped: it tunes ``trials - records`` more, and MetaSchedule seeds
+its search with the best records already in the database instead of starting cold.
+
+Usage (from the repository root)::
+
+    nohup python scripts/tune.py data/models/dlib_face_recognition_resnet_model_v1.onnx \\
+        --target broadwell --trials 3000 \\
+        --database data/tuning/dlib_face_recognition_resnet_model_v1-broadwell \\
+        >> data/tuning/dlib_face_recognition_resnet_model_v1-broadwell/tune.log 2>&1 &
+
+    python scripts/tune.py MODEL.onnx --database DIR --prune 8   # keep 8 best per workload
+    python scripts/tune.py MODEL.onnx --database DIR --tasks     # list tasks, FLOPs, records
+
+Measurements run on one thread (``TVM_NUM_THREADS=1``); MetaSchedule's per-task logs go to
+``~/.cache/frvt/tuning-logs/<database-name>/`` (not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TVM_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from implementation import compile as tvm_compile  # noqa: E402
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {message}", flush=True)
+
+
+def _task_table(mod, target: dict, database: Path) -> list[dict]:
+    """Tasks with their weight, FLOPs and best measured time in the database."""
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+    tasks = tvm_compile.extract_tasks(mod, target)
+    db = None
+    if tvm_compile.count_records(database) > 0:
+        db = ms.database.JSONDatabase(work_dir=str(database), allow_missing=False)
+    rows = []
+    for task in tasks:
+        best_us = None
+        n_records = 0
+        if db is not None and db.has_workload(task.dispatched[0]):
+            workload = db.commit_workload(task.dispatched[0])
+            records = db.get_top_k(workload, 10**6)
+            n_records = len(records)
+            if records:
+                secs = [float(s) for s in records[0].run_secs]
+                best_us = sum(secs) / len(secs) * 1e6
+        rows.append(
+            {
+                "task": task.task_name,
+                "weight": int(task.weight),
+                "gflops": tvm_compile.task_flops(task) / 1e9,
+                "records": n_records,
+                "best_us": best_us,
+            }
+        )
+    return rows
+
+
+def _print_tasks(rows: list[dict]) -> None:
+    total_us = 0.0
+    print(f"{'task':60s} {'w':>3s} {'GFLOP':>8s} {'recs':>5s} {'best us':>10s} {'GFLOP/s':>8s}")
+    for row in sorted(rows, key=lambda r: -r["gflops"] * r["weight"]):
+        best = row["best_us"]
+        rate = row["gflops"] / (best * 1e-6) if best else float("nan")
+        if best:
+            total_us += best * row["weight"]
+        print(
+            f"{row['task'][:60]:60s} {row['weight']:3d} {row['gflops']:8.4f} {row['records']:5d} "
+            f"{best if best else float('nan'):10.1f} {rate:8.1f}"
+        )
+    print(f"sum of best kernel times x weight: {total_us / 1e3:.2f} ms (tuned tasks only)")
+
+
+def _run_with_time_limit(minutes: float) -> int:
+    """Run this script without ``--time-limit`` in its own process group; stop it at the deadline."""
+    argv = sys.argv[1:]
+    i = argv.index("--time-limit")
+    child_argv = argv[:i] + argv[i + 2:]
+    child = subprocess.Popen([sys.executable, __file__, *child_argv], start_new_session=True)
+    try:
+        return child.wait(timeout=minutes * 60)
+    except subprocess.TimeoutExpired:
+        _log(f"time limit of {minutes:g} min reached: stopping the tuning run")
+        os.killpg(child.pid, signal.SIGTERM)
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        return 0
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, help="ONNX model")
+    parser.add_argument("--target", default="broadwell", help="broadwell | native | JSON dict")
+    parser.add_argument("--database", type=Path, required=True, help="JSON database directory")
+    parser.add_argument("--trials", type=int, default=2000, help="total records wanted in the database")
+    parser.add_argument("--max-trials-per-task", type=int, default=None)
+    parser.add_argument("--trials-per-iter", type=int, default=16)
+    parser.add_argument("--scheduler", choices=("gradient", "round-robin"), default="gradient",
+                        help="gradient commits nothing until every task had one round; round-robin commits at once")
+    parser.add_argument("--builder-workers", type=int, default=2)
+    parser.add_argument("--search-threads", type=int, default=2)
+    parser.add_argument("--population", type=int, default=128)
+    parser.add_argument("--genetic-iters", type=int, default=3)
+    parser.add_argument("--input-shape", type=int, nargs="+", default=None)
+    parser.add_argument("--op", action="append", default=None, help="tune only tasks containing this")
+    parser.add_argument("--gflops-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="tune only tasks with LOW <= GFLOPs x occurrences < HIGH")
+    parser.add_argument("--prune", type=int, default=None, metavar="K",
+                        help="only prune the database to the K best records per workload")
+    parser.add_argument("--tasks", action="store_true", help="only list the tasks and their state")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="MIN",
+                        help="stop after MIN minutes (records measured so far are kept)")
+    args = parser.parse_args()
+    if args.time_limit is not None:
+        status = _run_with_time_limit(args.time_limit)
+        if args.database.is_dir():
+            tvm_compile.write_manifest(args.database, args.model, tvm_compile.parse_target(args.target))
+            _log(f"{args.database}: {tvm_compile.count_records(args.database)} records")
+        return status
+
+    target = tvm_compile.parse_target(args.target)
+    database: Path = args.database
+    if args.prune is not None:
+        before, after = tvm_compile.prune_database(database, args.prune)
+        _log(f"pruned {database}: {before} -> {after} records")
+        tvm_compile.write_manifest(database, args.model, target)
+        return 0
+
+    _log(f"model {args.model} sha256 {tvm_compile.file_sha256(args.model)[:16]} target {json.dumps(target)}")
+    mod = tvm_compile.prepare_module(
+        tvm_compile.import_onnx(args.model, tuple(args.input_shape) if args.input_shape else None),
+        target,
+    )
+    if args.tasks:
+        _print_tasks(_task_table(mod, target, database))
+        return 0
+
+    database.mkdir(parents=True, exist_ok=True)
+    tvm_compile.write_manifest(database, args.model, target)
+    records = tvm_compile.count_records(database)
+    remaining = args.trials - records
+    _log(f"database {database}: {records} records; {max(remaining, 0)} trials to go")
+    if remaining <= 0:
+        return 0
+    start = time.time()
+    records = tvm_compile.tune_module(
+        mod,
+        target,
+        database,
+        trials=remaining,
+        max_trials_per_task=args.max_trials_per_task,
+        trials_per_iter=args.trials_per_iter,
+        builder_workers=args.builder_workers,
+        search_threads=args.search_threads,
+        population_size=args.population,
+        genetic_iters=args.genetic_iters,
+        op_names=args.op,
+        scheduler=args.scheduler,
+        gflops_range=tuple(args.gflops_range) if args.gflops_range else None,
+    )
+    elapsed = time.time() - start
+    manifest_path = database / tvm_compile.MANIFEST_NAME
+    previous = json.loads(manifest_path.read_text()).get("tuning_seconds", 0.0) if manifest_path.exists() else 0.0
+    tvm_compile.write_manifest(database, args.model, target, tuning_seconds=round(previous + elapsed, 1))
+    _log(f"done: {records} records, {elapsed / 60:.1f} min this run")
+    _print_tasks(_task_table(mod, target, database))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""Tests for implementation.compile and implementation.tvm_runtime on a tiny ONNX model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from implementation import compile as tvm_compile
+from implementation.model_config import ModelConfig
+from implementation.tvm_runtime import CompiledModel
+
+REPO = Path(__file__).resolve().parents[2]
+INPUT_SHAPE = (1, 3, 16, 16)
+
+
+def _tiny_onnx(path: Path, seed: int = 0) -> Path:
+    """conv 3x3 (3->8, bias) -> relu -> flatten -> gemm (8*16*16 -> 10)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.3, (8, 3, 3, 3)).astype(np.float32), "conv_w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, 8).astype(np.float32), "conv_b"),
+        numpy_helper.from_array(rng.normal(0, 0.05, (10, 8 * 16 * 16)).astype(np.float32), "fc_w"),
+        numpy_helper.from_array(rng.normal(0, 0.1, 10).astype(np.float32), "fc_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "conv_w", "conv_b"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("Flatten", ["r"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["embedding"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(INPUT_SHAPE))],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [1, 10])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+TINY_CONFIG = ModelConfig(name="tiny", input_shape=INPUT_SHAPE, mean=(1.0, 2.0, 3.0), scale=0.5, embedding_size=10)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return _tiny_onnx(tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def compiled(tiny_model, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("compiled") / "tiny-broadwell"
+    metadata = tvm_compile.compile_model(
+        tiny_model, target="broadwell", output_dir=out, model_config=TINY_CONFIG, progress=False
+    )
+    return out, metadata
+
+
+def _onnxruntime(model: Path, x: np.ndarray) -> list[np.ndarray]:
+    ort = pytest.importorskip("onnxruntime")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": x})
+
+
+# ----------------------------------------------------------------------------------- targets
+
+
+def test_parse_target_names_and_json():
+    assert tvm_compile.parse_target("broadwell") == {"kind": "llvm", "mcpu": "broadwell", "num-cores": 1}
+    assert tvm_compile.parse_target('{"kind": "llvm", "mcpu": "skylake", "num-cores": 4}') == {
+        "kind": "llvm", "mcpu": "skylake", "num-cores": 4}
+    native = tvm_compile.parse_target("native")
+    assert native["kind"] == "llvm" and native["mcpu"] and native["mcpu"] != "generic"
+    assert tvm_compile.target_name(native) == native["mcpu"]
+
+
+@pytest.mark.parametrize("bad", ["pentium", "{not json", '["llvm"]', '{"mcpu": "x"}'])
+def test_parse_target_rejects_with_the_value(bad):
+    with pytest.raises(ValueError, match="target"):
+        tvm_compile.parse_target(bad)
+
+
+def test_cache_key_depends_on_target_model_and_database(tiny_model, tmp_path):
+    broadwell = tvm_compile.cache_key(tiny_model, "broadwell")
+    assert broadwell == tvm_compile.cache_key(tiny_model, {"kind": "llvm", "mcpu": "broadwell", "num-cores": 1})
+    assert broadwell != tvm_compile.cache_key(tiny_model, '{"kind": "llvm", "mcpu": "skylake"}')
+    other = _tiny_onnx(tmp_path / "other.onnx", seed=1)
+    assert broadwell != tvm_compile.cache_key(other, "broadwell")
+    database = tmp_path / "db"
+    database.mkdir()
+    (database / tvm_compile.RECORD_FILE).write_text('[0, [[], [0.001], {}, []]]\n')
+    assert broadwell != tvm_compile.cache_key(tiny_model, "broadwell", database)
+
+
+# ------------------------------------------------------------------------------- compile + run
+
+
+def test_compiled_matches_onnxruntime(compiled, tiny_model):
+    out, _ = compiled
+    model = CompiledModel.load(out)
+    assert model.input_name == "input" and model.input_shape == INPUT_SHAPE
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        x = rng.normal(0, 1, INPUT_SHAPE).astype(np.float32)
+        ours = model(x)
+        reference = _onnxruntime(tiny_model, x)
+        assert len(ours) == len(reference) == 1
+        assert ours[0].shape == (1, 10)
+        np.testing.assert_allclose(ours[0], reference[0], rtol=0, atol=1e-4)
+
+
+def test_wrong_input_shape_is_an_error_naming_it(compiled):
+    model = CompiledModel.load(compiled[0] / "model.so")
+    with pytest.raises(ValueError, match=r"\(1, 3, 8, 8\)"):
+        model(np.zeros((1, 3, 8, 8), np.float32))
+
+
+def test_metadata_and_output_directory(compiled, tiny_model):
+    import tvm
+
+    out, metadata = compiled
+    assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "model.so", "model_config.json"]
+    on_disk = json.loads((out / "metadata.json").read_text())
+    assert on_disk == metadata
+    assert metadata["model_sha256"] == tvm_compile.file_sha256(tiny_model)
+    assert metadata["input_name"] == "input" and metadata["input_shape"] == list(INPUT_SHAPE)
+    assert metadata["output_shapes"] == [[1, 10]]
+    assert metadata["target"] == {"kind": "llvm", "mcpu": "broadwell", "num-cores": 1}
+    assert metadata["tvm_version"] == tvm.__version__
+    assert metadata["tuned"] is False and metadata["database"] is None and metadata["database_records"] == 0
+    assert metadata["preprocessing"]["mean"] == [1.0, 2.0, 3.0]
+    assert ModelConfig.load(out / "model_config.json") == TINY_CONFIG
+    assert CompiledModel.load(out).metadata == metadata
+
+
+def test_profile_reports_operators(compiled):
+    model = CompiledModel.load(compiled[0])
+    rows = model.profile(np.ones(INPUT_SHAPE, np.float32), repeat=3)
+    assert rows and all(row.time_us >= 0 for row in rows)
+    assert sum(row.percent for row in rows) == pytest.approx(100.0)
+    assert [r.time_us for r in rows] == sorted((r.time_us for r in rows), reverse=True)
+    assert any("conv2d" in row.name for row in rows)
+
+
+def test_inference_runs_on_one_thread(compiled):
+    """In a fresh process: no thread appears when the model runs, and CPU time ~ wall time."""
+    script = textwrap.dedent(f"""
+        import json, time, numpy as np, psutil
+        from implementation.tvm_runtime import CompiledModel
+        model = CompiledModel.load({str(compiled[0])!r})
+        x = np.ones({INPUT_SHAPE!r}, np.float32)
+        proc = psutil.Process()
+        before = proc.num_threads()
+        model(x)
+        cpu0, wall0 = sum(proc.cpu_times()[:2]), time.perf_counter()
+        while time.perf_counter() - wall0 < 0.5:
+            model(x)
+        cpu = sum(proc.cpu_times()[:2]) - cpu0
+        wall = time.perf_counter() - wall0
+        print(json.dumps({{"before": before, "after": proc.num_threads(), "cpu_per_wall": cpu / wall}}))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["after"] == report["before"]
+    assert report["cpu_per_wall"] < 1.3
+
+
+def test_loading_does_not_import_the_tvm_compiler(compiled):
+    """The template path needs only the C++ runtime through tvm_ffi, not the tvm package."""
+    script = textwrap.dedent(f"""
+        import sys, numpy as np
+        from implementation.tvm_runtime import CompiledModel
+        model = CompiledModel.load({str(compiled[0])!r})
+        model(np.zeros({INPUT_SHAPE!r}, np.float32))
+        print(sorted(name for name in sys.modules if name == "tvm" or name.startswith("tvm.")))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_ensure_compiled_builds_once_per_key(tiny_model, tmp_path):
+    first = tvm_compile.ensure_compiled(tiny_model, "broadwell", tmp_path)
+    stamp = (first / "model.so").stat().st_mtime_ns
+    again = tvm_compile.ensure_compiled(tiny_model, "broadwell", tmp_path)
+    assert again == first and (again / "model.so").stat().st_mtime_ns == stamp
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no staging left behind
+
+
+def test_missing_library_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        CompiledModel.load(tmp_path)
+
+
+# -------------------------------------------------------------------------- tuning databases
+
+
+def _record(workload: int, seconds: float) -> str:
+    return json.dumps([workload, [[], [seconds], {"kind": "llvm"}, []]])
+
+
+def test_prune_keeps_the_fastest_per_workload_and_drops_failures(tmp_path):
+    lines = [_record(0, s) for s in (0.5, 0.1, 0.3, 0.2)] + [_record(1, 1e10), _record(1, 0.7), _record(1, 0.9)]
+    (tmp_path / tvm_compile.RECORD_FILE).write_text("\n".join(lines) + "\n")
+    assert tvm_compile.prune_database(tmp_path, keep_per_workload=2) == (7, 4)
+    kept = [json.loads(line) for line in (tmp_path / tvm_compile.RECORD_FILE).read_text().splitlines()]
+    assert [(w, r[1][0]) for w, r in kept] == [(0, 0.1), (0, 0.2), (1, 0.7), (1, 0.9)]
+    assert tvm_compile.count_records(tmp_path) == 4
+
+
+def test_find_tuned_database_matches_hash_and_target(tiny_model, tmp_path):
+    target = tvm_compile.parse_target("broadwell")
+    database = tmp_path / "tiny-broadwell"
+    tvm_compile.write_manifest(database, tiny_model, target)
+    assert tvm_compile.find_tuned_database(tiny_model, target, roots=(tmp_path,)) is None  # no records yet
+    (database / tvm_compile.RECORD_FILE).write_text(_record(0, 0.001) + "\n")
+    assert tvm_compile.find_tuned_database(tiny_model, target, roots=(tmp_path,)) == database
+    skylake = tvm_compile.parse_target('{"kind": "llvm", "mcpu": "skylake"}')
+    assert tvm_compile.find_tuned_database(tiny_model, skylake, roots=(tmp_path,)) is None
+    other = _tiny_onnx(tmp_path / "other.onnx", seed=2)
+    assert tvm_compile.find_tuned_database(other, target, roots=(tmp_path,)) is None
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_compile_writes_a_loadable_directory(tiny_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from frvt.cli.app import app
+
+    config = tmp_path / "config.json"
+    TINY_CONFIG.save(config)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["compile", str(tiny_model), "--output", str(out),
+                                      "--model-config", str(config), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "model.so" in result.output and "untuned" in result.output
+    assert CompiledModel.load(out)(np.zeros(INPUT_SHAPE, np.float32))[0].shape == (1, 10)
+
+
+def test_cli_compile_bad_target_exits_2(tiny_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from frvt.cli.app import app
+
+    result = CliRunner().invoke(app, ["compile", str(tiny_model), "--target", "pentium", "--output", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "pentium" in result.output
