@@ -32,6 +32,9 @@ def compile_command(
     output: Path = typer.Option(None, "--output", "-o", help="Output directory (default: <model stem>-<target name>/ here)."),
     model_config: Path = typer.Option(None, "--model-config", exists=True, dir_okay=False,
                                       help="ModelConfig JSON: name, input_name, input_shape, layout, colour_order, mean, scale, embedding_size."),
+    config_dir: Path = typer.Option(None, "--config-dir",
+                                    help="Also assemble a config directory for the default implementation with this model as "
+                                         "its embedder (and the default detector), for frvt validate / lfw / profile."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Report the stages."),
 ) -> None:
     """Compile an ONNX model with Apache TVM for one CPU thread; optionally tune it first.
@@ -62,3 +65,10 @@ def compile_command(
     typer.echo(f"{out}/model.so  input {metadata['input_name']} {metadata['input_shape']}  "
                f"outputs {metadata['output_shapes']}  target {json.dumps(metadata['target'])}  {tuned}  "
                f"{metadata['compile_seconds']:.1f} s")
+    if config_dir is not None:
+        from implementation.config_dir import build_config_dir
+        from implementation.model_config import DLIB_RESNET
+
+        built = build_config_dir(config_dir, target=target_dict, embedder_library=out,
+                                 embedder_config=config or DLIB_RESNET, progress=progress)
+        typer.echo(f"config directory {built}: frvt validate --config-dir {built}")
