@@ -14,7 +14,8 @@ OpenCV (the centre of pixel ``i`` is at ``i``); :func:`chip_transform` converts.
 
 Downscaling follows dlib's ``extract_image_chips``: while the chip would sample the image more
 than 2x sparser than its pixels, the image is halved with a 5-tap Gaussian pyramid first
-(``cv2.pyrDown``, the same filter as dlib's ``pyramid_down<2>``), then sampled bilinearly.
+(``cv2.pyrDown``, the same [1 4 6 4 1] filter as dlib's ``pyramid_down<2>``; the sampling phase
+differs by under one source pixel), then sampled bilinearly. Pixels outside the image are black.
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ CHIP_SIZE = 150
 """Side of dlib's face chip in pixels."""
 
 # Where RetinaFace's 5 landmarks (subject's right eye, left eye, nose tip, right and left mouth
-# corner; image-left first) fall, on average, in dlib's 150x150 chip
-# (get_face_chip_details(shape_5, size=150, padding=0.25)), pixel-index convention.
-# Fitted by: python scripts/fit_chip_template.py --n-lfw 300 --seed 0  (LFW sample + all MEDS)
+# corner; image-left first) fall in dlib's 150x150 chip
+# (get_face_chip_details(shape_5, size=150, padding=0.25)), pixel-index convention: the
+# coordinate-wise median over 407 faces (300 LFW deep-funneled images of a seeded sample and 114
+# MEDS mugshots, minus 7 dlib missed) of our landmarks mapped by dlib's own chip transform.
+# Produced by: python scripts/fit_chip_template.py --n-lfw 300 --seed 0
+# Median distance of the mapped points to these: 1.8, 2.1, 5.9, 5.0, 4.7 px (eyes, nose, mouth).
 CHIP_TEMPLATE = np.array([
     [46.15, 44.50],
     [101.34, 45.04],
@@ -36,14 +40,16 @@ CHIP_TEMPLATE = np.array([
     [50.95, 103.82],
     [95.76, 104.01],
 ], dtype=np.float64)
+CHIP_TEMPLATE.setflags(write=False)
 
-# Eyes are RetinaFace's most repeatable points (median 1.8-2.1 px from the template after
-# mapping, against 4.7-5.9 px for nose and mouth, which also move with head pitch), so they get
-# 8x the weight of the nose and mouth corners. Of the weightings tried by
-# scripts/compare_alignment.py (equal, eyes x4, x8, x16, eyes+nose, eyes+mouth), eyes x8 gave the
-# smallest descriptor distance to dlib's own chips on held-out LFW.
+# Eyes are RetinaFace's most repeatable points (see the spreads above; nose and mouth also move
+# with head pitch relative to dlib's eye-corner/nose-base points), so they weigh 8x the nose and
+# mouth corners. Mean dlib-descriptor distance of our chip to dlib's chip on 298 held-out LFW faces
+# (python scripts/compare_alignment.py): equal weights 0.146, eyes x4 0.131, eyes x8 0.127,
+# eyes x16 0.127, eyes+nose only 0.146, eyes+mouth only 0.149.
 LANDMARK_WEIGHTS = np.array([8.0, 8.0, 1.0, 1.0, 1.0])
 """Relative weight of each landmark in the least-squares fit (same order as the template)."""
+LANDMARK_WEIGHTS.setflags(write=False)
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -67,7 +73,7 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray, weights: np.ndarray |
     Examples
     --------
     >>> src = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    >>> similarity_transform(src, 2 * src + 3).round(6)
+    >>> similarity_transform(src, 2 * src + 3).round(6) + 0.0
     array([[2., 0., 3.],
            [0., 2., 3.]])
     """
@@ -138,6 +144,7 @@ def warp_to_chip(image: np.ndarray, matrix: np.ndarray, size: int = CHIP_SIZE) -
     image = np.asarray(image)
     if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
         raise ValueError(f"image must be uint8 (h, w) or (h, w, 3), got {image.dtype} {image.shape}")
+    image = np.ascontiguousarray(image)
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     matrix = np.asarray(matrix, np.float64)

