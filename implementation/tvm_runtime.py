@@ -34,6 +34,7 @@ _POOLED_ALLOCATOR = 2
 def _runtime_ffi():
     """``tvm_ffi`` with TVM's runtime library loaded and its thread pool set to one thread."""
     os.environ.setdefault("TVM_NUM_THREADS", "1")
+    os.environ.setdefault("TVM_BIND_THREADS", "0")  # do not pin the process to one core
     import tvm_ffi  # pylint: disable=import-outside-toplevel
 
     if tvm_ffi.get_global_func("runtime.config_threadpool", allow_missing=True) is None:
