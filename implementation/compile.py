@@ -606,6 +606,7 @@ def compile_model(
         (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
         if model_config is not None:
             model_config.save(staging / "model_config.json")
+        staging.chmod(0o755)  # mkdtemp makes it private
         if output_dir.exists():
             shutil.rmtree(output_dir)
         staging.rename(output_dir)
@@ -639,8 +640,14 @@ def _progress_reporter(progress: bool | Callable[[str], None]) -> Callable[[str]
 # --------------------------------------------------------------------------------------------
 
 
-def cache_key(onnx_path: str | Path, target: str | dict, database: str | Path | None = None) -> str:
-    """Hex key of a compiled artefact: model sha256 + target + TVM version + database content."""
+def cache_key(
+    onnx_path: str | Path,
+    target: str | dict,
+    database: str | Path | None = None,
+    model_config: ModelConfig | None = None,
+) -> str:
+    """Hex key of a compiled artefact: model sha256 + target + TVM version + database content
+    (+ the model config saved beside it)."""
     import tvm  # pylint: disable=import-outside-toplevel
 
     payload = {
@@ -650,6 +657,8 @@ def cache_key(onnx_path: str | Path, target: str | dict, database: str | Path | 
         "database_sha256": database_digest(database),
         "format": METADATA_FORMAT,
     }
+    if model_config is not None:
+        payload["model_config"] = model_config.to_json()
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -692,7 +701,7 @@ def ensure_compiled(
     if database is None and auto_database:
         database = find_tuned_database(onnx_path, target_dict)
     cache_dir = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "frvt" / "compiled"
-    key = cache_key(onnx_path, target_dict, database)
+    key = cache_key(onnx_path, target_dict, database, model_config)
     out = cache_dir / f"{onnx_path.stem}-{target_name(target_dict)}-{key}"
     if (out / "metadata.json").exists() and (out / "model.so").exists():
         return out

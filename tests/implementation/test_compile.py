@@ -93,12 +93,13 @@ def test_parse_target_rejects_with_the_value(bad):
         tvm_compile.parse_target(bad)
 
 
-def test_cache_key_depends_on_target_model_and_database(tiny_model, tmp_path):
+def test_cache_key_depends_on_target_model_database_and_config(tiny_model, tmp_path):
     broadwell = tvm_compile.cache_key(tiny_model, "broadwell")
     assert broadwell == tvm_compile.cache_key(tiny_model, {"kind": "llvm", "mcpu": "broadwell", "num-cores": 1})
     assert broadwell != tvm_compile.cache_key(tiny_model, '{"kind": "llvm", "mcpu": "skylake"}')
     other = _tiny_onnx(tmp_path / "other.onnx", seed=1)
     assert broadwell != tvm_compile.cache_key(other, "broadwell")
+    assert broadwell != tvm_compile.cache_key(tiny_model, "broadwell", model_config=TINY_CONFIG)
     database = tmp_path / "db"
     database.mkdir()
     (database / tvm_compile.RECORD_FILE).write_text('[0, [[], [0.001], {}, []]]\n')
