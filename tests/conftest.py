@@ -34,3 +34,14 @@ def face_verifier(default_config_dir):
     status = fv.initialize(str(default_config_dir))
     assert status.ok, status
     return fv
+
+
+@pytest.fixture(scope="session")
+def retinaface_ort():
+    """RetinaFace through ONNX Runtime on one thread: the reference ``forward`` for detector tests."""
+    ort = pytest.importorskip("onnxruntime")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    model = ROOT / "data" / "models" / "retinaface_mnet025.onnx"
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"input": x})

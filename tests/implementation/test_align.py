@@ -21,12 +21,8 @@ LFW_IMAGE = DATA / "lfw" / "lfw-deepfunneled" / "Aaron_Eckhart" / "Aaron_Eckhart
 
 
 @pytest.fixture(scope="module")
-def detector():
-    ort = pytest.importorskip("onnxruntime")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(MODEL), options, providers=["CPUExecutionProvider"])
-    return RetinaFaceDetector(lambda x: session.run(None, {"input": x}))
+def detector(retinaface_ort):
+    return RetinaFaceDetector(retinaface_ort)
 
 
 def read_rgb(path: Path) -> np.ndarray:

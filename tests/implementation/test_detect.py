@@ -18,12 +18,8 @@ LFW_IMAGE = DATA / "lfw" / "lfw-deepfunneled" / "Aaron_Eckhart" / "Aaron_Eckhart
 
 
 @pytest.fixture(scope="module")
-def forward():
-    ort = pytest.importorskip("onnxruntime")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(MODEL), options, providers=["CPUExecutionProvider"])
-    return lambda x: session.run(None, {"input": x})
+def forward(retinaface_ort):
+    return retinaface_ort
 
 
 @pytest.fixture(scope="module")
