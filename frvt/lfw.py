@@ -115,7 +115,8 @@ def run_lfw(data_dir: str | Path, implementation: str = DEFAULT_IMPLEMENTATION, 
     folds = np.array([p.fold for p in pairs])
     protocol = lfw_10fold(scores, same, folds, failed=failed)
     tar = tar_at_far(scores[same], scores[~same], [1e-3], genuine_failed=failed[same], impostor_failed=failed[~same])
-    fte = [r for r in records.values() if r["code"] != ReturnCode.Success and r["id"] in set(ids)]
+    wanted = set(ids)
+    fte = [r for r in records.values() if r["code"] != ReturnCode.Success and r["id"] in wanted]
     call_ms = np.array([r["ms"] for r in records.values() if r.get("ms") is not None])
     from frvt.machine import machine_info
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
@@ -107,18 +108,29 @@ class FaceVerifier:
                 return lm
         return None
 
-    def _embed(self, chip: np.ndarray) -> np.ndarray:
+    @property
+    def _chip_size(self) -> int:
+        return int(self._config.chip.get("size", 150)) if self._config.chip else 150
+
+    def _network_input(self, chip: np.ndarray) -> np.ndarray:
+        """An aligned RGB chip -> the embedder's (h, w, 3) float32 input, per the model config."""
         cfg = self._config
         size = cfg.input_size
         if chip.shape[:2] != size:
             chip = cv2.resize(chip, (size[1], size[0]), interpolation=cv2.INTER_AREA)
         x = chip if cfg.colour_order.upper() == "RGB" else chip[:, :, ::-1]
-        x = (x.astype(np.float32) - np.asarray(cfg.mean, np.float32)) * np.float32(cfg.scale)
-        batch = [x] + ([x[:, ::-1]] if self._flip else [])
-        total = np.zeros(cfg.embedding_size, np.float64)
-        for item in batch:
-            net_in = item.transpose(2, 0, 1)[None] if cfg.layout == "NCHW" else item[None]
-            v = np.asarray(self._embedder(np.ascontiguousarray(net_in, np.float32))[0], np.float64).ravel()
+        return (x.astype(np.float32) - np.asarray(cfg.mean, np.float32)) * np.float32(cfg.scale)
+
+    def _batch(self, x: np.ndarray) -> np.ndarray:
+        """(h, w, 3) -> a batch of one in the model's layout."""
+        net_in = x.transpose(2, 0, 1)[None] if self._config.layout == "NCHW" else x[None]
+        return np.ascontiguousarray(net_in, np.float32)
+
+    def _embed(self, chip: np.ndarray) -> np.ndarray:
+        x = self._network_input(chip)
+        total = np.zeros(self._config.embedding_size, np.float64)
+        for item in [x] + ([x[:, ::-1]] if self._flip else []):
+            v = np.asarray(self._embedder(self._batch(item))[0], np.float64).ravel()
             total += v / (np.linalg.norm(v) + 1e-12)
         return (total / (np.linalg.norm(total) + 1e-12)).astype(np.float32)
 
@@ -154,7 +166,7 @@ class FaceVerifier:
                 (xr, yr), (xl, yl) = landmarks[0], landmarks[1]  # subject's right eye, subject's left eye
                 clip = lambda v, n: int(min(max(round(float(v)), 0), n - 1))  # noqa: E731
                 eyes.append(EyePair(True, True, clip(xl, w), clip(yl, h), clip(xr, w), clip(yr, h)))
-                chip = align(rgb, landmarks, self._config.chip.get("size", 150) if self._config.chip else 150)
+                chip = align(rgb, landmarks, self._chip_size)
                 t4 = time.perf_counter()
                 times["align"] += (t4 - t3) * 1e3
                 embeddings.append(self._embed(chip))
@@ -196,12 +208,9 @@ class FaceVerifier:
         rgb = image.to_array()
         rgb = cv2.cvtColor(rgb, cv2.COLOR_GRAY2RGB) if rgb.ndim == 2 else rgb
         x, _ = self._detector.preprocess(rgb)
-        out = {"detector": [op.__dict__ if not hasattr(op, "_asdict") else op._asdict() for op in self._detector_model.profile(x)]}
-        cfg = self._config
-        chip = np.zeros((cfg.input_shape[2], cfg.input_shape[3], 3), np.float32) if cfg.layout == "NCHW" else None
+        out = {"detector": [asdict(op) for op in self._detector_model.profile(x)]}
         landmarks = self._detect(rgb)
-        if landmarks is not None:
-            chip = align(rgb, landmarks).astype(np.float32)
-        x = ((chip - np.asarray(cfg.mean, np.float32)) * np.float32(cfg.scale)).transpose(2, 0, 1)[None]
-        out["embedder"] = [op.__dict__ for op in self._embedder.profile(np.ascontiguousarray(x, np.float32))]
+        size = self._chip_size
+        chip = align(rgb, landmarks, size) if landmarks is not None else np.zeros((size, size, 3), np.uint8)
+        out["embedder"] = [asdict(op) for op in self._embedder.profile(self._batch(self._network_input(chip)))]
         return out
