@@ -50,6 +50,7 @@ class FaceVerifier:
     """NIST 1:1 contract over the TVM-compiled face pipeline. See the module docstring."""
 
     organization = "frvt"
+    #: What the templates come from; ``initialize`` replaces it with the loaded embedder's name.
     version = f"frvt-default {__version__}: RetinaFace-MobileNet0.25 + dlib ResNet v1 (TVM, flip-averaged)"
 
     def __init__(self) -> None:
@@ -88,6 +89,8 @@ class FaceVerifier:
             self._fingerprint = bytes.fromhex(sha[:8]) if len(sha) >= 8 else b"\0\0\0\0"
             self._flip = bool(settings.get("flip_average", True))
             self.target = settings.get("target")
+            views = "flip-averaged" if self._flip else "single view"
+            self.version = f"frvt-default {__version__}: RetinaFace-MobileNet0.25 + {self._config.name} (TVM, {views})"
             cv2.setNumThreads(1)
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
             return ReturnStatus(ReturnCode.ConfigError, f"cannot load config from {config_dir}: {exc}")

@@ -89,14 +89,23 @@ def _print_tasks(rows: list[dict]) -> None:
     print(f"sum of best kernel times x weight: {total_us / 1e3:.2f} ms (tuned tasks only)")
 
 
-def _run_with_time_limit(minutes: float) -> int:
-    """Run this script without ``--time-limit`` in its own process group; stop it at the deadline."""
+def _tuning_seconds(database: Path) -> float:
+    """Cumulative tuning seconds recorded in the database's manifest (0 when none)."""
+    manifest_path = database / tvm_compile.MANIFEST_NAME
+    return float(json.loads(manifest_path.read_text()).get("tuning_seconds", 0.0)) if manifest_path.exists() else 0.0
+
+
+def _run_with_time_limit(minutes: float) -> tuple[int, bool]:
+    """Run this script without ``--time-limit`` in its own process group; stop it at the deadline.
+
+    Returns the exit status and whether the run was stopped at the deadline.
+    """
     argv = sys.argv[1:]
     i = argv.index("--time-limit")
     child_argv = argv[:i] + argv[i + 2:]
     child = subprocess.Popen([sys.executable, __file__, *child_argv], start_new_session=True)
     try:
-        return child.wait(timeout=minutes * 60)
+        return child.wait(timeout=minutes * 60), False
     except subprocess.TimeoutExpired:
         _log(f"time limit of {minutes:g} min reached: stopping the tuning run")
         os.killpg(child.pid, signal.SIGTERM)
@@ -105,7 +114,7 @@ def _run_with_time_limit(minutes: float) -> int:
         except subprocess.TimeoutExpired:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
-        return 0
+        return 0, True
     finally:
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
@@ -136,9 +145,13 @@ def main() -> int:
                         help="stop after MIN minutes (records measured so far are kept)")
     args = parser.parse_args()
     if args.time_limit is not None:
-        status = _run_with_time_limit(args.time_limit)
+        start = time.time()
+        status, stopped = _run_with_time_limit(args.time_limit)
         if args.database.is_dir():
-            tvm_compile.write_manifest(args.database, args.model, tvm_compile.parse_target(args.target))
+            extra = {}
+            if stopped:  # the killed child could not add its time to the manifest
+                extra["tuning_seconds"] = round(_tuning_seconds(args.database) + time.time() - start, 1)
+            tvm_compile.write_manifest(args.database, args.model, tvm_compile.parse_target(args.target), **extra)
             _log(f"{args.database}: {tvm_compile.count_records(args.database)} records")
         return status
 
@@ -183,9 +196,7 @@ def main() -> int:
         gflops_range=tuple(args.gflops_range) if args.gflops_range else None,
     )
     elapsed = time.time() - start
-    manifest_path = database / tvm_compile.MANIFEST_NAME
-    previous = json.loads(manifest_path.read_text()).get("tuning_seconds", 0.0) if manifest_path.exists() else 0.0
-    tvm_compile.write_manifest(database, args.model, target, tuning_seconds=round(previous + elapsed, 1))
+    tvm_compile.write_manifest(database, args.model, target, tuning_seconds=round(_tuning_seconds(database) + elapsed, 1))
     _log(f"done: {records} records, {elapsed / 60:.1f} min this run")
     _print_tasks(_task_table(mod, target, database))
     return 0

@@ -133,3 +133,17 @@ def test_stage_times_add_up(face_verifier):
     st = face_verifier.last_stage_times
     assert set(st) == {"decode", "detect", "align", "embed", "encode"}
     assert all(v >= 0 for v in st.values()) and st["embed"] > 0 and st["detect"] > 0
+
+
+def test_single_view_config_embeds_once_and_says_so(face_verifier, templates, tmp_path):
+    from implementation.config_dir import build_config_dir
+
+    single = FaceVerifier()
+    assert single.initialize(str(build_config_dir(tmp_path / "cfg", flip_average=False))).ok
+    assert "single view" in single.version and "flip-averaged" in face_verifier.version
+    one = make(single, MEDS / "S001/S001-01-t10_01.jpg")
+    both = templates["S001_01"]
+    assert one.status.ok and one.template != both.template  # the mirror view changes the embedding ...
+    a, b = tpl.decode(one.template, single._fingerprint), tpl.decode(both.template, face_verifier._fingerprint)
+    assert float(a.embedding @ b.embedding) > 0.9  # ... but not the person
+    assert face_verifier.match_templates(one.template, both.template).status.ok  # and they still match
