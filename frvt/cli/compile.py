@@ -35,6 +35,9 @@ def compile_command(
     config_dir: Path = typer.Option(None, "--config-dir",
                                     help="Also assemble a config directory for the default implementation with this model as "
                                          "its embedder (and the default detector), for frvt validate / lfw / profile."),
+    flip: bool = typer.Option(True, "--flip/--no-flip",
+                              help="With --config-dir: average the embeddings of each face and its mirror image (two embedder "
+                                   "calls per face, the default) or embed the face once."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Report the stages."),
 ) -> None:
     """Compile an ONNX model with Apache TVM for one CPU thread; optionally tune it first.
@@ -70,5 +73,5 @@ def compile_command(
         from implementation.model_config import DLIB_RESNET
 
         built = build_config_dir(config_dir, target=target_dict, embedder_library=out,
-                                 embedder_config=config or DLIB_RESNET, progress=progress)
+                                 embedder_config=config or DLIB_RESNET, flip_average=flip, progress=progress)
         typer.echo(f"config directory {built}: frvt validate --config-dir {built}")

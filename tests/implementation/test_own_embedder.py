@@ -39,10 +39,11 @@ def test_compile_own_embedder_into_a_config_the_default_implementation_runs(tmp_
                       scale=1 / 128, embedding_size=16, chip={"kind": "dlib", "size": 150})
     cfg.save(tmp_path / "mine.json")
     result = CliRunner().invoke(app, ["compile", str(tmp_path / "mine.onnx"), "--model-config", str(tmp_path / "mine.json"),
-                                      "-o", str(tmp_path / "compiled"), "--config-dir", str(tmp_path / "config"), "--no-progress"])
+                                      "-o", str(tmp_path / "compiled"), "--config-dir", str(tmp_path / "config"), "--no-flip", "--no-progress"])
     assert result.exit_code == 0, result.output
     fv = FaceVerifier()
     assert fv.initialize(str(tmp_path / "config")).ok
+    assert "mine (TVM, single view)" in fv.version
     a = fv.create_face_template([decode_image(MEDS / "S001/S001-01-t10_01.jpg")], TemplateRole.Enrollment_11)
     b = fv.create_face_template([decode_image(MEDS / "S001/S001-02-t10_01.jpg")], TemplateRole.Enrollment_11)
     assert a.status.code == ReturnCode.Success and len(a.template) == 16 + 4 * 16 + 4
