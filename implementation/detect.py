@@ -116,20 +116,18 @@ def letterbox(image: np.ndarray, input_size: tuple[int, int],
     ``(x, y)`` of the image is at ``(x * sx, y * sy)`` on the canvas.
     """
     image = np.ascontiguousarray(image)
-    if image.ndim == 2:
-        bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    else:
-        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    height, width = bgr.shape[:2]
+    height, width = image.shape[:2]
     in_h, in_w = input_size
     scale = min(in_h / height, in_w / width)
     new_w = min(in_w, max(1, round(width * scale)))
     new_h = min(in_h, max(1, round(height * scale)))
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    resized = cv2.resize(bgr, (new_w, new_h), interpolation=interpolation)
+    # Resize, then reorder channels: resizing treats channels alike, so this is the same image as
+    # converting first, with the colour conversion on the smaller one.
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
     canvas = np.empty((in_h, in_w, 3), np.uint8)
     canvas[:] = np.round(fill_bgr).astype(np.uint8)
-    canvas[:new_h, :new_w] = resized
+    canvas[:new_h, :new_w] = cv2.cvtColor(resized, cv2.COLOR_GRAY2BGR if resized.ndim == 2 else cv2.COLOR_RGB2BGR)
     return canvas, (new_w / width, new_h / height)
 
 
@@ -169,8 +167,10 @@ class RetinaFaceDetector:
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
         """Image -> network input (1, 3, H, W) float32 and the canvas factors ``(sx, sy)``."""
         canvas, factors = letterbox(image, self.config.input_size, self.config.mean_bgr)
-        x = canvas.astype(np.float32) - np.asarray(self.config.mean_bgr, np.float32)
-        return np.ascontiguousarray(x.transpose(2, 0, 1)[None]), factors
+        x = np.empty((1, 3, *canvas.shape[:2]), np.float32)
+        for channel, (plane, mean) in enumerate(zip(cv2.split(canvas), self.config.mean_bgr)):
+            np.subtract(plane, np.float32(mean), out=x[0, channel])  # uint8 - float32, as float32
+        return x, factors
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in ``image``, best score first.

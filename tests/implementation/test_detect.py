@@ -203,3 +203,24 @@ def test_tvm_compiled_model_gives_the_same_faces(detector):
     assert len(got) == len(expected) == 1
     np.testing.assert_allclose(got[0].landmarks, expected[0].landmarks, atol=1e-2)
     np.testing.assert_allclose(got[0].score, expected[0].score, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["meds/S001/S001-01-t10_01.jpg", "edge/grey8_S001.png", "edge/small_S008.jpg",
+                                  "edge/large_S006.jpg"])
+def test_preprocess_equals_the_plain_recipe(name):
+    """The fast path (resize before the colour conversion, per-plane mean subtraction) changes no bit."""
+    from frvt.driver import decode_image
+
+    image = decode_image(REPO / "data" / "validation" / "images" / name).to_array()
+    x, factors = RetinaFaceDetector(lambda x: ()).preprocess(image)
+    # the plain recipe: to BGR, letterbox with the mean as fill, subtract the mean, to NCHW
+    bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if image.ndim == 2 else cv2.COLOR_RGB2BGR)
+    h, w = bgr.shape[:2]
+    scale = min(320 / h, 320 / w)
+    nw, nh = min(320, max(1, round(w * scale))), min(320, max(1, round(h * scale)))
+    canvas = np.empty((320, 320, 3), np.uint8)
+    canvas[:] = (104, 117, 123)
+    canvas[:nh, :nw] = cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    expected = (canvas.astype(np.float32) - np.float32([104, 117, 123])).transpose(2, 0, 1)[None]
+    assert x.shape == (1, 3, 320, 320) and x.dtype == np.float32 and x.flags.c_contiguous
+    assert np.array_equal(x, expected) and factors == (nw / w, nh / h)
