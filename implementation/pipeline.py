@@ -46,12 +46,18 @@ _ROTATIONS = (
 )
 
 
+def _describe(embedder: str, flip: bool) -> str:
+    """The implementation's version text: the pipeline, its embedder and whether faces are flip-averaged."""
+    views = "flip-averaged" if flip else "single view"
+    return f"frvt-default {__version__}: RetinaFace-MobileNet0.25 + {embedder} (TVM, {views})"
+
+
 class FaceVerifier:
     """NIST 1:1 contract over the TVM-compiled face pipeline. See the module docstring."""
 
     organization = "frvt"
-    #: What the templates come from; ``initialize`` replaces it with the loaded embedder's name.
-    version = f"frvt-default {__version__}: RetinaFace-MobileNet0.25 + dlib ResNet v1 (TVM, flip-averaged)"
+    #: What the templates come from; ``initialize`` replaces it with the loaded embedder and view mode.
+    version = _describe("dlib ResNet v1", flip=True)
 
     def __init__(self) -> None:
         self._detector: RetinaFaceDetector | None = None
@@ -89,8 +95,7 @@ class FaceVerifier:
             self._fingerprint = bytes.fromhex(sha[:8]) if len(sha) >= 8 else b"\0\0\0\0"
             self._flip = bool(settings.get("flip_average", True))
             self.target = settings.get("target")
-            views = "flip-averaged" if self._flip else "single view"
-            self.version = f"frvt-default {__version__}: RetinaFace-MobileNet0.25 + {self._config.name} (TVM, {views})"
+            self.version = _describe(self._config.name, self._flip)
             cv2.setNumThreads(1)
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
             return ReturnStatus(ReturnCode.ConfigError, f"cannot load config from {config_dir}: {exc}")
