@@ -5,8 +5,9 @@ Never imported on the template path: the runtime side is :mod:`implementation.tv
 Pipeline (:func:`compile_model`)::
 
     ONNX --from_onnx (weights bound as constants)--> Relax
-         --DecomposeOpsForInference, CanonicalizeBindings, LegalizeOps, FoldConstant,
-           FuseOps, FuseTIR, AttachAttrLayoutFreeBuffers--> fused TIR tasks      (prepare_module)
+         --DecomposeOpsForInference, CanonicalizeBindings, [ConvertLayout to NHWC,]
+           LegalizeOps, FoldConstant, FuseOps, FuseTIR,
+           AttachAttrLayoutFreeBuffers--> fused TIR tasks                         (prepare_module)
          --MetaSchedule tuning, one thread per measurement--> JSON database      (tune_module)
          --MetaScheduleApplyDatabase, SplitLayoutRewritePreproc, FoldConstant--> scheduled module
          --tvm.compile--> model.so + metadata.json (+ model_config.json)
@@ -25,7 +26,8 @@ Output directory layout (what :class:`implementation.tvm_runtime.CompiledModel` 
 
 Tuning databases (MetaSchedule ``JSONDatabase``) live in a directory holding
 ``database_workload.json``, ``database_tuning_record.json`` and ``manifest.json``; the
-manifest names the model sha256 and target the database was tuned for. Committed databases
+manifest names the model sha256 and target the database was tuned for, and the convolution
+layout (``conv_layout``) its workloads come from; a build with that database uses that layout. Committed databases
 under ``data/tuning/<model-stem>-<target-name>/`` are found automatically by
 :func:`find_tuned_database` when the model hash and target match.
 """
@@ -57,6 +59,8 @@ MANIFEST_NAME = "manifest.json"
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 METADATA_FORMAT = 1
+CONV_LAYOUTS = ("NCHW", "NHWC")
+"""Layouts :func:`prepare_module` can compute convolutions in."""
 
 
 class CompileError(RuntimeError):
@@ -182,6 +186,24 @@ def write_manifest(database: str | Path, onnx_path: str | Path, target: dict, **
     _atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
+def database_conv_layout(database: str | Path | None) -> str:
+    """The convolution layout a database was tuned with (its manifest's ``conv_layout``).
+
+    Databases without the field predate the option and were tuned in NCHW.
+    """
+    if database is None:
+        return "NCHW"
+    manifest_path = Path(database) / MANIFEST_NAME
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return "NCHW"
+    layout = manifest.get("conv_layout", "NCHW")
+    if layout not in CONV_LAYOUTS:
+        raise CompileError(f"{manifest_path}: unknown conv_layout {layout!r}")
+    return layout
+
+
 def find_tuned_database(
     onnx_path: str | Path, target: dict, roots: tuple[Path, ...] = (DEFAULT_TUNING_ROOT,)
 ) -> Path | None:
@@ -256,19 +278,39 @@ def import_onnx(onnx_path: str | Path, input_shape: tuple[int, ...] | None = Non
         raise CompileError(f"TVM's ONNX importer failed on {onnx_path}: {exc}") from exc
 
 
-def prepare_module(mod, target: dict):
+def prepare_module(mod, target: dict, conv_layout: str = "NCHW"):
     """Relax module -> fused TIR functions ready for tuning (the tuning tasks' source).
 
     The same function runs before tuning (``scripts/tune.py``) and before building, so the
     tuned workloads match what is compiled.
+
+    Parameters
+    ----------
+    conv_layout : {"NCHW", "NHWC"}
+        Layout the convolutions compute in. "NHWC" (kernels "OHWI") converts them with Relax's
+        ``ConvertLayout``: the channels, multiples of 8 in these networks, become the innermost
+        axis and vectorise across AVX2 lanes, where NCHW vectorises along widths such as 17 or
+        35 that 8 does not divide. Transposes are inserted only where a non-convolution
+        operator needs NCHW; the weights are transposed at compile time. The tuned workloads
+        differ between layouts, so a database serves the layout it was tuned with
+        (:func:`database_conv_layout`).
     """
     import tvm  # pylint: disable=import-outside-toplevel
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
+    if conv_layout not in CONV_LAYOUTS:
+        raise ValueError(f"conv_layout must be one of {CONV_LAYOUTS}, not {conv_layout!r}")
+    layout_passes = []
+    if conv_layout == "NHWC":
+        layout_passes = [
+            relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}),
+            relax.transform.CanonicalizeBindings(),
+        ]
     seq = tvm.transform.Sequential(
         [
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
+            *layout_passes,
             relax.transform.FoldConstant(),
             relax.transform.LegalizeOps(),
             relax.transform.AnnotateTIROpPattern(),
@@ -499,6 +541,7 @@ def compile_model(
     max_trials_per_task: int | None = None,
     progress: bool | Callable[[str], None] = True,
     auto_database: bool = True,
+    conv_layout: str | None = None,
 ) -> dict:
     """Compile an ONNX model for a CPU target and export it with its metadata.
 
@@ -525,12 +568,16 @@ def compile_model(
         True: report stages to stderr via tqdm; a callable receives stage messages.
     auto_database : bool
         Look for a committed database when ``database`` is None (False: compile untuned).
+    conv_layout : {"NCHW", "NHWC"}, optional
+        Layout of the convolutions (:func:`prepare_module`). Default: the one the database was
+        tuned with (:func:`database_conv_layout`), NCHW without a database.
 
     Returns
     -------
     dict
         The metadata written to ``metadata.json``: ``format``, ``model`` (file name),
-        ``model_sha256``, ``input_name``, ``input_shape``, ``layout``, ``output_shapes``,
+        ``model_sha256``, ``input_name``, ``input_shape``, ``layout``, ``conv_layout``,
+        ``output_shapes``,
         ``preprocessing`` (the ModelConfig dict or None), ``target``, ``tvm_version``,
         ``database`` (path or None), ``database_records``, ``database_sha256``, ``tuned``,
         ``trials``, ``compile_seconds``, ``library``.
@@ -555,20 +602,21 @@ def compile_model(
             report(f"using tuned database {database} ({count_records(database)} records)")
     if tune and database is None:
         raise ValueError("tuning needs a database directory (--database DIR)")
+    layout = _resolve_conv_layout(conv_layout, database, tune, report)
 
     input_name, input_shape = onnx_input_spec(onnx_path)
     if model_config is not None and all(s > 0 for s in model_config.input_shape):
         input_shape = tuple(model_config.input_shape)
     report(f"importing {onnx_path.name} (input {input_name} {list(input_shape)})")
     mod = import_onnx(onnx_path, input_shape)
-    report(f"preparing for {json.dumps(target_dict)}")
-    mod = prepare_module(mod, target_dict)
+    report(f"preparing for {json.dumps(target_dict)}, convolutions in {layout}")
+    mod = prepare_module(mod, target_dict, layout)
     if tune:
         report(f"tuning {trials} trials into {database}")
         n_records = tune_module(
             mod, target_dict, database, trials=trials, max_trials_per_task=max_trials_per_task
         )
-        write_manifest(database, onnx_path, target_dict)
+        write_manifest(database, onnx_path, target_dict, conv_layout=layout)
         report(f"database has {n_records} records")
     report("compiling")
     try:
@@ -590,6 +638,7 @@ def compile_model(
             "input_name": input_name,
             "input_shape": list(input_shape),
             "layout": model_config.layout if model_config is not None else "NCHW",
+            "conv_layout": layout,
             "output_shapes": output_shapes,
             "preprocessing": model_config.to_json() if model_config is not None else None,
             "target": target_dict,
@@ -615,6 +664,23 @@ def compile_model(
             shutil.rmtree(staging, ignore_errors=True)
     report(f"wrote {output_dir} in {metadata['compile_seconds']:.1f} s")
     return metadata
+
+
+def _resolve_conv_layout(
+    conv_layout: str | None, database: str | Path | None, tune: bool, report: Callable[[str], None]
+) -> str:
+    """The requested layout, else the database's; says so when they disagree."""
+    tuned_layout = database_conv_layout(database)
+    if conv_layout is None:
+        return tuned_layout
+    if conv_layout not in CONV_LAYOUTS:
+        raise ValueError(f"conv_layout must be one of {CONV_LAYOUTS}, not {conv_layout!r}")
+    if conv_layout != tuned_layout and count_records(database) > 0 and not tune:
+        report(
+            f"warning: {database} was tuned in {tuned_layout}; its schedules do not apply to "
+            f"{conv_layout} convolutions, which compile untuned"
+        )
+    return conv_layout
 
 
 def _output_shapes(library: Path, input_shape: tuple[int, ...], np) -> list[list[int]]:
@@ -645,9 +711,10 @@ def cache_key(
     target: str | dict,
     database: str | Path | None = None,
     model_config: ModelConfig | None = None,
+    conv_layout: str | None = None,
 ) -> str:
     """Hex key of a compiled artefact: model sha256 + target + TVM version + database content
-    (+ the model config saved beside it)."""
+    + convolution layout (+ the model config saved beside it)."""
     import tvm  # pylint: disable=import-outside-toplevel
 
     payload = {
@@ -657,6 +724,9 @@ def cache_key(
         "database_sha256": database_digest(database),
         "format": METADATA_FORMAT,
     }
+    layout = conv_layout or database_conv_layout(database)
+    if layout != "NCHW":  # keys of NCHW builds are unchanged since the option came
+        payload["conv_layout"] = layout
     if model_config is not None:
         payload["model_config"] = model_config.to_json()
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
@@ -670,6 +740,7 @@ def ensure_compiled(
     model_config: ModelConfig | None = None,
     progress: bool | Callable[[str], None] = False,
     auto_database: bool = True,
+    conv_layout: str | None = None,
 ) -> Path:
     """Directory of a compiled model for (model, target, TVM, database); built once.
 
@@ -690,6 +761,8 @@ def ensure_compiled(
     auto_database : bool
         Use the committed database for this model hash and target when ``database`` is None
         (False: an untuned build).
+    conv_layout : {"NCHW", "NHWC"}, optional
+        See :func:`compile_model` (default: the database's).
 
     Returns
     -------
@@ -701,13 +774,13 @@ def ensure_compiled(
     if database is None and auto_database:
         database = find_tuned_database(onnx_path, target_dict)
     cache_dir = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "frvt" / "compiled"
-    key = cache_key(onnx_path, target_dict, database, model_config)
+    key = cache_key(onnx_path, target_dict, database, model_config, conv_layout)
     out = cache_dir / f"{onnx_path.stem}-{target_name(target_dict)}-{key}"
     if (out / "metadata.json").exists() and (out / "model.so").exists():
         return out
     compile_model(
         onnx_path, target=target_dict, output_dir=out, model_config=model_config,
-        database=database, progress=progress, auto_database=False,
+        database=database, progress=progress, auto_database=False, conv_layout=conv_layout,
     )
     return out
 
