@@ -970,16 +970,16 @@ def _tvm_artefact(spec: ModelSpec, group: str, tuned: bool, cache_dir: Path | No
     target = tvm_compile.parse_target(GROUP_TARGET[group])
     name = tvm_compile.target_name(target)
     cache_root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "frvt" / "compiled"
-    conv_layout = "NCHW"
+    conv_scheme = "NCHW"
     if tuned:
         database = tvm_compile.find_tuned_database(spec.path, target)
         if database is None:
             label = "not tuned for native" if group == "full" else f"not tuned for {name}"
             return None, target, f"{label}: no database under data/tuning/ for this model hash and target {name}"
         shown = database.relative_to(REPO_ROOT) if database.is_relative_to(REPO_ROOT) else database
-        conv_layout = tvm_compile.database_conv_layout(database)  # the snapshot has no manifest
+        conv_scheme = tvm_compile.database_conv_scheme(database)  # the snapshot has no manifest
         database, n_records = _snapshot_database(database, scratch / f"database-{spec.name}-{name}")
-        note = f"database {shown} ({conv_layout} convolutions), snapshot of {n_records} records"
+        note = f"database {shown} ({conv_scheme} convolutions), snapshot of {n_records} records"
     else:
         # An empty database directory: ensure_compiled would otherwise pick the committed one.
         database = cache_root / "empty-database"
@@ -988,7 +988,7 @@ def _tvm_artefact(spec: ModelSpec, group: str, tuned: bool, cache_dir: Path | No
     report(f"compiling {spec.name} for {name} ({'tuned' if tuned else 'untuned'}), cached after the first time")
     try:
         artefact = tvm_compile.ensure_compiled(spec.path, target, cache_dir=cache_root, database=database,
-                                               conv_layout=conv_layout)
+                                               conv_scheme=conv_scheme)
     except (tvm_compile.CompileError, ValueError) as exc:
         return None, target, f"compile failed: {exc}"
     return artefact, target, note

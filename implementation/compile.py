@@ -27,7 +27,7 @@ Output directory layout (what :class:`implementation.tvm_runtime.CompiledModel` 
 Tuning databases (MetaSchedule ``JSONDatabase``) live in a directory holding
 ``database_workload.json``, ``database_tuning_record.json`` and ``manifest.json``; the
 manifest names the model sha256 and target the database was tuned for, and the convolution
-layout (``conv_layout``) its workloads come from; a build with that database uses that layout. Committed databases
+scheme (``conv_scheme``) its workloads come from; a build with that database uses that scheme. Committed databases
 under ``data/tuning/<model-stem>-<target-name>/`` are found automatically by
 :func:`find_tuned_database` when the model hash and target match.
 """
@@ -59,8 +59,13 @@ MANIFEST_NAME = "manifest.json"
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
 METADATA_FORMAT = 1
-CONV_LAYOUTS = ("NCHW", "NHWC")
-"""Layouts :func:`prepare_module` can compute convolutions in."""
+CONV_SCHEMES = ("NCHW", "NHWC", "NHWC-winograd")
+"""How :func:`prepare_module` computes convolutions: direct in NCHW (TVM's default), direct in
+NHWC, or NHWC with the 3x3 stride-1 ones by Winograd (:mod:`implementation.winograd`)."""
+WINOGRAD_SETTINGS = {"tile": 4, "min_hw": 8, "min_channels": 8}
+"""Which convolutions "NHWC-winograd" transforms, and the output tile: F(4x4, 3x3) on inputs of
+at least 8x8 (smaller ones, a single tile or less, stay direct: their transformed kernels are
+4x the size of the originals and the work is weight-bound)."""
 
 
 class CompileError(RuntimeError):
@@ -186,8 +191,8 @@ def write_manifest(database: str | Path, onnx_path: str | Path, target: dict, **
     _atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
-def database_conv_layout(database: str | Path | None) -> str:
-    """The convolution layout a database was tuned with (its manifest's ``conv_layout``).
+def database_conv_scheme(database: str | Path | None) -> str:
+    """The convolution scheme a database was tuned with (its manifest's ``conv_scheme``).
 
     Databases without the field predate the option and were tuned in NCHW.
     """
@@ -198,10 +203,10 @@ def database_conv_layout(database: str | Path | None) -> str:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError):
         return "NCHW"
-    layout = manifest.get("conv_layout", "NCHW")
-    if layout not in CONV_LAYOUTS:
-        raise CompileError(f"{manifest_path}: unknown conv_layout {layout!r}")
-    return layout
+    scheme = manifest.get("conv_scheme", "NCHW")
+    if scheme not in CONV_SCHEMES:
+        raise CompileError(f"{manifest_path}: unknown conv_scheme {scheme!r}")
+    return scheme
 
 
 def find_tuned_database(
@@ -278,7 +283,7 @@ def import_onnx(onnx_path: str | Path, input_shape: tuple[int, ...] | None = Non
         raise CompileError(f"TVM's ONNX importer failed on {onnx_path}: {exc}") from exc
 
 
-def prepare_module(mod, target: dict, conv_layout: str = "NCHW"):
+def prepare_module(mod, target: dict, conv_scheme: str = "NCHW"):
     """Relax module -> fused TIR functions ready for tuning (the tuning tasks' source).
 
     The same function runs before tuning (``scripts/tune.py``) and before building, so the
@@ -286,33 +291,40 @@ def prepare_module(mod, target: dict, conv_layout: str = "NCHW"):
 
     Parameters
     ----------
-    conv_layout : {"NCHW", "NHWC"}
-        Layout the convolutions compute in. "NHWC" (kernels "OHWI") converts them with Relax's
-        ``ConvertLayout``: the channels, multiples of 8 in these networks, become the innermost
-        axis and vectorise across AVX2 lanes, where NCHW vectorises along widths such as 17 or
-        35 that 8 does not divide. Transposes are inserted only where a non-convolution
-        operator needs NCHW; the weights are transposed at compile time. The tuned workloads
-        differ between layouts, so a database serves the layout it was tuned with
-        (:func:`database_conv_layout`).
+    conv_scheme : {"NCHW", "NHWC", "NHWC-winograd"}
+        How convolutions are computed (:data:`CONV_SCHEMES`). "NHWC" (kernels "OHWI") converts
+        them with Relax's ``ConvertLayout``: the channels, multiples of 8 in these networks,
+        become the innermost axis and vectorise across AVX2 lanes, where NCHW vectorises along
+        widths such as 17 or 35 that 8 does not divide. Transposes are inserted only where a
+        non-convolution operator needs NCHW; the weights are transposed at compile time.
+        "NHWC-winograd" also computes the 3x3 stride-1 convolutions on inputs of at least
+        8x8 by Winograd F(4x4, 3x3) (:mod:`implementation.winograd`: 4x fewer multiplications,
+        kernels transformed at compile time). The tuned workloads differ between schemes, so a
+        database serves the scheme it was tuned with (:func:`database_conv_scheme`).
     """
     import tvm  # pylint: disable=import-outside-toplevel
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
-    if conv_layout not in CONV_LAYOUTS:
-        raise ValueError(f"conv_layout must be one of {CONV_LAYOUTS}, not {conv_layout!r}")
+    if conv_scheme not in CONV_SCHEMES:
+        raise ValueError(f"conv_scheme must be one of {CONV_SCHEMES}, not {conv_scheme!r}")
     layout_passes = []
-    if conv_layout == "NHWC":
+    legalize_map = None
+    if conv_scheme.startswith("NHWC"):
         layout_passes = [
             relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"]}),
             relax.transform.CanonicalizeBindings(),
         ]
+    if conv_scheme == "NHWC-winograd":
+        from implementation import winograd  # pylint: disable=import-outside-toplevel
+
+        legalize_map = {"relax.nn.conv2d": winograd.make_legalize_conv2d(**WINOGRAD_SETTINGS)}
     seq = tvm.transform.Sequential(
         [
             relax.transform.DecomposeOpsForInference(),
             relax.transform.CanonicalizeBindings(),
             *layout_passes,
             relax.transform.FoldConstant(),
-            relax.transform.LegalizeOps(),
+            relax.transform.LegalizeOps(legalize_map),
             relax.transform.AnnotateTIROpPattern(),
             relax.transform.FoldConstant(),
             relax.transform.FuseOps(),
@@ -437,6 +449,9 @@ def tune_module(
         extracted_tasks_to_tune_contexts,
     )
 
+    from implementation import winograd  # pylint: disable=import-outside-toplevel
+
+    winograd.register_schedule_rules()  # the Winograd transforms' rules, for the search
     database = Path(database)
     database.mkdir(parents=True, exist_ok=True)
     tasks = extract_tasks(mod, target)
@@ -541,7 +556,7 @@ def compile_model(
     max_trials_per_task: int | None = None,
     progress: bool | Callable[[str], None] = True,
     auto_database: bool = True,
-    conv_layout: str | None = None,
+    conv_scheme: str | None = None,
 ) -> dict:
     """Compile an ONNX model for a CPU target and export it with its metadata.
 
@@ -568,15 +583,15 @@ def compile_model(
         True: report stages to stderr via tqdm; a callable receives stage messages.
     auto_database : bool
         Look for a committed database when ``database`` is None (False: compile untuned).
-    conv_layout : {"NCHW", "NHWC"}, optional
-        Layout of the convolutions (:func:`prepare_module`). Default: the one the database was
-        tuned with (:func:`database_conv_layout`), NCHW without a database.
+    conv_scheme : {"NCHW", "NHWC", "NHWC-winograd"}, optional
+        How convolutions are computed (:func:`prepare_module`). Default: the scheme the
+        database was tuned with (:func:`database_conv_scheme`), NCHW without a database.
 
     Returns
     -------
     dict
         The metadata written to ``metadata.json``: ``format``, ``model`` (file name),
-        ``model_sha256``, ``input_name``, ``input_shape``, ``layout``, ``conv_layout``,
+        ``model_sha256``, ``input_name``, ``input_shape``, ``layout``, ``conv_scheme``,
         ``output_shapes``,
         ``preprocessing`` (the ModelConfig dict or None), ``target``, ``tvm_version``,
         ``database`` (path or None), ``database_records``, ``database_sha256``, ``tuned``,
@@ -602,21 +617,21 @@ def compile_model(
             report(f"using tuned database {database} ({count_records(database)} records)")
     if tune and database is None:
         raise ValueError("tuning needs a database directory (--database DIR)")
-    layout = _resolve_conv_layout(conv_layout, database, tune, report)
+    scheme = _resolve_conv_scheme(conv_scheme, database, tune, report)
 
     input_name, input_shape = onnx_input_spec(onnx_path)
     if model_config is not None and all(s > 0 for s in model_config.input_shape):
         input_shape = tuple(model_config.input_shape)
     report(f"importing {onnx_path.name} (input {input_name} {list(input_shape)})")
     mod = import_onnx(onnx_path, input_shape)
-    report(f"preparing for {json.dumps(target_dict)}, convolutions in {layout}")
-    mod = prepare_module(mod, target_dict, layout)
+    report(f"preparing for {json.dumps(target_dict)}, convolutions {scheme}")
+    mod = prepare_module(mod, target_dict, scheme)
     if tune:
         report(f"tuning {trials} trials into {database}")
         n_records = tune_module(
             mod, target_dict, database, trials=trials, max_trials_per_task=max_trials_per_task
         )
-        write_manifest(database, onnx_path, target_dict, conv_layout=layout)
+        write_manifest(database, onnx_path, target_dict, conv_scheme=scheme)
         report(f"database has {n_records} records")
     report("compiling")
     try:
@@ -638,7 +653,7 @@ def compile_model(
             "input_name": input_name,
             "input_shape": list(input_shape),
             "layout": model_config.layout if model_config is not None else "NCHW",
-            "conv_layout": layout,
+            "conv_scheme": scheme,
             "output_shapes": output_shapes,
             "preprocessing": model_config.to_json() if model_config is not None else None,
             "target": target_dict,
@@ -666,21 +681,21 @@ def compile_model(
     return metadata
 
 
-def _resolve_conv_layout(
-    conv_layout: str | None, database: str | Path | None, tune: bool, report: Callable[[str], None]
+def _resolve_conv_scheme(
+    conv_scheme: str | None, database: str | Path | None, tune: bool, report: Callable[[str], None]
 ) -> str:
-    """The requested layout, else the database's; says so when they disagree."""
-    tuned_layout = database_conv_layout(database)
-    if conv_layout is None:
-        return tuned_layout
-    if conv_layout not in CONV_LAYOUTS:
-        raise ValueError(f"conv_layout must be one of {CONV_LAYOUTS}, not {conv_layout!r}")
-    if conv_layout != tuned_layout and count_records(database) > 0 and not tune:
+    """The requested scheme, else the database's; says so when they disagree."""
+    tuned_scheme = database_conv_scheme(database)
+    if conv_scheme is None:
+        return tuned_scheme
+    if conv_scheme not in CONV_SCHEMES:
+        raise ValueError(f"conv_scheme must be one of {CONV_SCHEMES}, not {conv_scheme!r}")
+    if conv_scheme != tuned_scheme and count_records(database) > 0 and not tune:
         report(
-            f"warning: {database} was tuned in {tuned_layout}; its schedules do not apply to "
-            f"{conv_layout} convolutions, which compile untuned"
+            f"warning: {database} was tuned with {tuned_scheme} convolutions; their schedules do "
+            f"not apply to {conv_scheme} ones, which compile untuned"
         )
-    return conv_layout
+    return conv_scheme
 
 
 def _output_shapes(library: Path, input_shape: tuple[int, ...], np) -> list[list[int]]:
@@ -711,10 +726,10 @@ def cache_key(
     target: str | dict,
     database: str | Path | None = None,
     model_config: ModelConfig | None = None,
-    conv_layout: str | None = None,
+    conv_scheme: str | None = None,
 ) -> str:
     """Hex key of a compiled artefact: model sha256 + target + TVM version + database content
-    + convolution layout (+ the model config saved beside it)."""
+    + convolution scheme (+ the model config saved beside it)."""
     import tvm  # pylint: disable=import-outside-toplevel
 
     payload = {
@@ -724,9 +739,11 @@ def cache_key(
         "database_sha256": database_digest(database),
         "format": METADATA_FORMAT,
     }
-    layout = conv_layout or database_conv_layout(database)
-    if layout != "NCHW":  # keys of NCHW builds are unchanged since the option came
-        payload["conv_layout"] = layout
+    scheme = conv_scheme or database_conv_scheme(database)
+    if scheme != "NCHW":  # keys of NCHW builds are unchanged since the option came
+        payload["conv_scheme"] = scheme
+        if scheme == "NHWC-winograd":
+            payload["winograd"] = WINOGRAD_SETTINGS
     if model_config is not None:
         payload["model_config"] = model_config.to_json()
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
@@ -740,7 +757,7 @@ def ensure_compiled(
     model_config: ModelConfig | None = None,
     progress: bool | Callable[[str], None] = False,
     auto_database: bool = True,
-    conv_layout: str | None = None,
+    conv_scheme: str | None = None,
 ) -> Path:
     """Directory of a compiled model for (model, target, TVM, database); built once.
 
@@ -761,7 +778,7 @@ def ensure_compiled(
     auto_database : bool
         Use the committed database for this model hash and target when ``database`` is None
         (False: an untuned build).
-    conv_layout : {"NCHW", "NHWC"}, optional
+    conv_scheme : {"NCHW", "NHWC", "NHWC-winograd"}, optional
         See :func:`compile_model` (default: the database's).
 
     Returns
@@ -774,13 +791,13 @@ def ensure_compiled(
     if database is None and auto_database:
         database = find_tuned_database(onnx_path, target_dict)
     cache_dir = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "frvt" / "compiled"
-    key = cache_key(onnx_path, target_dict, database, model_config, conv_layout)
+    key = cache_key(onnx_path, target_dict, database, model_config, conv_scheme)
     out = cache_dir / f"{onnx_path.stem}-{target_name(target_dict)}-{key}"
     if (out / "metadata.json").exists() and (out / "model.so").exists():
         return out
     compile_model(
         onnx_path, target=target_dict, output_dir=out, model_config=model_config,
-        database=database, progress=progress, auto_database=False, conv_layout=conv_layout,
+        database=database, progress=progress, auto_database=False, conv_scheme=conv_scheme,
     )
     return out
 
@@ -823,3 +840,51 @@ def prune_database(database: str | Path, keep_per_workload: int = 8) -> tuple[in
         kept.extend(line for _, line in sorted(by_workload[workload_index])[:keep_per_workload])
     _atomic_write_text(records_path, "".join(line + "\n" for line in kept))
     return n_before, len(kept)
+
+
+def merge_database(source: str | Path, destination: str | Path) -> int:
+    """Append ``source``'s workloads and records to ``destination`` (created when missing).
+
+    Workloads already in ``destination`` (the same line of ``database_workload.json``, which
+    holds the structural hash and the function) are not duplicated; the records are renumbered
+    to point at them. Used to seed a database for a new convolution scheme with the records of
+    the functions both schemes share (everything but the convolutions that change). Partial
+    last lines of a database being written are skipped.
+
+    Returns
+    -------
+    int
+        Records appended.
+    """
+    destination = Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    src_workloads, src_records = database_files(source)
+    dst_workloads, dst_records = database_files(destination)
+
+    def complete_lines(path: Path) -> list[str]:
+        lines = []
+        for line in (path.read_text().splitlines() if path.exists() else []):
+            try:
+                json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            lines.append(line)
+        return lines
+
+    workloads = complete_lines(dst_workloads)
+    index = {line: i for i, line in enumerate(workloads)}
+    remap = {}
+    for i, line in enumerate(complete_lines(src_workloads)):
+        if line not in index:
+            index[line] = len(workloads)
+            workloads.append(line)
+        remap[i] = index[line]
+    appended = []
+    for line in complete_lines(src_records):
+        workload_index, record = json.loads(line)
+        if workload_index in remap:
+            appended.append(json.dumps([remap[workload_index], record]))
+    _atomic_write_text(dst_workloads, "".join(line + "\n" for line in workloads))
+    records = complete_lines(dst_records) + appended
+    _atomic_write_text(dst_records, "".join(line + "\n" for line in records))
+    return len(appended)

@@ -13,12 +13,13 @@ Usage (from the repository root)::
         --database data/tuning/dlib_face_recognition_resnet_model_v1-broadwell \\
         >> data/tuning/dlib_face_recognition_resnet_model_v1-broadwell/tune.log 2>&1 &
 
-    python scripts/tune.py MODEL.onnx --database NEW_DIR --conv-layout NHWC ...  # NHWC convolutions
+    python scripts/tune.py MODEL.onnx --database NEW_DIR --conv-scheme NHWC-winograd ...
     python scripts/tune.py MODEL.onnx --database DIR --prune 8   # keep 8 best per workload
     python scripts/tune.py MODEL.onnx --database DIR --tasks     # list tasks, FLOPs, records
 
-``--conv-layout`` (NCHW or NHWC convolutions, see ``implementation.compile.prepare_module``) is
-recorded in the database's manifest and defaults to it, so a resumed run keeps its layout.
+``--conv-scheme`` (NCHW, NHWC or NHWC-winograd convolutions, see
+``implementation.compile.prepare_module``) is
+recorded in the database's manifest and defaults to it, so a resumed run keeps its scheme.
 
 Measurements run on one thread (``TVM_NUM_THREADS=1``); MetaSchedule's per-task logs go to
 ``~/.cache/frvt/tuning-logs/<database-name>/`` (not committed).
@@ -138,8 +139,8 @@ def main() -> int:
     parser.add_argument("--search-threads", type=int, default=2)
     parser.add_argument("--population", type=int, default=128)
     parser.add_argument("--genetic-iters", type=int, default=3)
-    parser.add_argument("--conv-layout", choices=tvm_compile.CONV_LAYOUTS, default=None,
-                        help="convolution layout (default: the database's, else NCHW)")
+    parser.add_argument("--conv-scheme", choices=tvm_compile.CONV_SCHEMES, default=None,
+                        help="how convolutions are computed (default: the database's, else NCHW)")
     parser.add_argument("--input-shape", type=int, nargs="+", default=None)
     parser.add_argument("--op", action="append", default=None, help="tune only tasks containing this")
     parser.add_argument("--gflops-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
@@ -169,24 +170,24 @@ def main() -> int:
         tvm_compile.write_manifest(database, args.model, target)
         return 0
 
-    layout = args.conv_layout or tvm_compile.database_conv_layout(database)
-    tuned_layout = tvm_compile.database_conv_layout(database)
-    if layout != tuned_layout and tvm_compile.count_records(database) > 0:
-        _log(f"error: {database} holds {tuned_layout} records; use a new directory for {layout}")
+    scheme = args.conv_scheme or tvm_compile.database_conv_scheme(database)
+    tuned_scheme = tvm_compile.database_conv_scheme(database)
+    if scheme != tuned_scheme and tvm_compile.count_records(database) > 0:
+        _log(f"error: {database} holds {tuned_scheme} records; use a new directory for {scheme}")
         return 2
     _log(f"model {args.model} sha256 {tvm_compile.file_sha256(args.model)[:16]} target {json.dumps(target)} "
-         f"convolutions {layout}")
+         f"convolutions {scheme}")
     mod = tvm_compile.prepare_module(
         tvm_compile.import_onnx(args.model, tuple(args.input_shape) if args.input_shape else None),
         target,
-        layout,
+        scheme,
     )
     if args.tasks:
         _print_tasks(_task_table(mod, target, database))
         return 0
 
     database.mkdir(parents=True, exist_ok=True)
-    tvm_compile.write_manifest(database, args.model, target, conv_layout=layout)
+    tvm_compile.write_manifest(database, args.model, target, conv_scheme=scheme)
     records = tvm_compile.count_records(database)
     remaining = args.trials - records
     _log(f"database {database}: {records} records; {max(remaining, 0)} trials to go")

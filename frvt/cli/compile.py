@@ -38,9 +38,10 @@ def compile_command(
     flip: bool = typer.Option(True, "--flip/--no-flip",
                               help="With --config-dir: average the embeddings of each face and its mirror image (two embedder "
                                    "calls per face, the default) or embed the face once."),
-    conv_layout: str = typer.Option(None, "--conv-layout",
-                               help="Layout the convolutions compute in: NCHW or NHWC (channels innermost, vectorised "
-                                    "across AVX2 lanes). Default: the one the database was tuned with, else NCHW."),
+    conv_scheme: str = typer.Option(None, "--conv-scheme",
+                                    help="How convolutions are computed: NCHW, NHWC (channels innermost, vectorised across "
+                                         "AVX2 lanes) or NHWC-winograd (3x3 stride-1 ones by Winograd F(4x4, 3x3)). "
+                                         "Default: the scheme the database was tuned with, else NCHW."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Report the stages."),
 ) -> None:
     """Compile an ONNX model with Apache TVM for one CPU thread; optionally tune it first.
@@ -59,7 +60,7 @@ def compile_command(
     out = output if output is not None else Path(f"{model.stem}-{target_name(target_dict)}")
     try:
         metadata = compile_model(model, target=target_dict, output_dir=out, model_config=config,
-                                 database=database, tune=tune, trials=trials, conv_layout=conv_layout,
+                                 database=database, tune=tune, trials=trials, conv_scheme=conv_scheme,
                                  progress=(lambda text: typer.echo(f"-- {text}", err=True)) if progress else False)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -70,7 +71,7 @@ def compile_command(
     tuned = f"tuned, {metadata['database_records']} records" if metadata["tuned"] else "untuned"
     typer.echo(f"{out}/model.so  input {metadata['input_name']} {metadata['input_shape']}  "
                f"outputs {metadata['output_shapes']}  target {json.dumps(metadata['target'])}  "
-               f"convolutions {metadata['conv_layout']}  {tuned}  "
+               f"convolutions {metadata['conv_scheme']}  {tuned}  "
                f"{metadata['compile_seconds']:.1f} s")
     if config_dir is not None:
         from implementation.config_dir import build_config_dir

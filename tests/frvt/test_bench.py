@@ -197,19 +197,19 @@ def test_database_snapshot_keeps_complete_lines_only(tmp_path):
 
 # --- the CPUID cap ---------------------------------------------------------------------------
 
-def test_tuned_row_builds_in_the_databases_conv_layout(tiny_onnx, tmp_path, monkeypatch):
+def test_tuned_row_builds_in_the_databases_conv_scheme(tiny_onnx, tmp_path, monkeypatch):
     """The snapshot copies only the two JSON files; the layout must come from the original's
     manifest, or an NHWC database would be applied to an NCHW build (and match nothing)."""
     from frvt import bench
     from implementation import compile as tvm_compile
 
     database = tmp_path / "tiny-broadwell"
-    tvm_compile.write_manifest(database, tiny_onnx, tvm_compile.parse_target("broadwell"), conv_layout="NHWC")
+    tvm_compile.write_manifest(database, tiny_onnx, tvm_compile.parse_target("broadwell"), conv_scheme="NHWC")
     monkeypatch.setattr(tvm_compile, "find_tuned_database", lambda path, target: database)
     spec = bench.ModelSpec("tiny", tiny_onnx)
     artefact, _, note = bench._tvm_artefact(spec, "avx2", True, tmp_path / "cache", lambda text: None, tmp_path)
     assert "NHWC" in note
-    assert json.loads((artefact / "metadata.json").read_text())["conv_layout"] == "NHWC"
+    assert json.loads((artefact / "metadata.json").read_text())["conv_scheme"] == "NHWC"
 
 
 def test_cpuid_cap_hides_avx512_and_keeps_real_crashes_fatal(tmp_path):

@@ -104,8 +104,8 @@ def test_cache_key_depends_on_target_model_database_and_config(tiny_model, tmp_p
     database.mkdir()
     (database / tvm_compile.RECORD_FILE).write_text('[0, [[], [0.001], {}, []]]\n')
     assert broadwell != tvm_compile.cache_key(tiny_model, "broadwell", database)
-    assert broadwell == tvm_compile.cache_key(tiny_model, "broadwell", conv_layout="NCHW")
-    assert broadwell != tvm_compile.cache_key(tiny_model, "broadwell", conv_layout="NHWC")
+    assert broadwell == tvm_compile.cache_key(tiny_model, "broadwell", conv_scheme="NCHW")
+    assert broadwell != tvm_compile.cache_key(tiny_model, "broadwell", conv_scheme="NHWC")
 
 
 # ------------------------------------------------------------------------------- compile + run
@@ -129,32 +129,32 @@ def test_nhwc_convolutions_match_onnxruntime_and_are_recorded(tiny_model, tmp_pa
     """The NHWC build computes the convolution in another layout; the model's input and
     outputs are unchanged."""
     metadata = tvm_compile.compile_model(
-        tiny_model, target="broadwell", output_dir=tmp_path / "nhwc", progress=False, conv_layout="NHWC"
+        tiny_model, target="broadwell", output_dir=tmp_path / "nhwc", progress=False, conv_scheme="NHWC"
     )
-    assert metadata["conv_layout"] == "NHWC"
+    assert metadata["conv_scheme"] == "NHWC"
     x = np.random.default_rng(4).normal(0, 1, INPUT_SHAPE).astype(np.float32)
     ours = CompiledModel.load(tmp_path / "nhwc")(x)
     np.testing.assert_allclose(ours[0], _onnxruntime(tiny_model, x)[0], rtol=0, atol=1e-4)
 
 
-def test_conv_layout_defaults_to_the_databases(tiny_model, tmp_path):
+def test_conv_scheme_defaults_to_the_databases(tiny_model, tmp_path):
     target = tvm_compile.parse_target("broadwell")
-    assert tvm_compile.database_conv_layout(None) == "NCHW"
+    assert tvm_compile.database_conv_scheme(None) == "NCHW"
     old = tmp_path / "old"  # a manifest from before the option: NCHW
     tvm_compile.write_manifest(old, tiny_model, target)
-    assert tvm_compile.database_conv_layout(old) == "NCHW"
+    assert tvm_compile.database_conv_scheme(old) == "NCHW"
     new = tmp_path / "new"
-    tvm_compile.write_manifest(new, tiny_model, target, conv_layout="NHWC")
-    assert tvm_compile.database_conv_layout(new) == "NHWC"
-    assert tvm_compile.cache_key(tiny_model, target, new) == tvm_compile.cache_key(tiny_model, target, new, conv_layout="NHWC")
-    (new / tvm_compile.MANIFEST_NAME).write_text(json.dumps({"conv_layout": "NCWH"}))
+    tvm_compile.write_manifest(new, tiny_model, target, conv_scheme="NHWC")
+    assert tvm_compile.database_conv_scheme(new) == "NHWC"
+    assert tvm_compile.cache_key(tiny_model, target, new) == tvm_compile.cache_key(tiny_model, target, new, conv_scheme="NHWC")
+    (new / tvm_compile.MANIFEST_NAME).write_text(json.dumps({"conv_scheme": "NCWH"}))
     with pytest.raises(tvm_compile.CompileError, match="NCWH"):
-        tvm_compile.database_conv_layout(new)
+        tvm_compile.database_conv_scheme(new)
 
 
-def test_unknown_conv_layout_is_an_error_naming_it(tiny_model, tmp_path):
+def test_unknown_conv_scheme_is_an_error_naming_it(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="HWCN"):
-        tvm_compile.compile_model(tiny_model, output_dir=tmp_path / "x", progress=False, conv_layout="HWCN")
+        tvm_compile.compile_model(tiny_model, output_dir=tmp_path / "x", progress=False, conv_scheme="HWCN")
     assert not (tmp_path / "x").exists()
 
 
@@ -177,7 +177,7 @@ def test_metadata_and_output_directory(compiled, tiny_model):
     assert metadata["target"] == {"kind": "llvm", "mcpu": "broadwell", "num-cores": 1}
     assert metadata["tvm_version"] == tvm.__version__
     assert metadata["tuned"] is False and metadata["database"] is None and metadata["database_records"] == 0
-    assert metadata["conv_layout"] == "NCHW"
+    assert metadata["conv_scheme"] == "NCHW"
     assert metadata["preprocessing"]["mean"] == [1.0, 2.0, 3.0]
     assert ModelConfig.load(out / "model_config.json") == TINY_CONFIG
     assert CompiledModel.load(out).metadata == metadata

@@ -1,0 +1,98 @@
+"""implementation.winograd: the transform algebra against direct correlation (numpy), which
+convolutions the NHWC-winograd scheme transforms, and a compiled model against ONNX Runtime.
+Builds are untuned (default schedules): correctness does not depend on tuning."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from implementation import compile as tvm_compile
+from implementation import winograd
+from implementation.tvm_runtime import CompiledModel
+
+INPUT_SHAPE = (1, 8, 12, 12)
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_transforms_compute_a_3x3_correlation(m):
+    """Y = A^T [(G g G^T) * (B^T d B)] A is the valid correlation of an (m+2)^2 tile with g."""
+    A, B, G = winograd.transform_matrices(m)
+    rng = np.random.default_rng(m)
+    d = rng.normal(size=(m + 2, m + 2))
+    g = rng.normal(size=(3, 3))
+    y = A.T @ ((G @ g @ G.T) * (B.T @ d @ B)) @ A
+    direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(m)] for i in range(m)])
+    np.testing.assert_allclose(y, direct, atol=1e-9)
+
+
+def test_kernel_pack_is_g_w_gt_per_channel_pair():
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(5, 3, 3, 4)).astype(np.float32)  # OHWI: CO=5, CI=4
+    packed = winograd.kernel_pack_numpy(weight, 4)
+    _, _, G = winograd.transform_matrices(4)
+    assert packed.shape == (6, 6, 4, 5) and packed.dtype == np.float32
+    co, ci = 3, 2
+    np.testing.assert_allclose(packed[:, :, ci, co], G @ weight[co, :, :, ci].astype(np.float64) @ G.T, rtol=1e-5, atol=1e-6)
+
+
+def _model(path: Path) -> Path:
+    """conv 3x3 8->16 stride 1 (Winograd) -> relu -> conv 3x3 16->16 stride 2 (direct)
+    -> relu -> conv 3x3 16->8 stride 1 on 6x6 (below min_hw: direct)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.2, (16, 8, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.normal(0, 0.1, 16).astype(np.float32), "b1"),
+        numpy_helper.from_array(rng.normal(0, 0.2, (16, 16, 3, 3)).astype(np.float32), "w2"),
+        numpy_helper.from_array(rng.normal(0, 0.2, (8, 16, 3, 3)).astype(np.float32), "w3"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w3"], ["output"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes, "winograd",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(INPUT_SHAPE))],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 8, 6, 6])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return _model(tmp_path_factory.mktemp("winograd") / "model.onnx")
+
+
+def test_only_eligible_convolutions_are_transformed(model):
+    target = tvm_compile.parse_target("broadwell")
+    mod = tvm_compile.prepare_module(tvm_compile.import_onnx(model), target, "NHWC-winograd")
+    names = [task.task_name for task in tvm_compile.extract_tasks(mod, target)]
+    convolutions = [name for name in names if "conv2d" in name]
+    assert len(convolutions) == 3, names
+    assert sum("winograd" in name for name in convolutions) == 1, names  # stride 2 and 6x6 stay direct
+
+
+def test_winograd_build_matches_onnxruntime(model, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    metadata = tvm_compile.compile_model(model, output_dir=tmp_path / "out", progress=False,
+                                         conv_scheme="NHWC-winograd")
+    assert metadata["conv_scheme"] == "NHWC-winograd"
+    x = np.random.default_rng(2).normal(0, 1, INPUT_SHAPE).astype(np.float32)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    reference = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    ours = CompiledModel.load(tmp_path / "out")(x)[0]
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-4)
