@@ -215,10 +215,14 @@ def find_tuned_database(
     """A committed database tuned for this model file and target, or None.
 
     A database matches when its ``manifest.json`` has the model's SHA-256 and the same
-    ``target_name`` (``mcpu``) as ``target``.
+    ``target_name`` (``mcpu``) as ``target``, and it holds records. When several match (say, a
+    database for another convolution scheme still being tuned beside the one in use), the one
+    named ``<model-stem>-<target-name>`` wins, then the one with the most records.
     """
     sha = file_sha256(onnx_path)
     name = target_name(target)
+    canonical = f"{Path(onnx_path).stem}-{name}"
+    matches = []
     for root in roots:
         if not Path(root).is_dir():
             continue
@@ -228,9 +232,10 @@ def find_tuned_database(
             except (OSError, json.JSONDecodeError):
                 continue
             if manifest.get("model_sha256") == sha and manifest.get("target_name") == name:
-                if count_records(manifest_path.parent) > 0:
-                    return manifest_path.parent
-    return None
+                n_records = count_records(manifest_path.parent)
+                if n_records > 0:
+                    matches.append((manifest_path.parent.name != canonical, -n_records, manifest_path.parent))
+    return min(matches, key=lambda match: match[:2])[2] if matches else None
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

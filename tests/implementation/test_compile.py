@@ -270,6 +270,16 @@ def test_find_tuned_database_matches_hash_and_target(tiny_model, tmp_path):
     assert tvm_compile.find_tuned_database(other, target, roots=(tmp_path,)) is None
 
 
+def test_find_tuned_database_prefers_the_canonical_name_then_more_records(tiny_model, tmp_path):
+    target = tvm_compile.parse_target("broadwell")
+    for name, n_records in (("tiny-broadwell-a", 1), ("tiny-broadwell-b", 3), ("tiny-broadwell", 2)):
+        tvm_compile.write_manifest(tmp_path / name, tiny_model, target)
+        (tmp_path / name / tvm_compile.RECORD_FILE).write_text("".join(_record(0, 0.001) + "\n" for _ in range(n_records)))
+    assert tvm_compile.find_tuned_database(tiny_model, target, roots=(tmp_path,)) == tmp_path / "tiny-broadwell"
+    (tmp_path / "tiny-broadwell" / tvm_compile.MANIFEST_NAME).unlink()
+    assert tvm_compile.find_tuned_database(tiny_model, target, roots=(tmp_path,)) == tmp_path / "tiny-broadwell-b"
+
+
 # ------------------------------------------------------------------------------------------ CLI
 
 

@@ -411,3 +411,26 @@ def test_tvm_relax_matches_onnxruntime(onnx_bytes):
     want = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"]).run(["embedding"], {"input": x})[0]
     assert got.shape == (1, 128)
     assert np.max(np.abs(got - want)) < 1e-4
+
+
+def test_default_tuned_embedder_matches_onnxruntime(default_config_dir):
+    """The embedder the default implementation runs: built with the committed tuning database
+    and its convolution scheme (NHWC-winograd transforms the inputs and kernels, so its rounding
+    differs from a direct convolution's); it must still agree with ONNX Runtime within 1e-4."""
+    import json
+
+    ort = pytest.importorskip("onnxruntime")
+    from implementation import compile as tvm_compile
+    from implementation.tvm_runtime import CompiledModel
+
+    embedder = default_config_dir / "embedder"
+    metadata = json.loads((embedder / "metadata.json").read_text())
+    onnx_path = embedder / "model.onnx"
+    database = tvm_compile.find_tuned_database(onnx_path, metadata["target"])
+    assert metadata["tuned"] and database is not None
+    # (artefacts compiled before the field existed were NCHW, and NCHW keys did not change)
+    assert metadata.get("conv_scheme", "NCHW") == tvm_compile.database_conv_scheme(database)
+    x = np.random.default_rng(6).uniform(-1.5, 1.5, size=DLIB_RESNET.input_shape).astype(np.float32)
+    got = CompiledModel.load(embedder)(x)[0]
+    want = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(["embedding"], {"input": x})[0]
+    assert np.max(np.abs(got - want)) < 1e-4
