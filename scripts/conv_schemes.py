@@ -1,0 +1,82 @@
+"""Ablation of the convolution schemes: one model built from several tuning databases, side by side.
+
+    python scripts/conv_schemes.py data/models/dlib_face_recognition_resnet_model_v1.onnx \\
+        data/tuning/dlib_face_recognition_resnet_model_v1-broadwell-nchw \\
+        data/tuning/dlib_face_recognition_resnet_model_v1-broadwell-nhwc \\
+        data/tuning/dlib_face_recognition_resnet_model_v1-broadwell \\
+        --json docs/results/conv_schemes.json
+
+Each database is compiled for Broadwell in the scheme its manifest names (NCHW, NHWC or
+NHWC-winograd, see ``implementation.compile.prepare_module``); the builds run one thread each,
+interleaved call by call in this process (``frvt.bench.time_interleaved``), on the same seeded
+input. Prints the median and p90 per build, the ratio of each median to the first build's, and
+each build's max abs difference from ONNX Runtime. Speed against the other runtimes is
+``frvt bench``'s job; this compares TVM builds with each other only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TVM_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from frvt.bench import _ort_session, time_interleaved  # noqa: E402
+from frvt.machine import measure_fma_peak  # noqa: E402
+from implementation import compile as tvm_compile  # noqa: E402
+from implementation.tvm_runtime import CompiledModel  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, help="ONNX model")
+    parser.add_argument("databases", type=Path, nargs="+", help="tuning database directories")
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None, help="write the result here")
+    args = parser.parse_args()
+
+    name, shape = tvm_compile.onnx_input_spec(args.model)
+    x = np.random.default_rng(0).uniform(-1.0, 1.0, shape).astype(np.float32)
+    reference = _ort_session(args.model).run(None, {name: x})
+    calls, builds = {}, []
+    for database in args.databases:
+        scheme = tvm_compile.database_conv_scheme(database)
+        artefact = tvm_compile.ensure_compiled(args.model, "broadwell", database=database, conv_scheme=scheme)
+        model = CompiledModel.load(artefact)
+        diff = max(float(np.max(np.abs(ours - ref))) for ours, ref in zip(model(x), reference))
+        label = f"{database.name} ({scheme})"
+        calls[label] = (lambda m: lambda: m(x))(model)
+        builds.append({"database": str(database), "conv_scheme": scheme,
+                       "records": tvm_compile.count_records(database), "max_abs_diff_vs_onnxruntime": diff})
+    fma = measure_fma_peak()
+    times = time_interleaved(calls, args.repeats, args.warmup)
+    first = None
+    print(f"{'build':70s} {'median ms':>10s} {'p90 ms':>8s} {'ratio':>6s} {'max abs diff':>12s}")
+    for build, label in zip(builds, calls):
+        samples = sorted(times.wall_ms[label])
+        median = statistics.median(samples)
+        first = first or median
+        build.update(label=label, median_ms=median, p90_ms=samples[int(0.9 * (len(samples) - 1))],
+                     ratio_to_first=median / first, n=len(samples))
+        print(f"{label[:70]:70s} {median:10.2f} {build['p90_ms']:8.2f} {median / first:6.2f} "
+              f"{build['max_abs_diff_vs_onnxruntime']:12.1e}")
+    print(f"AVX2 FMA peak in this run: {fma['peak_gflops']:.1f} GFLOP/s")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"schema": "frvt.conv_schemes/1", "model": args.model.name,
+                                         "date": time.strftime("%Y-%m-%d %H:%M"), "fma_peak": fma,
+                                         "repeats": args.repeats, "builds": builds}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
