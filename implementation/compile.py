@@ -695,7 +695,11 @@ def _resolve_conv_scheme(
         return tuned_scheme
     if conv_scheme not in CONV_SCHEMES:
         raise ValueError(f"conv_scheme must be one of {CONV_SCHEMES}, not {conv_scheme!r}")
-    if conv_scheme != tuned_scheme and count_records(database) > 0 and not tune:
+    if conv_scheme != tuned_scheme and count_records(database) > 0 and tune:
+        raise ValueError(
+            f"{database} holds {tuned_scheme} records; tune {conv_scheme} into a new directory"
+        )
+    if conv_scheme != tuned_scheme and count_records(database) > 0:
         report(
             f"warning: {database} was tuned with {tuned_scheme} convolutions; their schedules do "
             f"not apply to {conv_scheme} ones, which compile untuned"

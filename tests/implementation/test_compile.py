@@ -152,6 +152,16 @@ def test_conv_scheme_defaults_to_the_databases(tiny_model, tmp_path):
         tvm_compile.database_conv_scheme(new)
 
 
+def test_tuning_another_scheme_into_a_database_is_refused(tiny_model, tmp_path):
+    """One database, one scheme: its manifest would otherwise name only the last one tuned."""
+    database = tmp_path / "db"
+    tvm_compile.write_manifest(database, tiny_model, tvm_compile.parse_target("broadwell"), conv_scheme="NHWC")
+    (database / tvm_compile.RECORD_FILE).write_text(_record(0, 0.001) + "\n")
+    with pytest.raises(ValueError, match="NHWC records"):
+        tvm_compile.compile_model(tiny_model, output_dir=tmp_path / "x", progress=False, database=database,
+                                  tune=True, conv_scheme="NHWC-winograd")
+
+
 def test_unknown_conv_scheme_is_an_error_naming_it(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="HWCN"):
         tvm_compile.compile_model(tiny_model, output_dir=tmp_path / "x", progress=False, conv_scheme="HWCN")
