@@ -535,18 +535,22 @@ def build_module(mod, target: dict, database: str | Path | None = None):
     return tvm.compile(mod, target=tvm_target)
 
 
+def _complete_lines(path: Path) -> list[str]:
+    """The lines of a database file that parse as JSON (a last line may still be being written)."""
+    lines = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        lines.append(line)
+    return lines
+
+
 def _snapshot_database(database: str | Path, out: Path) -> None:
     """Copy a JSON database, dropping a last line still being written."""
     for source in database_files(database):
-        lines = source.read_text().splitlines() if source.exists() else []
-        complete = []
-        for line in lines:
-            try:
-                json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            complete.append(line)
-        (out / source.name).write_text("".join(line + "\n" for line in complete))
+        (out / source.name).write_text("".join(line + "\n" for line in _complete_lines(source)))
 
 
 def compile_model(
@@ -622,7 +626,7 @@ def compile_model(
             report(f"using tuned database {database} ({count_records(database)} records)")
     if tune and database is None:
         raise ValueError("tuning needs a database directory (--database DIR)")
-    scheme = _resolve_conv_scheme(conv_scheme, database, tune, report)
+    scheme = resolve_conv_scheme(conv_scheme, database, tune, report)
 
     input_name, input_shape = onnx_input_spec(onnx_path)
     if model_config is not None and all(s > 0 for s in model_config.input_shape):
@@ -686,24 +690,32 @@ def compile_model(
     return metadata
 
 
-def _resolve_conv_scheme(
+def resolve_conv_scheme(
     conv_scheme: str | None, database: str | Path | None, tune: bool, report: Callable[[str], None]
 ) -> str:
-    """The requested scheme, else the database's; says so when they disagree."""
+    """The requested scheme, else the database's; says so when they disagree.
+
+    Raises
+    ------
+    ValueError
+        An unknown scheme, or tuning one scheme into a database that holds another's records
+        (its manifest names a single scheme).
+    """
     tuned_scheme = database_conv_scheme(database)
     if conv_scheme is None:
         return tuned_scheme
     if conv_scheme not in CONV_SCHEMES:
         raise ValueError(f"conv_scheme must be one of {CONV_SCHEMES}, not {conv_scheme!r}")
-    if conv_scheme != tuned_scheme and count_records(database) > 0 and tune:
+    if conv_scheme == tuned_scheme or count_records(database) == 0:
+        return conv_scheme
+    if tune:
         raise ValueError(
             f"{database} holds {tuned_scheme} records; tune {conv_scheme} into a new directory"
         )
-    if conv_scheme != tuned_scheme and count_records(database) > 0:
-        report(
-            f"warning: {database} was tuned with {tuned_scheme} convolutions; their schedules do "
-            f"not apply to {conv_scheme} ones, which compile untuned"
-        )
+    report(
+        f"warning: {database} was tuned with {tuned_scheme} convolutions; their schedules do "
+        f"not apply to {conv_scheme} ones, which compile untuned"
+    )
     return conv_scheme
 
 
@@ -869,31 +881,20 @@ def merge_database(source: str | Path, destination: str | Path) -> int:
     destination.mkdir(parents=True, exist_ok=True)
     src_workloads, src_records = database_files(source)
     dst_workloads, dst_records = database_files(destination)
-
-    def complete_lines(path: Path) -> list[str]:
-        lines = []
-        for line in (path.read_text().splitlines() if path.exists() else []):
-            try:
-                json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            lines.append(line)
-        return lines
-
-    workloads = complete_lines(dst_workloads)
+    workloads = _complete_lines(dst_workloads)
     index = {line: i for i, line in enumerate(workloads)}
     remap = {}
-    for i, line in enumerate(complete_lines(src_workloads)):
+    for i, line in enumerate(_complete_lines(src_workloads)):
         if line not in index:
             index[line] = len(workloads)
             workloads.append(line)
         remap[i] = index[line]
     appended = []
-    for line in complete_lines(src_records):
+    for line in _complete_lines(src_records):
         workload_index, record = json.loads(line)
         if workload_index in remap:
             appended.append(json.dumps([remap[workload_index], record]))
     _atomic_write_text(dst_workloads, "".join(line + "\n" for line in workloads))
-    records = complete_lines(dst_records) + appended
+    records = _complete_lines(dst_records) + appended
     _atomic_write_text(dst_records, "".join(line + "\n" for line in records))
     return len(appended)

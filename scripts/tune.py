@@ -170,10 +170,10 @@ def main() -> int:
         tvm_compile.write_manifest(database, args.model, target)
         return 0
 
-    scheme = args.conv_scheme or tvm_compile.database_conv_scheme(database)
-    tuned_scheme = tvm_compile.database_conv_scheme(database)
-    if scheme != tuned_scheme and tvm_compile.count_records(database) > 0:
-        _log(f"error: {database} holds {tuned_scheme} records; use a new directory for {scheme}")
+    try:  # one database, one scheme (also for --tasks: the records would match nothing)
+        scheme = tvm_compile.resolve_conv_scheme(args.conv_scheme, database, tune=True, report=_log)
+    except ValueError as exc:
+        _log(f"error: {exc}")
         return 2
     _log(f"model {args.model} sha256 {tvm_compile.file_sha256(args.model)[:16]} target {json.dumps(target)} "
          f"convolutions {scheme}")

@@ -267,6 +267,19 @@ def test_prune_keeps_the_fastest_per_workload_and_drops_failures(tmp_path):
     assert tvm_compile.count_records(tmp_path) == 4
 
 
+def test_merge_database_shares_workloads_and_renumbers_records(tmp_path):
+    source, destination = tmp_path / "src", tmp_path / "dst"
+    for directory, workloads, records in ((source, ['["a"]', '["b"]'], [_record(0, 0.1), _record(1, 0.2)]),
+                                          (destination, ['["b"]'], [_record(0, 0.3)])):
+        directory.mkdir()
+        (directory / tvm_compile.WORKLOAD_FILE).write_text("".join(w + "\n" for w in workloads))
+        (directory / tvm_compile.RECORD_FILE).write_text("".join(r + "\n" for r in records) + '[0, [[], [0.9')  # partial line
+    assert tvm_compile.merge_database(source, destination) == 2
+    assert (destination / tvm_compile.WORKLOAD_FILE).read_text().splitlines() == ['["b"]', '["a"]']
+    merged = [json.loads(line) for line in (destination / tvm_compile.RECORD_FILE).read_text().splitlines()]
+    assert [(w, r[1][0]) for w, r in merged] == [(0, 0.3), (1, 0.1), (0, 0.2)]
+
+
 def test_find_tuned_database_matches_hash_and_target(tiny_model, tmp_path):
     target = tvm_compile.parse_target("broadwell")
     database = tmp_path / "tiny-broadwell"
