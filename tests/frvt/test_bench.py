@@ -13,14 +13,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 from typer.testing import CliRunner
 
 from frvt.bench import (BenchError, _make_row, _snapshot_database, add_ratios, add_throughput, bar_checks, build_cpuid_cap, format_markdown,
                         model_macs, output_difference, run_benchmark, schedule_rounds, time_interleaved)
 from frvt.cli import app
+from onnx_models import save_model
 
 ROW_KEYS = {"model", "runtime", "group", "isa", "isa_used", "isa_capped", "status", "n", "median_ms", "p90_ms",
             "min_ms", "max_ms", "cpu_median_ms", "ratio_to_tvm_tuned", "gflops", "achieved_gflops",
@@ -41,15 +41,8 @@ def tiny_onnx(tmp_path_factory) -> Path:
         helper.make_node("Flatten", ["relu"], ["flat"], axis=1),
         helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["output"], transB=1),
     ]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16])],
-                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 10])],
-                              initializer=[weight, bias, fc_w, fc_b])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path = tmp_path_factory.mktemp("bench") / "tiny.onnx"
-    onnx.save(model, str(path))
-    return path
+    return save_model(tmp_path_factory.mktemp("bench") / "tiny.onnx", nodes, {"input": (1, 3, 16, 16)},
+                      {"output": (1, 10)}, [weight, bias, fc_w, fc_b], name="tiny")
 
 
 # --- counting -------------------------------------------------------------------------------

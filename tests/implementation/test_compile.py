@@ -14,6 +14,7 @@ import pytest
 from implementation import compile as tvm_compile
 from implementation.model_config import ModelConfig
 from implementation.tvm_runtime import CompiledModel
+from onnx_models import run_onnxruntime, save_model
 
 REPO = Path(__file__).resolve().parents[2]
 INPUT_SHAPE = (1, 3, 16, 16)
@@ -21,8 +22,7 @@ INPUT_SHAPE = (1, 3, 16, 16)
 
 def _tiny_onnx(path: Path, seed: int = 0) -> Path:
     """conv 3x3 (3->8, bias) -> relu -> flatten -> gemm (8*16*16 -> 10)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     inits = [
@@ -37,17 +37,7 @@ def _tiny_onnx(path: Path, seed: int = 0) -> Path:
         helper.make_node("Flatten", ["r"], ["f"], axis=1),
         helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["embedding"], transB=1),
     ]
-    graph = helper.make_graph(
-        nodes, "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(INPUT_SHAPE))],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [1, 10])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return save_model(path, nodes, {"input": INPUT_SHAPE}, {"embedding": (1, 10)}, inits, name="tiny")
 
 
 TINY_CONFIG = ModelConfig(name="tiny", input_shape=INPUT_SHAPE, mean=(1.0, 2.0, 3.0), scale=0.5, embedding_size=10)
@@ -65,14 +55,6 @@ def compiled(tiny_model, tmp_path_factory) -> tuple[Path, dict]:
         tiny_model, target="broadwell", output_dir=out, model_config=TINY_CONFIG, progress=False
     )
     return out, metadata
-
-
-def _onnxruntime(model: Path, x: np.ndarray) -> list[np.ndarray]:
-    ort = pytest.importorskip("onnxruntime")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    return session.run(None, {"input": x})
 
 
 # ----------------------------------------------------------------------------------- targets
@@ -119,7 +101,7 @@ def test_compiled_matches_onnxruntime(compiled, tiny_model):
     for _ in range(3):
         x = rng.normal(0, 1, INPUT_SHAPE).astype(np.float32)
         ours = model(x)
-        reference = _onnxruntime(tiny_model, x)
+        reference = run_onnxruntime(tiny_model, {"input": x})
         assert len(ours) == len(reference) == 1
         assert ours[0].shape == (1, 10)
         np.testing.assert_allclose(ours[0], reference[0], rtol=0, atol=1e-4)
@@ -134,7 +116,7 @@ def test_nhwc_convolutions_match_onnxruntime_and_are_recorded(tiny_model, tmp_pa
     assert metadata["conv_scheme"] == "NHWC"
     x = np.random.default_rng(4).normal(0, 1, INPUT_SHAPE).astype(np.float32)
     ours = CompiledModel.load(tmp_path / "nhwc")(x)
-    np.testing.assert_allclose(ours[0], _onnxruntime(tiny_model, x)[0], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(ours[0], run_onnxruntime(tiny_model, {"input": x})[0], rtol=0, atol=1e-4)
 
 
 def test_conv_scheme_defaults_to_the_databases(tiny_model, tmp_path):

@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 from typer.testing import CliRunner
 
 from frvt.cli import app
@@ -14,6 +13,7 @@ from frvt.contract import ReturnCode, TemplateRole
 from frvt.driver import decode_image
 from implementation import FaceVerifier
 from implementation.model_config import ModelConfig
+from onnx_models import save_model
 
 MEDS = Path(__file__).resolve().parents[2] / "data" / "validation" / "images" / "meds"
 
@@ -28,9 +28,7 @@ def tiny_embedder(path: Path, size: int = 112, dim: int = 16) -> None:
              helper.make_node("GlobalAveragePool", ["r"], ["p"]),
              helper.make_node("Flatten", ["p"], ["f"]),
              helper.make_node("MatMul", ["f", "fc"], ["emb"])]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, size, size])],
-                              [helper.make_tensor_value_info("emb", TensorProto.FLOAT, [1, dim])], [w, fc])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    save_model(path, nodes, {"data": (1, 3, size, size)}, {"emb": (1, dim)}, [w, fc], name="tiny")
 
 
 def test_compile_own_embedder_into_a_config_the_default_implementation_runs(tmp_path, default_config_dir):

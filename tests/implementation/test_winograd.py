@@ -12,6 +12,7 @@ import pytest
 from implementation import compile as tvm_compile
 from implementation import winograd
 from implementation.tvm_runtime import CompiledModel
+from onnx_models import run_onnxruntime, save_model
 
 INPUT_SHAPE = (1, 8, 12, 12)
 
@@ -41,8 +42,7 @@ def test_kernel_pack_is_g_w_gt_per_channel_pair():
 def _model(path: Path) -> Path:
     """conv 3x3 8->16 stride 1 (Winograd) -> relu -> conv 3x3 16->16 stride 2 (direct)
     -> relu -> conv 3x3 16->8 stride 1 on 6x6 (below min_hw: direct)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(1)
     inits = [
@@ -58,17 +58,7 @@ def _model(path: Path) -> Path:
         helper.make_node("Relu", ["c2"], ["r2"]),
         helper.make_node("Conv", ["r2", "w3"], ["output"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
     ]
-    graph = helper.make_graph(
-        nodes, "winograd",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(INPUT_SHAPE))],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 8, 6, 6])],
-        initializer=inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
+    return save_model(path, nodes, {"input": INPUT_SHAPE}, {"output": (1, 8, 6, 6)}, inits, name="winograd")
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +76,10 @@ def test_only_eligible_convolutions_are_transformed(model):
 
 
 def test_winograd_build_matches_onnxruntime(model, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
     metadata = tvm_compile.compile_model(model, output_dir=tmp_path / "out", progress=False,
                                          conv_scheme="NHWC-winograd")
     assert metadata["conv_scheme"] == "NHWC-winograd"
     x = np.random.default_rng(2).normal(0, 1, INPUT_SHAPE).astype(np.float32)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    reference = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    reference = run_onnxruntime(model, {"input": x})[0]
     ours = CompiledModel.load(tmp_path / "out")(x)[0]
     np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-4)
