@@ -294,13 +294,13 @@ def _constant_value(bb, expr):
     return expr if isinstance(expr, tvm.ir.expr.Constant) else None
 
 
-def make_legalize_conv2d(tile: int = 4, min_hw: int = 4, min_channels: int = 8, shapes=None):
+def make_legalize_conv2d(*, tile: int, min_hw: int, min_channels: int):
     """Legalization for ``relax.nn.conv2d`` using :func:`conv2d_winograd_nhwc` when eligible.
 
     Eligible: data NHWC, kernel OHWI, out NHWC, groups 1, 3x3 kernel, stride 1, dilation 1,
-    constant weights, input height and width >= ``min_hw``, CI and CO >= ``min_channels``,
-    and, if ``shapes`` is given, (H, CI, CO) in ``shapes``. ``tile`` may be an int or a
-    callable (H, W, CI, CO) -> tile (2 or 4).
+    constant weights, input height and width >= ``min_hw``, CI and CO >= ``min_channels``.
+    ``tile`` is the output tile m (2 or 4). The settings the project uses are
+    ``implementation.compile.WINOGRAD_SETTINGS``.
     """
 
     def legalize(bb, call):
@@ -325,11 +325,10 @@ def make_legalize_conv2d(tile: int = 4, min_hw: int = 4, min_channels: int = 8, 
             and const is not None
             and min(ds[1:3]) >= min_hw
             and min(ds[3], ws[0]) >= min_channels
-            and (shapes is None or (ds[1], ds[3], ws[0]) in shapes)
         )
         if not ok:
             return _nn_conv2d(bb, call)
-        m = tile(ds[1], ds[2], ds[3], ws[0]) if callable(tile) else int(tile)
+        m = int(tile)
         value = const.value if hasattr(const, "value") else const.data
         packed = relax.const(kernel_pack_numpy(value.numpy(), m))
         padding = [int(p) for p in a.padding]
