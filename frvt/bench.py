@@ -945,22 +945,6 @@ def _run_group_process(spec: dict[str, Any], scratch: Path, timeout: float | Non
     return json.loads(out_path.read_text())
 
 
-def _snapshot_database(database: Path, destination: Path) -> tuple[Path, int]:
-    """Copy a JSON tuning database's two files, keeping only complete lines (a tuning job may be
-    appending to it right now); returns the copy and its record count."""
-    from implementation import compile as tvm_compile  # pylint: disable=import-outside-toplevel
-
-    destination.mkdir(parents=True, exist_ok=True)
-    n_records = 0
-    for source in tvm_compile.database_files(database):
-        text = source.read_text() if source.exists() else ""
-        lines = text.split("\n")[:-1]  # drop the unterminated tail, if any
-        if source.name == tvm_compile.RECORD_FILE:
-            n_records = sum(1 for line in lines if line.strip())
-        (destination / source.name).write_text("".join(line + "\n" for line in lines))
-    return destination, n_records
-
-
 def _tvm_artefact(spec: ModelSpec, group: str, tuned: bool, cache_dir: Path | None,
                   report: Callable[[str], None], scratch: Path) -> tuple[Path | None, dict, str]:
     """(compiled directory or None, target dict, note) for a TVM row. A tuned database is
@@ -978,7 +962,9 @@ def _tvm_artefact(spec: ModelSpec, group: str, tuned: bool, cache_dir: Path | No
             return None, target, f"{label}: no database under data/tuning/ for this model hash and target {name}"
         shown = database.relative_to(REPO_ROOT) if database.is_relative_to(REPO_ROOT) else database
         conv_scheme = tvm_compile.database_conv_scheme(database)  # the snapshot has no manifest
-        database, n_records = _snapshot_database(database, scratch / f"database-{spec.name}-{name}")
+        snapshot = scratch / f"database-{spec.name}-{name}"
+        n_records = tvm_compile.snapshot_database(database, snapshot)
+        database = snapshot
         note = f"database {shown} ({conv_scheme} convolutions), snapshot of {n_records} records"
     else:
         # An empty database directory: ensure_compiled would otherwise pick the committed one.

@@ -521,7 +521,7 @@ def build_module(mod, target: dict, database: str | Path | None = None):
     with tvm_target, tempfile.TemporaryDirectory(prefix="frvt-db-") as snapshot:
         if database is not None and count_records(database) > 0:
             # A snapshot: a tuning run may be appending to the database right now.
-            _snapshot_database(database, Path(snapshot))
+            snapshot_database(database, snapshot)
             db = ms.database.JSONDatabase(work_dir=snapshot, allow_missing=False)
             with db:
                 mod = relax.transform.MetaScheduleApplyDatabase()(mod)
@@ -547,10 +547,14 @@ def _complete_lines(path: Path) -> list[str]:
     return lines
 
 
-def _snapshot_database(database: str | Path, out: Path) -> None:
-    """Copy a JSON database, dropping a last line still being written."""
+def snapshot_database(database: str | Path, out: str | Path) -> int:
+    """Copy a JSON database's two files to ``out`` (created), dropping a last line still being
+    written (a tuning run may be appending right now); returns the records copied."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     for source in database_files(database):
         (out / source.name).write_text("".join(line + "\n" for line in _complete_lines(source)))
+    return count_records(out)
 
 
 def compile_model(

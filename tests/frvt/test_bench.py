@@ -17,9 +17,10 @@ import pytest
 from onnx import helper, numpy_helper
 from typer.testing import CliRunner
 
-from frvt.bench import (BenchError, _make_row, _snapshot_database, add_ratios, add_throughput, bar_checks, build_cpuid_cap, format_markdown,
+from frvt.bench import (BenchError, _make_row, add_ratios, add_throughput, bar_checks, build_cpuid_cap, format_markdown,
                         model_macs, output_difference, run_benchmark, schedule_rounds, time_interleaved)
 from frvt.cli import app
+from implementation.compile import snapshot_database
 from onnx_models import save_model
 
 ROW_KEYS = {"model", "runtime", "group", "isa", "isa_used", "isa_capped", "status", "n", "median_ms", "p90_ms",
@@ -182,7 +183,8 @@ def test_database_snapshot_keeps_complete_lines_only(tmp_path):
     source.mkdir()
     (source / "database_workload.json").write_text('["w0"]\n["w1"]\n')
     (source / "database_tuning_record.json").write_text('[0, "a"]\n[1, "b"]\n[1, "c')  # a writer mid-line
-    copy, n_records = _snapshot_database(source, tmp_path / "snap")
+    copy = tmp_path / "snap"
+    n_records = snapshot_database(source, copy)
     assert n_records == 2
     assert (copy / "database_tuning_record.json").read_text() == '[0, "a"]\n[1, "b"]\n'
     assert (copy / "database_workload.json").read_text() == '["w0"]\n["w1"]\n'
