@@ -62,10 +62,11 @@ METADATA_FORMAT = 1
 CONV_SCHEMES = ("NCHW", "NHWC", "NHWC-winograd")
 """How :func:`prepare_module` computes convolutions: direct in NCHW (TVM's default), direct in
 NHWC, or NHWC with the 3x3 stride-1 ones by Winograd (:mod:`implementation.winograd`)."""
-WINOGRAD_SETTINGS = {"tile": 4, "min_hw": 8, "min_channels": 8}
-"""Which convolutions "NHWC-winograd" transforms, and the output tile: F(4x4, 3x3) on inputs of
-at least 8x8 (smaller ones, a single tile or less, stay direct: their transformed kernels are
-4x the size of the originals and the work is weight-bound)."""
+WINOGRAD_SETTINGS = {"tiles": [[8, 4]], "min_channels": 8}
+"""Which convolutions "NHWC-winograd" transforms, and with which output tile: ``tiles`` holds
+(minimum input height and width, tile m) pairs, the first that fits wins. F(4x4, 3x3) on inputs
+of at least 8x8; smaller ones, a single tile or less, stay direct: their transformed kernels
+are 4x the size of the originals and the work is weight-bound."""
 
 
 class CompileError(RuntimeError):
@@ -352,6 +353,18 @@ def extract_tasks(mod, target: dict) -> list:
     return ms_extract_tasks(mod, tvm.target.Target(target))
 
 
+def select_tasks(tasks: list, op_names: list[str] | None = None,
+                 gflops_range: tuple[float, float] | None = None) -> list:
+    """The tasks whose name contains one of ``op_names`` and whose GFLOPs per model call
+    (FLOPs x occurrences) is in ``[low, high)`` (each filter only when given)."""
+    if op_names:
+        tasks = [t for t in tasks if any(name in t.task_name for name in op_names)]
+    if gflops_range is not None:
+        low, high = gflops_range
+        tasks = [t for t in tasks if low <= task_flops(t) * int(t.weight) / 1e9 < high]
+    return tasks
+
+
 def task_flops(task) -> float:
     """Floating-point operations of one call of a task's TIR function."""
     from tvm.s_tir.analysis import estimate_tir_flops  # pylint: disable=import-outside-toplevel
@@ -379,6 +392,56 @@ def single_thread_environment() -> Iterator[None]:
                 os.environ[key] = value
 
 
+#: MetaSchedule timing for cold measurements (``tune_module(cache_flush=True)``): the flush runs
+#: before each repeat, so each of the 10 timed runs is a single call right after a flush.
+COLD_EVALUATOR = {"number": 1, "repeat": 10, "min_repeat_ms": 0, "enable_cpu_cache_flush": True}
+
+
+def workload_hash(func_mod) -> str:
+    """The structural hash a JSON database stores for a task's workload (first field of its line)."""
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+    return str(ms.database.Workload(func_mod).as_json()[0])
+
+
+def drop_records(database: str | Path, workload_hashes: set[str]) -> int:
+    """Delete the records of the given workloads (by :func:`workload_hash`) from a database.
+
+    The workload lines stay (records of other workloads point at them by index). Used before
+    re-tuning tasks in another measurement mode (``scripts/tune.py --reset``).
+
+    Returns
+    -------
+    int
+        Records deleted.
+    """
+    workloads_path, records_path = database_files(database)
+    if not records_path.exists():
+        return 0
+    dropped_indices = {
+        i for i, line in enumerate(_complete_lines(workloads_path)) if json.loads(line)[0] in workload_hashes
+    }
+    kept, dropped = [], 0
+    for line in _complete_lines(records_path):
+        if json.loads(line)[0] in dropped_indices:
+            dropped += 1
+        else:
+            kept.append(line)
+    _atomic_write_text(records_path, "".join(line + "\n" for line in kept))
+    return dropped
+
+
+def database_cold_tasks(database: str | Path | None) -> dict[str, str]:
+    """``{task name: workload hash}`` of the tasks whose records were measured cold (manifest)."""
+    if database is None:
+        return {}
+    try:
+        manifest = json.loads((Path(database) / MANIFEST_NAME).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return dict(manifest.get("cold_tasks", {}))
+
+
 def _runner_initializer() -> None:
     """Runs in each measurement worker: one TVM thread."""
     import tvm  # pylint: disable=import-outside-toplevel
@@ -404,12 +467,14 @@ def tune_module(
     genetic_iters: int = 3,
     gflops_range: tuple[float, float] | None = None,
     scheduler: str = "gradient",
+    cache_flush: bool = False,
 ) -> int:
     """Run MetaSchedule on a prepared module, appending records to a JSON database.
 
     Measurements run in a worker process on ONE thread (``TVM_NUM_THREADS=1`` and the thread
     pool configured to one worker), with MetaSchedule's default timing (mean of 3 runs, each
-    repeated for at least 100 ms). Records are committed to ``database`` as their batch is
+    repeated for at least 100 ms: warm caches), or with ``cache_flush`` cold (see
+    :data:`COLD_EVALUATOR`). Records are committed to ``database`` as their batch is
     joined (see ``scheduler``); a new run on the same database seeds its search with the best
     records already there and does not re-measure them.
 
@@ -443,6 +508,14 @@ def tune_module(
         MetaSchedule's task scheduler. "gradient" spends trials where they cut latency most,
         but commits nothing to the database until every task has had its first round;
         "round-robin" commits each batch as soon as it is measured.
+    cache_flush : bool
+        Measure every candidate with the CPU caches flushed of all its arguments but the first
+        (the activation input, which the previous layer has just written): each timed run is
+        one call after a flush, as a layer runs inside the model, where its weights were
+        evicted by the other layers' since its last call. Warm measurements (the default) keep
+        a 2 MB weight tensor in the 4 MB L2 across the repeats and favour schedules that
+        re-read it. Records measured cold are not comparable with warm ones: keep one kind per
+        workload (``scripts/tune.py`` records which in the manifest's ``cold_tasks``).
 
     Returns
     -------
@@ -459,12 +532,7 @@ def tune_module(
     winograd.register_schedule_rules()  # the Winograd transforms' rules, for the search
     database = Path(database)
     database.mkdir(parents=True, exist_ok=True)
-    tasks = extract_tasks(mod, target)
-    if op_names:
-        tasks = [t for t in tasks if any(name in t.task_name for name in op_names)]
-    if gflops_range is not None:
-        low, high = gflops_range
-        tasks = [t for t in tasks if low <= task_flops(t) * int(t.weight) / 1e9 < high]
+    tasks = select_tasks(extract_tasks(mod, target), op_names, gflops_range)
     if not tasks:
         return count_records(database)
     if log_dir is None:
@@ -491,7 +559,11 @@ def tune_module(
             builder=ms.builder.LocalBuilder(
                 max_workers=builder_workers, timeout_sec=builder_timeout_sec
             ),
-            runner=ms.runner.LocalRunner(timeout_sec=60, initializer=_runner_initializer),
+            runner=ms.runner.LocalRunner(
+                timeout_sec=60,
+                initializer=_runner_initializer,
+                evaluator_config=ms.runner.EvaluatorConfig(**COLD_EVALUATOR) if cache_flush else None,
+            ),
             database=ms.database.JSONDatabase(work_dir=str(database)),
             cost_model=ms.cost_model.XGBModel(
                 extractor=ms.feature_extractor.PerStoreFeature(), adaptive_training=True,

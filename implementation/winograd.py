@@ -25,11 +25,12 @@ API
 * :func:`register_schedule_rules` (called on import): registers the two custom MetaSchedule
   rules ``s_tir.meta_schedule.cpu.frvt_winograd_nhwc_{data_pack,inverse}``; they must be
   registered in the process that runs the search.
-* :func:`make_legalize_conv2d` (``tile``, ``min_hw``, ``min_channels``) -> a legalization
+* :func:`make_legalize_conv2d` (``tiles``, ``min_channels``) -> a legalization
   function for ``relax.nn.conv2d`` that uses Winograd for NHWC/OHWI, groups 1, 3x3, stride 1,
   dilation 1, constant weights; everything else goes to TVM's default legalization.
 * ``implementation.compile.prepare_module(mod, target, "NHWC-winograd")`` applies it with
-  ``implementation.compile.WINOGRAD_SETTINGS`` (F(4x4, 3x3) on inputs of at least 8x8).
+  ``implementation.compile.WINOGRAD_SETTINGS`` (F(4x4, 3x3) on inputs from 16x16, F(2x2, 3x3)
+  from 8x8).
 * :func:`conv2d_winograd_nhwc` (TE compute) and :func:`kernel_pack_numpy`.
 """
 
@@ -294,14 +295,18 @@ def _constant_value(bb, expr):
     return expr if isinstance(expr, tvm.ir.expr.Constant) else None
 
 
-def make_legalize_conv2d(*, tile: int, min_hw: int, min_channels: int):
+def make_legalize_conv2d(*, tiles, min_channels: int):
     """Legalization for ``relax.nn.conv2d`` using :func:`conv2d_winograd_nhwc` when eligible.
 
     Eligible: data NHWC, kernel OHWI, out NHWC, groups 1, 3x3 kernel, stride 1, dilation 1,
-    constant weights, input height and width >= ``min_hw``, CI and CO >= ``min_channels``.
-    ``tile`` is the output tile m (2 or 4). The settings the project uses are
+    constant weights, CI and CO >= ``min_channels``, and an entry of ``tiles`` -- (minimum
+    input height and width, output tile m in {2, 4}) pairs, the first that fits is used --
+    for the input's size. The settings the project uses are
     ``implementation.compile.WINOGRAD_SETTINGS``.
     """
+    tiles = [(int(min_hw), int(m)) for min_hw, m in tiles]
+    if any(m not in (2, 4) for _, m in tiles):
+        raise ValueError(f"Winograd output tiles must be 2 or 4: {tiles}")
 
     def legalize(bb, call):
         from tvm import relax  # pylint: disable=import-outside-toplevel
@@ -315,6 +320,7 @@ def make_legalize_conv2d(*, tile: int, min_hw: int, min_channels: int):
         except (TypeError, AttributeError):
             return _nn_conv2d(bb, call)
         const = _constant_value(bb, weight)
+        m = next((m for min_hw, m in tiles if min(ds[1:3]) >= min_hw), None)
         ok = (
             a.data_layout == "NHWC" and a.kernel_layout == "OHWI"
             and (a.out_layout in ("", "NHWC"))
@@ -323,12 +329,11 @@ def make_legalize_conv2d(*, tile: int, min_hw: int, min_channels: int):
             and [int(s) for s in a.dilation] == [1, 1]
             and ws[1:3] == [3, 3]
             and const is not None
-            and min(ds[1:3]) >= min_hw
+            and m is not None
             and min(ds[3], ws[0]) >= min_channels
         )
         if not ok:
             return _nn_conv2d(bb, call)
-        m = int(tile)
         value = const.value if hasattr(const, "value") else const.data
         packed = relax.const(kernel_pack_numpy(value.numpy(), m))
         padding = [int(p) for p in a.padding]

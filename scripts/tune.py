@@ -21,6 +21,13 @@ Usage (from the repository root)::
 ``implementation.compile.prepare_module``) is
 recorded in the database's manifest and defaults to it, so a resumed run keeps its scheme.
 
+``--cache-flush`` measures the selected tasks cold, as their layers run inside the model (see
+``implementation.compile.tune_module``); the manifest's ``cold_tasks`` names them. A task's
+records are all warm or all cold: a run that would mix the two stops with an error, and
+``--reset`` deletes the selected tasks' records first (to re-tune them in the other mode)::
+
+    python scripts/tune.py MODEL.onnx --database DIR --op conv2d5 --cache-flush --reset ...
+
 Measurements run on one thread (``TVM_NUM_THREADS=1``); MetaSchedule's per-task logs go to
 ``~/.cache/frvt/tuning-logs/<database-name>/`` (not committed).
 """
@@ -56,6 +63,7 @@ def _task_table(mod, target: dict, database: Path) -> list[dict]:
     db = None
     if tvm_compile.count_records(database) > 0:
         db = ms.database.JSONDatabase(work_dir=str(database), allow_missing=False)
+    cold = set(tvm_compile.database_cold_tasks(database).values())
     rows = []
     for task in tasks:
         best_us = None
@@ -74,6 +82,7 @@ def _task_table(mod, target: dict, database: Path) -> list[dict]:
                 "gflops": tvm_compile.task_flops(task) / 1e9,
                 "records": n_records,
                 "best_us": best_us,
+                "cold": tvm_compile.workload_hash(task.dispatched[0]) in cold,
             }
         )
     return rows
@@ -81,7 +90,7 @@ def _task_table(mod, target: dict, database: Path) -> list[dict]:
 
 def _print_tasks(rows: list[dict]) -> None:
     total_us = 0.0
-    print(f"{'task':60s} {'w':>3s} {'GFLOP':>8s} {'recs':>5s} {'best us':>10s} {'GFLOP/s':>8s}")
+    print(f"{'task':60s} {'w':>3s} {'GFLOP':>8s} {'recs':>5s} {'best us':>10s} {'GFLOP/s':>8s}  timed")
     for row in sorted(rows, key=lambda r: -r["gflops"] * r["weight"]):
         best = row["best_us"]
         rate = row["gflops"] / (best * 1e-6) if best else float("nan")
@@ -89,9 +98,45 @@ def _print_tasks(rows: list[dict]) -> None:
             total_us += best * row["weight"]
         print(
             f"{row['task'][:60]:60s} {row['weight']:3d} {row['gflops']:8.4f} {row['records']:5d} "
-            f"{best if best else float('nan'):10.1f} {rate:8.1f}"
+            f"{best if best else float('nan'):10.1f} {rate:8.1f}  {'cold' if row['cold'] else 'warm' if best else ''}"
         )
-    print(f"sum of best kernel times x weight: {total_us / 1e3:.2f} ms (tuned tasks only)")
+    print(f"sum of best kernel times x weight: {total_us / 1e3:.2f} ms (tuned tasks only; cold and warm times mixed)")
+
+
+def _measurement_mode(mod, target: dict, database: Path, op_names, gflops_range, cache_flush: bool,
+                      reset: bool) -> dict[str, str]:
+    """Check that this run measures each selected task as its records were (warm or cold).
+
+    With ``reset`` the selected tasks' records are deleted first. Returns the manifest's new
+    ``cold_tasks``.
+
+    Raises
+    ------
+    ValueError
+        A selected task has records measured the other way and ``reset`` is not given.
+    """
+    selected = tvm_compile.select_tasks(tvm_compile.extract_tasks(mod, target), op_names, gflops_range)
+    cold = tvm_compile.database_cold_tasks(database)
+    cold_hashes = set(cold.values())
+    rows = {row["task"]: row for row in _task_table(mod, target, database)} if tvm_compile.count_records(database) else {}
+    hashes = {task.task_name: tvm_compile.workload_hash(task.dispatched[0]) for task in selected}
+    if reset:
+        dropped = tvm_compile.drop_records(database, set(hashes.values()))
+        _log(f"--reset: deleted {dropped} records of {len(hashes)} tasks")
+    else:
+        mixed = [name for name, h in hashes.items()
+                 if rows.get(name, {}).get("records") and (h in cold_hashes) != cache_flush]
+        if mixed:
+            have = "warm" if cache_flush else "cold"
+            raise ValueError(
+                f"{len(mixed)} selected tasks have records measured {have} ({', '.join(mixed[:4])}"
+                f"{', ...' if len(mixed) > 4 else ''}); tune them {have} (drop or add --cache-flush), "
+                "narrow --op, or add --reset to delete their records first")
+    for name, h in hashes.items():
+        cold = {k: v for k, v in cold.items() if v != h}
+        if cache_flush:
+            cold[name] = h
+    return dict(sorted(cold.items()))
 
 
 def _tuning_seconds(database: Path) -> float:
@@ -148,6 +193,10 @@ def main() -> int:
     parser.add_argument("--prune", type=int, default=None, metavar="K",
                         help="only prune the database to the K best records per workload")
     parser.add_argument("--tasks", action="store_true", help="only list the tasks and their state")
+    parser.add_argument("--cache-flush", action="store_true",
+                        help="measure cold: flush the caches of all arguments but the input before each timed call")
+    parser.add_argument("--reset", action="store_true",
+                        help="delete the selected tasks' records before tuning (to re-tune them warm or cold)")
     parser.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                         help="stop after MIN minutes (records measured so far are kept)")
     args = parser.parse_args()
@@ -187,7 +236,13 @@ def main() -> int:
         return 0
 
     database.mkdir(parents=True, exist_ok=True)
-    tvm_compile.write_manifest(database, args.model, target, conv_scheme=scheme)
+    gflops_range = tuple(args.gflops_range) if args.gflops_range else None
+    try:
+        cold_tasks = _measurement_mode(mod, target, database, args.op, gflops_range, args.cache_flush, args.reset)
+    except ValueError as exc:
+        _log(f"error: {exc}")
+        return 2
+    tvm_compile.write_manifest(database, args.model, target, conv_scheme=scheme, cold_tasks=cold_tasks)
     records = tvm_compile.count_records(database)
     remaining = args.trials - records
     _log(f"database {database}: {records} records; {max(remaining, 0)} trials to go")
@@ -207,7 +262,8 @@ def main() -> int:
         genetic_iters=args.genetic_iters,
         op_names=args.op,
         scheduler=args.scheduler,
-        gflops_range=tuple(args.gflops_range) if args.gflops_range else None,
+        gflops_range=gflops_range,
+        cache_flush=args.cache_flush,
     )
     elapsed = time.time() - start
     tvm_compile.write_manifest(database, args.model, target, tuning_seconds=round(_tuning_seconds(database) + elapsed, 1))

@@ -262,6 +262,39 @@ def test_merge_database_shares_workloads_and_renumbers_records(tmp_path):
     assert [(w, r[1][0]) for w, r in merged] == [(0, 0.3), (1, 0.1), (0, 0.2)]
 
 
+def test_drop_records_deletes_only_the_given_workloads(tmp_path):
+    (tmp_path / tvm_compile.WORKLOAD_FILE).write_text('["111", "m0"]\n["222", "m1"]\n["333", "m2"]\n')
+    lines = [_record(0, 0.1), _record(1, 0.2), _record(2, 0.3), _record(1, 0.4)]
+    (tmp_path / tvm_compile.RECORD_FILE).write_text("".join(line + "\n" for line in lines))
+    assert tvm_compile.drop_records(tmp_path, {"222"}) == 2
+    kept = [json.loads(line) for line in (tmp_path / tvm_compile.RECORD_FILE).read_text().splitlines()]
+    assert [(w, r[1][0]) for w, r in kept] == [(0, 0.1), (2, 0.3)]
+    assert len((tmp_path / tvm_compile.WORKLOAD_FILE).read_text().splitlines()) == 3  # indices stay valid
+
+
+def test_tune_script_measures_cold_records_them_and_refuses_to_mix(tiny_model, tmp_path):
+    """A real (two-candidate) MetaSchedule run with the caches flushed before each timed call."""
+    database = tmp_path / "db"
+    tune = [sys.executable, str(REPO / "scripts" / "tune.py"), str(tiny_model), "--database", str(database),
+            "--op", "conv2d", "--scheduler", "round-robin", "--trials-per-iter", "2", "--trials", "2",
+            "--builder-workers", "1", "--search-threads", "1", "--population", "8", "--genetic-iters", "1"]
+    run = subprocess.run([*tune, "--cache-flush"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert tvm_compile.count_records(database) >= 1
+    cold = tvm_compile.database_cold_tasks(database)
+    assert len(cold) == 1 and "conv2d" in next(iter(cold))
+    # measured cold: each record holds COLD_EVALUATOR["repeat"] single-call times
+    record = json.loads((database / tvm_compile.RECORD_FILE).read_text().splitlines()[0])
+    assert len(record[1][1]) == tvm_compile.COLD_EVALUATOR["repeat"]
+    listing = subprocess.run([*tune, "--tasks"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert listing.returncode == 0 and " cold" in listing.stdout
+    # the same task measured warm now would mix the two kinds of time: refused, naming the task
+    warm = subprocess.run([*tune, "--trials", "4"], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert warm.returncode == 2
+    assert "measured cold" in warm.stdout + warm.stderr and next(iter(cold)) in warm.stdout + warm.stderr
+    assert tvm_compile.count_records(database) >= 1
+
+
 def test_find_tuned_database_matches_hash_and_target(tiny_model, tmp_path):
     target = tvm_compile.parse_target("broadwell")
     database = tmp_path / "tiny-broadwell"

@@ -14,7 +14,7 @@ from implementation import winograd
 from implementation.tvm_runtime import CompiledModel
 from onnx_models import run_onnxruntime, save_model
 
-INPUT_SHAPE = (1, 8, 12, 12)
+INPUT_SHAPE = (1, 8, 16, 16)
 
 
 @pytest.mark.parametrize("m", [2, 4])
@@ -40,25 +40,27 @@ def test_kernel_pack_is_g_w_gt_per_channel_pair():
 
 
 def _model(path: Path) -> Path:
-    """conv 3x3 8->16 stride 1 (Winograd) -> relu -> conv 3x3 16->16 stride 2 (direct)
-    -> relu -> conv 3x3 16->8 stride 1 on 6x6 (below min_hw: direct)."""
+    """conv 3x3 8->16 stride 1 on 16x16 (Winograd F(4x4)) -> relu -> conv 3x3 16->16 stride 2
+    (direct) -> relu -> conv 3x3 16->16 stride 1 on 8x8 (Winograd F(2x2)) -> relu -> conv 3x3
+    16->8 stride 2 (direct) -> conv 3x3 8->8 stride 1 on 4x4 (too small: direct)."""
     from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(1)
-    inits = [
-        numpy_helper.from_array(rng.normal(0, 0.2, (16, 8, 3, 3)).astype(np.float32), "w1"),
-        numpy_helper.from_array(rng.normal(0, 0.1, 16).astype(np.float32), "b1"),
-        numpy_helper.from_array(rng.normal(0, 0.2, (16, 16, 3, 3)).astype(np.float32), "w2"),
-        numpy_helper.from_array(rng.normal(0, 0.2, (8, 16, 3, 3)).astype(np.float32), "w3"),
-    ]
+    shapes = {"w1": (16, 8, 3, 3), "w2": (16, 16, 3, 3), "w3": (16, 16, 3, 3), "w4": (8, 16, 3, 3), "w5": (8, 8, 3, 3)}
+    inits = [numpy_helper.from_array(rng.normal(0, 0.2, shape).astype(np.float32), name) for name, shape in shapes.items()]
+    inits.append(numpy_helper.from_array(rng.normal(0, 0.1, 16).astype(np.float32), "b1"))
+    conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
     nodes = [
-        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], **conv),
         helper.make_node("Relu", ["c1"], ["r1"]),
-        helper.make_node("Conv", ["r1", "w2"], ["c2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], strides=[2, 2], **conv),
         helper.make_node("Relu", ["c2"], ["r2"]),
-        helper.make_node("Conv", ["r2", "w3"], ["output"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["r2", "w3"], ["c3"], **conv),
+        helper.make_node("Relu", ["c3"], ["r3"]),
+        helper.make_node("Conv", ["r3", "w4"], ["c4"], strides=[2, 2], **conv),
+        helper.make_node("Conv", ["c4", "w5"], ["output"], **conv),
     ]
-    return save_model(path, nodes, {"input": INPUT_SHAPE}, {"output": (1, 8, 6, 6)}, inits, name="winograd")
+    return save_model(path, nodes, {"input": INPUT_SHAPE}, {"output": (1, 8, 4, 4)}, inits, name="winograd")
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +73,9 @@ def test_only_eligible_convolutions_are_transformed(model):
     mod = tvm_compile.prepare_module(tvm_compile.import_onnx(model), target, "NHWC-winograd")
     names = [task.task_name for task in tvm_compile.extract_tasks(mod, target)]
     convolutions = [name for name in names if "conv2d" in name]
-    assert len(convolutions) == 3, names
-    assert sum("winograd" in name for name in convolutions) == 1, names  # stride 2 and 6x6 stay direct
+    assert len(convolutions) == 5, names
+    winograd = sorted(name.split("winograd_nhwc_")[1][:2] for name in convolutions if "winograd" in name)
+    assert winograd == ["f4", "f4"], names  # on 16x16 and 8x8; stride 2 and 4x4 stay direct
 
 
 def test_winograd_build_matches_onnxruntime(model, tmp_path):
