@@ -299,3 +299,37 @@ def measure_fma_peak(
         "implied_ghz": peak / AVX2_FLOPS_PER_CYCLE,
         "kernel": f"12 chains of _mm256_fmadd_ps, {compiler} -O3 -mavx2 -mfma, one thread",
     }
+
+
+# --- single-core memory read bandwidth ---------------------------------------------------------
+
+
+def measure_read_bandwidth(
+    megabytes: float = 256.0,
+    repeats: int = 5,
+    clock: Callable[[], float] = time.thread_time,
+) -> dict[str, Any]:
+    """Measure how fast one thread reads memory that no cache holds (GB/s).
+
+    Sums a ``megabytes`` float32 array with numpy (a vectorised streaming read, far larger than
+    the caches) ``repeats`` times; the best repeat is the bandwidth. At batch 1 a network reads
+    all its weights at every call, and between two calls of a layer the other layers' weights
+    have evicted its own: ``weight bytes / bandwidth`` is a floor on a call's time that no
+    schedule removes (see ``weight_bytes`` in a compiled model's metadata).
+
+    Returns
+    -------
+    dict
+        ``read_gbps`` (best repeat), ``median_gbps``, ``repeats_gbps`` (list), ``megabytes``.
+    """
+    import numpy as np  # pylint: disable=import-outside-toplevel
+
+    data = np.ones(int(megabytes * 1e6 / 4), dtype=np.float32)
+    data.sum()  # touch every page once
+    gbps = []
+    for _ in range(repeats):
+        t0 = clock()
+        data.sum()
+        gbps.append(data.nbytes / max(clock() - t0, 1e-9) / 1e9)
+    return {"read_gbps": max(gbps), "median_gbps": statistics.median(gbps), "repeats_gbps": gbps,
+            "megabytes": megabytes}

@@ -62,11 +62,19 @@ METADATA_FORMAT = 1
 CONV_SCHEMES = ("NCHW", "NHWC", "NHWC-winograd")
 """How :func:`prepare_module` computes convolutions: direct in NCHW (TVM's default), direct in
 NHWC, or NHWC with the 3x3 stride-1 ones by Winograd (:mod:`implementation.winograd`)."""
-WINOGRAD_SETTINGS = {"tiles": [[8, 4]], "min_channels": 8}
-"""Which convolutions "NHWC-winograd" transforms, and with which output tile: ``tiles`` holds
-(minimum input height and width, tile m) pairs, the first that fits wins. F(4x4, 3x3) on inputs
-of at least 8x8; smaller ones, a single tile or less, stay direct: their transformed kernels
-are 4x the size of the originals and the work is weight-bound."""
+WINOGRAD_SETTINGS = {"tiles": [[16, 4], [8, 2]], "min_channels": 8}
+"""Which convolutions "NHWC-winograd" transforms, and with which output tile, for new tuning
+databases (a database keeps the settings it was tuned with: :func:`database_winograd`).
+``tiles`` holds (minimum input height and width, tile m) pairs; the first that fits wins.
+F(4x4, 3x3) from 16x16 up; F(2x2, 3x3) on 8x8 to 15x15, where F(4x4)'s kernels, 36/9 = 4x the
+original weights, would each serve only 4 tiles and the layer would read 4x the bytes (F(2x2):
+16/9); smaller inputs stay direct. At batch 1 every call reads all the weights from memory
+(tens of MB for the embedder, more than the caches hold), so the tile trades multiplications
+against bytes."""
+
+LEGACY_WINOGRAD_SETTINGS = {"tiles": [[8, 4]], "min_channels": 8}
+"""The settings of NHWC-winograd databases whose manifest predates the ``winograd`` field:
+F(4x4, 3x3) on every eligible input of at least 8x8."""
 
 
 class CompileError(RuntimeError):
@@ -210,6 +218,25 @@ def database_conv_scheme(database: str | Path | None) -> str:
     return scheme
 
 
+def database_winograd(database: str | Path | None) -> dict:
+    """The Winograd settings a database was tuned with (its manifest's ``winograd``).
+
+    NHWC-winograd manifests without the field predate it (:data:`LEGACY_WINOGRAD_SETTINGS`);
+    no database, or one not yet tuned in NHWC-winograd, gets :data:`WINOGRAD_SETTINGS`.
+    """
+    if database is None:
+        return WINOGRAD_SETTINGS
+    try:
+        manifest = json.loads((Path(database) / MANIFEST_NAME).read_text())
+    except (OSError, json.JSONDecodeError):
+        return WINOGRAD_SETTINGS
+    if "winograd" in manifest:
+        return manifest["winograd"]
+    if manifest.get("conv_scheme") == "NHWC-winograd" and count_records(database) > 0:
+        return LEGACY_WINOGRAD_SETTINGS
+    return WINOGRAD_SETTINGS
+
+
 def find_tuned_database(
     onnx_path: str | Path, target: dict, roots: tuple[Path, ...] = (DEFAULT_TUNING_ROOT,)
 ) -> Path | None:
@@ -289,7 +316,7 @@ def import_onnx(onnx_path: str | Path, input_shape: tuple[int, ...] | None = Non
         raise CompileError(f"TVM's ONNX importer failed on {onnx_path}: {exc}") from exc
 
 
-def prepare_module(mod, target: dict, conv_scheme: str = "NCHW"):
+def prepare_module(mod, target: dict, conv_scheme: str = "NCHW", winograd: dict | None = None):
     """Relax module -> fused TIR functions ready for tuning (the tuning tasks' source).
 
     The same function runs before tuning (``scripts/tune.py``) and before building, so the
@@ -303,14 +330,19 @@ def prepare_module(mod, target: dict, conv_scheme: str = "NCHW"):
         become the innermost axis and vectorise across AVX2 lanes, where NCHW vectorises along
         widths such as 17 or 35 that 8 does not divide. Transposes are inserted only where a
         non-convolution operator needs NCHW; the weights are transposed at compile time.
-        "NHWC-winograd" also computes the 3x3 stride-1 convolutions on inputs of at least
-        8x8 by Winograd F(4x4, 3x3) (:mod:`implementation.winograd`: 4x fewer multiplications,
-        kernels transformed at compile time). The tuned workloads differ between schemes, so a
-        database serves the scheme it was tuned with (:func:`database_conv_scheme`).
+        "NHWC-winograd" also computes the 3x3 stride-1 convolutions by Winograd
+        (:mod:`implementation.winograd`: F(4x4, 3x3) does 4x fewer multiplications, F(2x2, 3x3)
+        2.25x; kernels transformed at compile time). The tuned workloads differ between
+        schemes, so a database serves the scheme it was tuned with (:func:`database_conv_scheme`).
+    winograd : dict, optional
+        Which convolutions Winograd computes, and the tiles (``make_legalize_conv2d``'s
+        arguments); default :data:`WINOGRAD_SETTINGS`. A database serves the settings it was
+        tuned with (:func:`database_winograd`).
     """
     import tvm  # pylint: disable=import-outside-toplevel
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
+    winograd_settings = winograd
     if conv_scheme not in CONV_SCHEMES:
         raise ValueError(f"conv_scheme must be one of {CONV_SCHEMES}, not {conv_scheme!r}")
     layout_passes = []
@@ -323,7 +355,8 @@ def prepare_module(mod, target: dict, conv_scheme: str = "NCHW"):
     if conv_scheme == "NHWC-winograd":
         from implementation import winograd  # pylint: disable=import-outside-toplevel
 
-        legalize_map = {"relax.nn.conv2d": winograd.make_legalize_conv2d(**WINOGRAD_SETTINGS)}
+        settings = winograd_settings if winograd_settings is not None else WINOGRAD_SETTINGS
+        legalize_map = {"relax.nn.conv2d": winograd.make_legalize_conv2d(**settings)}
     seq = tvm.transform.Sequential(
         [
             relax.transform.DecomposeOpsForInference(),
@@ -579,11 +612,33 @@ def tune_module(
 # --------------------------------------------------------------------------------------------
 
 
+def constant_bytes(mod) -> int:
+    """Bytes of a Relax module's constants: the weights (as packed for the kernels) that one
+    call of the model reads."""
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    import tvm  # pylint: disable=import-outside-toplevel
+    from tvm import relax  # pylint: disable=import-outside-toplevel
+
+    total = 0
+
+    def visit(expr) -> None:
+        nonlocal total
+        data = getattr(expr, "value", None) if isinstance(expr, tvm.ir.expr.Constant) else None
+        if data is not None and hasattr(data, "shape"):  # a tensor constant (TVM 0.27's relax.Constant)
+            total += int(np.prod([int(d) for d in data.shape])) * np.dtype(str(data.dtype)).itemsize
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return total
+
+
 def build_module(mod, target: dict, database: str | Path | None = None):
-    """Prepared module (+ tuning database) -> ``tvm.runtime.Executable``.
+    """Prepared module (+ tuning database) -> ``(tvm.runtime.Executable, constant bytes)``.
 
     Functions found in the database get their tuned schedule (and packed weights folded at
-    compile time); the others are compiled unscheduled (correct but slow).
+    compile time); the others are compiled unscheduled (correct but slow). The second value is
+    :func:`constant_bytes` of the final module.
     """
     import tvm  # pylint: disable=import-outside-toplevel
     from tvm import relax  # pylint: disable=import-outside-toplevel
@@ -604,7 +659,8 @@ def build_module(mod, target: dict, database: str | Path | None = None):
                 relax.transform.DeadCodeElimination(),
             ]
         )(mod)
-    return tvm.compile(mod, target=tvm_target)
+        n_bytes = constant_bytes(mod)
+    return tvm.compile(mod, target=tvm_target), n_bytes
 
 
 def _complete_lines(path: Path) -> list[str]:
@@ -677,10 +733,11 @@ def compile_model(
     dict
         The metadata written to ``metadata.json``: ``format``, ``model`` (file name),
         ``model_sha256``, ``input_name``, ``input_shape``, ``layout``, ``conv_scheme``,
-        ``output_shapes``,
+        ``winograd`` (the settings, None for other schemes), ``output_shapes``,
         ``preprocessing`` (the ModelConfig dict or None), ``target``, ``tvm_version``,
         ``database`` (path or None), ``database_records``, ``database_sha256``, ``tuned``,
-        ``trials``, ``compile_seconds``, ``library``.
+        ``trials``, ``weight_bytes`` (the constants one call reads, as packed: Winograd kernels
+        are 16/9 or 36/9 times the original weights), ``compile_seconds``, ``library``.
 
     Raises
     ------
@@ -710,17 +767,19 @@ def compile_model(
     report(f"importing {onnx_path.name} (input {input_name} {list(input_shape)})")
     mod = import_onnx(onnx_path, input_shape)
     report(f"preparing for {json.dumps(target_dict)}, convolutions {scheme}")
-    mod = prepare_module(mod, target_dict, scheme)
+    winograd = database_winograd(database) if scheme == "NHWC-winograd" else None
+    mod = prepare_module(mod, target_dict, scheme, winograd)
     if tune:
         report(f"tuning {trials} trials into {database}")
         n_records = tune_module(
             mod, target_dict, database, trials=trials, max_trials_per_task=max_trials_per_task
         )
-        write_manifest(database, onnx_path, target_dict, conv_scheme=scheme)
+        write_manifest(database, onnx_path, target_dict, conv_scheme=scheme,
+                       **({"winograd": winograd} if winograd else {}))
         report(f"database has {n_records} records")
     report("compiling")
     try:
-        executable = build_module(mod, target_dict, database)
+        executable, weight_bytes = build_module(mod, target_dict, database)
     except Exception as exc:
         raise CompileError(f"TVM failed to compile {onnx_path}: {exc}") from exc
 
@@ -739,6 +798,7 @@ def compile_model(
             "input_shape": list(input_shape),
             "layout": model_config.layout if model_config is not None else "NCHW",
             "conv_scheme": scheme,
+            "winograd": winograd,
             "output_shapes": output_shapes,
             "preprocessing": model_config.to_json() if model_config is not None else None,
             "target": target_dict,
@@ -748,6 +808,7 @@ def compile_model(
             "database_sha256": database_digest(database),
             "tuned": count_records(database) > 0,
             "trials": trials if tune else 0,
+            "weight_bytes": weight_bytes,
             "compile_seconds": round(time.perf_counter() - start, 3),
             "library": "model.so",
         }
@@ -840,7 +901,7 @@ def cache_key(
     if scheme != "NCHW":  # keys of NCHW builds are unchanged since the option came
         payload["conv_scheme"] = scheme
         if scheme == "NHWC-winograd":
-            payload["winograd"] = WINOGRAD_SETTINGS
+            payload["winograd"] = database_winograd(database)
     if model_config is not None:
         payload["model_config"] = model_config.to_json()
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]

@@ -9,9 +9,11 @@
 Each database is compiled for Broadwell in the scheme its manifest names (NCHW, NHWC or
 NHWC-winograd, see ``implementation.compile.prepare_module``); the builds run one thread each,
 interleaved call by call in this process (``frvt.bench.time_interleaved``), on the same seeded
-input. Prints the median and p90 per build, the ratio of each median to the first build's, and
-each build's max abs difference from ONNX Runtime. Speed against the other runtimes is
-``frvt bench``'s job; this compares TVM builds with each other only.
+input. Prints the median and p90 per build, the ratio of each median to the first build's,
+each build's max abs difference from ONNX Runtime, and the weights it reads per call (as
+packed: Winograd kernels are larger) with the time that takes at this thread's measured memory
+read bandwidth (``frvt.machine.measure_read_bandwidth``), a floor under a batch-1 call. Speed
+against the other runtimes is ``frvt bench``'s job; this compares TVM builds with each other only.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from frvt.bench import _ort_session, time_interleaved  # noqa: E402
-from frvt.machine import measure_fma_peak  # noqa: E402
+from frvt.machine import measure_fma_peak, measure_read_bandwidth  # noqa: E402
 from implementation import compile as tvm_compile  # noqa: E402
 from implementation.tvm_runtime import CompiledModel  # noqa: E402
 
@@ -56,24 +58,31 @@ def main() -> int:
         label = f"{database.name} ({scheme})"
         calls[label] = (lambda m: lambda: m(x))(model)
         builds.append({"database": str(database), "conv_scheme": scheme,
-                       "records": tvm_compile.count_records(database), "max_abs_diff_vs_onnxruntime": diff})
+                       "winograd": model.metadata.get("winograd"),
+                       "cold_tasks": len(tvm_compile.database_cold_tasks(database)),
+                       "records": tvm_compile.count_records(database), "max_abs_diff_vs_onnxruntime": diff,
+                       "weight_mb": model.metadata.get("weight_bytes", float("nan")) / 1e6})
     fma = measure_fma_peak()
+    memory = measure_read_bandwidth()
     times = time_interleaved(calls, args.repeats, args.warmup)
     first = None
-    print(f"{'build':70s} {'median ms':>10s} {'p90 ms':>8s} {'ratio':>6s} {'max abs diff':>12s}")
+    print(f"{'build':60s} {'median ms':>10s} {'p90 ms':>8s} {'ratio':>6s} {'max abs diff':>12s} "
+          f"{'weights MB':>10s} {'floor ms':>8s}")
     for build, label in zip(builds, calls):
         samples = sorted(times.wall_ms[label])
         median = statistics.median(samples)
         first = first or median
         build.update(label=label, median_ms=median, p90_ms=samples[int(0.9 * (len(samples) - 1))],
-                     ratio_to_first=median / first, n=len(samples))
-        print(f"{label[:70]:70s} {median:10.2f} {build['p90_ms']:8.2f} {median / first:6.2f} "
-              f"{build['max_abs_diff_vs_onnxruntime']:12.1e}")
-    print(f"AVX2 FMA peak in this run: {fma['peak_gflops']:.1f} GFLOP/s")
+                     ratio_to_first=median / first, n=len(samples),
+                     weight_floor_ms=build["weight_mb"] / memory["read_gbps"])
+        print(f"{label[:60]:60s} {median:10.2f} {build['p90_ms']:8.2f} {median / first:6.2f} "
+              f"{build['max_abs_diff_vs_onnxruntime']:12.1e} {build['weight_mb']:10.1f} {build['weight_floor_ms']:8.2f}")
+    print(f"AVX2 FMA peak in this run: {fma['peak_gflops']:.1f} GFLOP/s; memory read: {memory['read_gbps']:.1f} GB/s")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"schema": "frvt.conv_schemes/1", "model": args.model.name,
                                          "date": time.strftime("%Y-%m-%d %H:%M"), "fma_peak": fma,
+                                         "memory_read": memory,
                                          "repeats": args.repeats, "builds": builds}, indent=2) + "\n")
     return 0
 

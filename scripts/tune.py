@@ -226,10 +226,14 @@ def main() -> int:
         return 2
     _log(f"model {args.model} sha256 {tvm_compile.file_sha256(args.model)[:16]} target {json.dumps(target)} "
          f"convolutions {scheme}")
+    winograd = tvm_compile.database_winograd(database) if scheme == "NHWC-winograd" else None
+    if winograd:
+        _log(f"Winograd settings {json.dumps(winograd)}")
     mod = tvm_compile.prepare_module(
         tvm_compile.import_onnx(args.model, tuple(args.input_shape) if args.input_shape else None),
         target,
         scheme,
+        winograd,
     )
     if args.tasks:
         _print_tasks(_task_table(mod, target, database))
@@ -242,7 +246,8 @@ def main() -> int:
     except ValueError as exc:
         _log(f"error: {exc}")
         return 2
-    tvm_compile.write_manifest(database, args.model, target, conv_scheme=scheme, cold_tasks=cold_tasks)
+    tvm_compile.write_manifest(database, args.model, target, conv_scheme=scheme, cold_tasks=cold_tasks,
+                               **({"winograd": winograd} if winograd else {}))
     records = tvm_compile.count_records(database)
     remaining = args.trials - records
     _log(f"database {database}: {records} records; {max(remaining, 0)} trials to go")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from frvt.machine import (ISA_FLAGS, REPO_ROOT, FmaPeakUnavailable, _cpuinfo, git_dirty, git_revision, machine_info,
-                          measure_fma_peak, versioned)
+                          measure_fma_peak, measure_read_bandwidth, versioned)
 
 
 def test_machine_info_describes_this_machine_as_json():
@@ -88,3 +88,10 @@ def test_fma_peak_counts_192_flops_per_iteration():
 def test_fma_peak_without_a_compiler_is_unavailable():
     with pytest.raises(FmaPeakUnavailable, match="no C compiler"):
         measure_fma_peak(compiler="no-such-cc-frvt")
+
+
+def test_read_bandwidth_counts_the_array_bytes_per_timed_sum():
+    clock = TickClock(0.01)  # each timed sum "takes" 10 ms
+    r = measure_read_bandwidth(megabytes=4.0, repeats=3, clock=clock)
+    assert r["repeats_gbps"] == pytest.approx([4e6 / 0.01 / 1e9] * 3)  # 4 MB in 10 ms = 0.4 GB/s
+    assert r["read_gbps"] == pytest.approx(0.4) and r["median_gbps"] == pytest.approx(0.4)

@@ -169,7 +169,9 @@ def test_metadata_and_output_directory(compiled, tiny_model):
     assert metadata["target"] == {"kind": "llvm", "mcpu": "broadwell", "num-cores": 1}
     assert metadata["tvm_version"] == tvm.__version__
     assert metadata["tuned"] is False and metadata["database"] is None and metadata["database_records"] == 0
-    assert metadata["conv_scheme"] == "NCHW"
+    assert metadata["conv_scheme"] == "NCHW" and metadata["winograd"] is None
+    # the weights one call reads: the conv's 8x3x3x3 + 8 and the FC's 10x2048 + 10 float32
+    assert metadata["weight_bytes"] == 4 * (8 * 3 * 3 * 3 + 8 + 10 * 8 * 16 * 16 + 10)
     assert metadata["preprocessing"]["mean"] == [1.0, 2.0, 3.0]
     assert ModelConfig.load(out / "model_config.json") == TINY_CONFIG
     assert CompiledModel.load(out).metadata == metadata

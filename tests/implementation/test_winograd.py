@@ -4,6 +4,7 @@ Builds are untuned (default schedules): correctness does not depend on tuning.""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -75,13 +76,39 @@ def test_only_eligible_convolutions_are_transformed(model):
     convolutions = [name for name in names if "conv2d" in name]
     assert len(convolutions) == 5, names
     winograd = sorted(name.split("winograd_nhwc_")[1][:2] for name in convolutions if "winograd" in name)
-    assert winograd == ["f4", "f4"], names  # on 16x16 and 8x8; stride 2 and 4x4 stay direct
+    assert winograd == ["f2", "f4"], names  # F(4x4) on 16x16, F(2x2) on 8x8; stride 2 and 4x4 stay direct
+    legacy = tvm_compile.prepare_module(tvm_compile.import_onnx(model), target, "NHWC-winograd",
+                                        tvm_compile.LEGACY_WINOGRAD_SETTINGS)
+    names = [task.task_name for task in tvm_compile.extract_tasks(legacy, target)]
+    assert sorted(n.split("winograd_nhwc_")[1][:2] for n in names if "winograd" in n) == ["f4", "f4"], names
+
+
+def test_databases_keep_the_winograd_settings_they_were_tuned_with(model, tmp_path):
+    target = tvm_compile.parse_target("broadwell")
+    assert tvm_compile.database_winograd(None) == tvm_compile.WINOGRAD_SETTINGS
+    legacy = tmp_path / "legacy"  # an NHWC-winograd manifest from before the field
+    tvm_compile.write_manifest(legacy, model, target, conv_scheme="NHWC-winograd")
+    (legacy / tvm_compile.RECORD_FILE).write_text(json.dumps([0, [[], [0.001], {}, []]]) + "\n")
+    assert tvm_compile.database_winograd(legacy) == tvm_compile.LEGACY_WINOGRAD_SETTINGS
+    recorded = tmp_path / "recorded"
+    tvm_compile.write_manifest(recorded, model, target, conv_scheme="NHWC-winograd", winograd={"tiles": [[4, 2]], "min_channels": 4})
+    assert tvm_compile.database_winograd(recorded) == {"tiles": [[4, 2]], "min_channels": 4}
+    keys = {tvm_compile.cache_key(model, "broadwell", database=d, conv_scheme="NHWC-winograd") for d in (legacy, recorded)}
+    assert len(keys) == 2  # the settings are part of the compiled artefact's key
+
+
+def test_winograd_tiles_other_than_2_or_4_are_refused():
+    with pytest.raises(ValueError, match="2 or 4"):
+        winograd.make_legalize_conv2d(tiles=[[8, 6]], min_channels=8)
 
 
 def test_winograd_build_matches_onnxruntime(model, tmp_path):
     metadata = tvm_compile.compile_model(model, output_dir=tmp_path / "out", progress=False,
                                          conv_scheme="NHWC-winograd")
-    assert metadata["conv_scheme"] == "NHWC-winograd"
+    assert metadata["conv_scheme"] == "NHWC-winograd" and metadata["winograd"] == tvm_compile.WINOGRAD_SETTINGS
+    # packed kernels: F(4x4) 6x6 per 3x3 kernel (16x8), F(2x2) 4x4 (16x16); the rest as they are
+    direct = 16 * 16 * 9 + 8 * 16 * 9 + 8 * 8 * 9
+    assert metadata["weight_bytes"] == 4 * (16 * 8 * 36 + 16 * 16 * 16 + direct + 16)
     x = np.random.default_rng(2).normal(0, 1, INPUT_SHAPE).astype(np.float32)
     reference = run_onnxruntime(model, {"input": x})[0]
     ours = CompiledModel.load(tmp_path / "out")(x)[0]
