@@ -100,7 +100,9 @@ def _print_tasks(rows: list[dict]) -> None:
             f"{row['task'][:60]:60s} {row['weight']:3d} {row['gflops']:8.4f} {row['records']:5d} "
             f"{best if best else float('nan'):10.1f} {rate:8.1f}  {'cold' if row['cold'] else 'warm' if best else ''}"
         )
-    print(f"sum of best kernel times x weight: {total_us / 1e3:.2f} ms (tuned tasks only; cold and warm times mixed)")
+    kinds = {row["cold"] for row in rows if row["best_us"]}
+    mixed = "; warm and cold times mixed" if len(kinds) == 2 else ""
+    print(f"sum of best kernel times x weight: {total_us / 1e3:.2f} ms (tuned tasks only{mixed})")
 
 
 def _measurement_mode(mod, target: dict, database: Path, op_names, gflops_range, cache_flush: bool,
