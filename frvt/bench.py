@@ -961,7 +961,7 @@ def _tvm_artefact(spec: ModelSpec, group: str, tuned: bool, cache_dir: Path | No
             label = "not tuned for native" if group == "full" else f"not tuned for {name}"
             return None, target, f"{label}: no database under data/tuning/ for this model hash and target {name}"
         shown = database.relative_to(REPO_ROOT) if database.is_relative_to(REPO_ROOT) else database
-        conv_scheme = tvm_compile.database_conv_scheme(database)  # the snapshot has no manifest
+        conv_scheme = tvm_compile.database_conv_scheme(database)
         snapshot = scratch / f"database-{spec.name}-{name}"
         n_records = tvm_compile.snapshot_database(database, snapshot)
         database = snapshot

@@ -677,11 +677,15 @@ def _complete_lines(path: Path) -> list[str]:
 
 def snapshot_database(database: str | Path, out: str | Path) -> int:
     """Copy a JSON database's two files to ``out`` (created), dropping a last line still being
-    written (a tuning run may be appending right now); returns the records copied."""
+    written (a tuning run may be appending right now), and its manifest (the convolution scheme
+    and Winograd settings a build from the snapshot must use); returns the records copied."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for source in database_files(database):
         (out / source.name).write_text("".join(line + "\n" for line in _complete_lines(source)))
+    manifest = Path(database) / MANIFEST_NAME
+    if manifest.exists():
+        shutil.copyfile(manifest, out / MANIFEST_NAME)
     return count_records(out)
 
 

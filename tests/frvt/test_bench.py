@@ -184,27 +184,32 @@ def test_database_snapshot_keeps_complete_lines_only(tmp_path):
     (source / "database_workload.json").write_text('["w0"]\n["w1"]\n')
     (source / "database_tuning_record.json").write_text('[0, "a"]\n[1, "b"]\n[1, "c')  # a writer mid-line
     copy = tmp_path / "snap"
+    (source / "manifest.json").write_text('{"conv_scheme": "NHWC"}\n')
     n_records = snapshot_database(source, copy)
     assert n_records == 2
     assert (copy / "database_tuning_record.json").read_text() == '[0, "a"]\n[1, "b"]\n'
     assert (copy / "database_workload.json").read_text() == '["w0"]\n["w1"]\n'
+    assert (copy / "manifest.json").read_text() == '{"conv_scheme": "NHWC"}\n'  # the scheme and settings travel
 
 
 # --- the CPUID cap ---------------------------------------------------------------------------
 
 def test_tuned_row_builds_in_the_databases_conv_scheme(tiny_onnx, tmp_path, monkeypatch):
-    """The snapshot copies only the two JSON files; the layout must come from the original's
-    manifest, or an NHWC database would be applied to an NCHW build (and match nothing)."""
+    """The build from the bench's snapshot uses the original's scheme and Winograd settings, or
+    an NHWC database would be applied to an NCHW build (and match nothing)."""
     from frvt import bench
     from implementation import compile as tvm_compile
 
     database = tmp_path / "tiny-broadwell"
-    tvm_compile.write_manifest(database, tiny_onnx, tvm_compile.parse_target("broadwell"), conv_scheme="NHWC")
+    settings = {"tiles": [[8, 4]], "min_channels": 2}
+    tvm_compile.write_manifest(database, tiny_onnx, tvm_compile.parse_target("broadwell"), conv_scheme="NHWC-winograd",
+                               winograd=settings)
     monkeypatch.setattr(tvm_compile, "find_tuned_database", lambda path, target: database)
     spec = bench.ModelSpec("tiny", tiny_onnx)
     artefact, _, note = bench._tvm_artefact(spec, "avx2", True, tmp_path / "cache", lambda text: None, tmp_path)
-    assert "NHWC" in note
-    assert json.loads((artefact / "metadata.json").read_text())["conv_scheme"] == "NHWC"
+    assert "NHWC-winograd" in note
+    metadata = json.loads((artefact / "metadata.json").read_text())
+    assert metadata["conv_scheme"] == "NHWC-winograd" and metadata["winograd"] == settings
 
 
 def test_cpuid_cap_hides_avx512_and_keeps_real_crashes_fatal(tmp_path):
