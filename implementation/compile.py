@@ -607,6 +607,71 @@ def tune_module(
     return count_records(database)
 
 
+def remeasure_records(
+    tasks: list,
+    target: dict,
+    source: str | Path,
+    destination: str | Path,
+    *,
+    top_k: int = 8,
+    cache_flush: bool = True,
+) -> int:
+    """Measure ``source``'s best records of ``tasks`` again and add them to ``destination``.
+
+    Each task's ``top_k`` schedules in ``source`` are rebuilt from their traces and timed like a
+    tuning run of :func:`tune_module` with the same ``cache_flush``, so that records measured
+    warm can seed a cold database (a search starts from the best records of its database)
+    without being compared with cold times.
+
+    Returns
+    -------
+    int
+        Records added to ``destination``.
+    """
+    import shutil as _shutil  # pylint: disable=import-outside-toplevel
+
+    import tvm  # pylint: disable=import-outside-toplevel
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+    from implementation import winograd  # pylint: disable=import-outside-toplevel,unused-import
+
+    if count_records(source) == 0:
+        return 0
+    Path(destination).mkdir(parents=True, exist_ok=True)
+    tvm_target = tvm.target.Target(target)
+    with tempfile.TemporaryDirectory(prefix="frvt-db-") as snapshot, single_thread_environment():
+        snapshot_database(source, snapshot)  # source may be a database being tuned right now
+        src = ms.database.JSONDatabase(work_dir=snapshot, allow_missing=False)
+        dst = ms.database.JSONDatabase(work_dir=str(destination))
+        builder = ms.builder.LocalBuilder(max_workers=1)
+        runner = ms.runner.LocalRunner(
+            timeout_sec=60,
+            initializer=_runner_initializer,
+            evaluator_config=ms.runner.EvaluatorConfig(**COLD_EVALUATOR) if cache_flush else None,
+        )
+        added = 0
+        for task in tasks:
+            mod = task.dispatched[0]
+            if not src.has_workload(mod):
+                continue
+            records = src.get_top_k(src.commit_workload(mod), top_k)
+            candidates = [record.as_measure_candidate() for record in records]
+            builds = builder.build([ms.builder.BuilderInput(c.sch.mod, tvm_target) for c in candidates])
+            measured = [(record, candidate, build) for record, candidate, build in zip(records, candidates, builds)
+                        if build.error_msg is None]
+            futures = runner.run([ms.runner.RunnerInput(build.artifact_path, "cpu", candidate.args_info)
+                                  for _, candidate, build in measured])
+            workload = dst.commit_workload(mod)
+            for (record, candidate, build), future in zip(measured, futures):
+                result = future.result()
+                if result.error_msg is None and result.run_secs:
+                    dst.commit_tuning_record(ms.database.TuningRecord(
+                        record.trace, workload, [float(s) for s in result.run_secs], tvm_target, candidate.args_info))
+                    added += 1
+                _shutil.rmtree(Path(build.artifact_path).parent, ignore_errors=True)
+    return added
+
+
 # --------------------------------------------------------------------------------------------
 # Build, export, metadata
 # --------------------------------------------------------------------------------------------

@@ -28,6 +28,9 @@ records are all warm or all cold: a run that would mix the two stops with an err
 
     python scripts/tune.py MODEL.onnx --database DIR --op conv2d5 --cache-flush --reset ...
 
+``--remeasure SOURCE_DB`` first times SOURCE_DB's best records of the selected tasks again in
+this run's mode and adds them, so a cold search starts from the best warm schedules.
+
 Measurements run on one thread (``TVM_NUM_THREADS=1``); MetaSchedule's per-task logs go to
 ``~/.cache/frvt/tuning-logs/<database-name>/`` (not committed).
 """
@@ -199,6 +202,10 @@ def main() -> int:
                         help="measure cold: flush the caches of all arguments but the input before each timed call")
     parser.add_argument("--reset", action="store_true",
                         help="delete the selected tasks' records before tuning (to re-tune them warm or cold)")
+    parser.add_argument("--remeasure", type=Path, default=None, metavar="SOURCE_DB",
+                        help="first measure SOURCE_DB's best records of the selected tasks again, in this run's "
+                             "mode, and add them (seeds a cold database with the best warm schedules)")
+    parser.add_argument("--remeasure-top", type=int, default=8, metavar="K", help="records per task for --remeasure")
     parser.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                         help="stop after MIN minutes (records measured so far are kept)")
     args = parser.parse_args()
@@ -250,6 +257,12 @@ def main() -> int:
         return 2
     tvm_compile.write_manifest(database, args.model, target, conv_scheme=scheme, cold_tasks=cold_tasks,
                                **({"winograd": winograd} if winograd else {}))
+    if args.remeasure is not None:
+        selected = tvm_compile.select_tasks(tvm_compile.extract_tasks(mod, target), args.op, gflops_range)
+        added = tvm_compile.remeasure_records(selected, target, args.remeasure, database, top_k=args.remeasure_top,
+                                              cache_flush=args.cache_flush)
+        _log(f"--remeasure: {added} records of {args.remeasure} measured {'cold' if args.cache_flush else 'warm'} "
+             f"and added")
     records = tvm_compile.count_records(database)
     remaining = args.trials - records
     _log(f"database {database}: {records} records; {max(remaining, 0)} trials to go")

@@ -295,6 +295,15 @@ def test_tune_script_measures_cold_records_them_and_refuses_to_mix(tiny_model, t
     assert warm.returncode == 2
     assert "measured cold" in warm.stdout + warm.stderr and next(iter(cold)) in warm.stdout + warm.stderr
     assert tvm_compile.count_records(database) >= 1
+    # the cold records measured again, warm, into another database: rebuilt from their traces
+    target = tvm_compile.parse_target("broadwell")
+    tasks = tvm_compile.select_tasks(tvm_compile.extract_tasks(
+        tvm_compile.prepare_module(tvm_compile.import_onnx(tiny_model), target), target), ["conv2d"])
+    again = tmp_path / "again"
+    added = tvm_compile.remeasure_records(tasks, target, database, again, top_k=1, cache_flush=False)
+    assert added == 1 == tvm_compile.count_records(again)
+    record = json.loads((again / tvm_compile.RECORD_FILE).read_text().splitlines()[0])
+    assert len(record[1][1]) == 1 and 0 < record[1][1][0] < 1  # one warm mean, in seconds
 
 
 def test_find_tuned_database_matches_hash_and_target(tiny_model, tmp_path):
