@@ -200,21 +200,24 @@ def write_manifest(database: str | Path, onnx_path: str | Path, target: dict, **
     _atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
+def read_manifest(database: str | Path | None) -> dict:
+    """A database's ``manifest.json`` ({} when there is none or it does not parse)."""
+    if database is None:
+        return {}
+    try:
+        return json.loads((Path(database) / MANIFEST_NAME).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 def database_conv_scheme(database: str | Path | None) -> str:
     """The convolution scheme a database was tuned with (its manifest's ``conv_scheme``).
 
     Databases without the field predate the option and were tuned in NCHW.
     """
-    if database is None:
-        return "NCHW"
-    manifest_path = Path(database) / MANIFEST_NAME
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return "NCHW"
-    scheme = manifest.get("conv_scheme", "NCHW")
+    scheme = read_manifest(database).get("conv_scheme", "NCHW")
     if scheme not in CONV_SCHEMES:
-        raise CompileError(f"{manifest_path}: unknown conv_scheme {scheme!r}")
+        raise CompileError(f"{Path(database) / MANIFEST_NAME}: unknown conv_scheme {scheme!r}")
     return scheme
 
 
@@ -224,12 +227,7 @@ def database_winograd(database: str | Path | None) -> dict:
     NHWC-winograd manifests without the field predate it (:data:`LEGACY_WINOGRAD_SETTINGS`);
     no database, or one not yet tuned in NHWC-winograd, gets :data:`WINOGRAD_SETTINGS`.
     """
-    if database is None:
-        return WINOGRAD_SETTINGS
-    try:
-        manifest = json.loads((Path(database) / MANIFEST_NAME).read_text())
-    except (OSError, json.JSONDecodeError):
-        return WINOGRAD_SETTINGS
+    manifest = read_manifest(database)
     if "winograd" in manifest:
         return manifest["winograd"]
     if manifest.get("conv_scheme") == "NHWC-winograd" and count_records(database) > 0:
@@ -342,7 +340,6 @@ def prepare_module(mod, target: dict, conv_scheme: str = "NCHW", winograd: dict 
     import tvm  # pylint: disable=import-outside-toplevel
     from tvm import relax  # pylint: disable=import-outside-toplevel
 
-    winograd_settings = winograd
     if conv_scheme not in CONV_SCHEMES:
         raise ValueError(f"conv_scheme must be one of {CONV_SCHEMES}, not {conv_scheme!r}")
     layout_passes = []
@@ -353,10 +350,9 @@ def prepare_module(mod, target: dict, conv_scheme: str = "NCHW", winograd: dict 
             relax.transform.CanonicalizeBindings(),
         ]
     if conv_scheme == "NHWC-winograd":
-        from implementation import winograd  # pylint: disable=import-outside-toplevel
+        from implementation.winograd import make_legalize_conv2d  # pylint: disable=import-outside-toplevel
 
-        settings = winograd_settings if winograd_settings is not None else WINOGRAD_SETTINGS
-        legalize_map = {"relax.nn.conv2d": winograd.make_legalize_conv2d(**settings)}
+        legalize_map = {"relax.nn.conv2d": make_legalize_conv2d(**(winograd if winograd is not None else WINOGRAD_SETTINGS))}
     seq = tvm.transform.Sequential(
         [
             relax.transform.DecomposeOpsForInference(),
@@ -466,13 +462,7 @@ def drop_records(database: str | Path, workload_hashes: set[str]) -> int:
 
 def database_cold_tasks(database: str | Path | None) -> dict[str, str]:
     """``{task name: workload hash}`` of the tasks whose records were measured cold (manifest)."""
-    if database is None:
-        return {}
-    try:
-        manifest = json.loads((Path(database) / MANIFEST_NAME).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return dict(manifest.get("cold_tasks", {}))
+    return dict(read_manifest(database).get("cold_tasks", {}))
 
 
 def _runner_initializer() -> None:
@@ -480,6 +470,17 @@ def _runner_initializer() -> None:
     import tvm  # pylint: disable=import-outside-toplevel
 
     tvm.get_global_func("runtime.config_threadpool")(1, 1)
+
+
+def _local_runner(cache_flush: bool):
+    """MetaSchedule's measuring runner: one thread, warm (its default timing) or cold."""
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+    return ms.runner.LocalRunner(
+        timeout_sec=60,
+        initializer=_runner_initializer,
+        evaluator_config=ms.runner.EvaluatorConfig(**COLD_EVALUATOR) if cache_flush else None,
+    )
 
 
 def tune_module(
@@ -592,11 +593,7 @@ def tune_module(
             builder=ms.builder.LocalBuilder(
                 max_workers=builder_workers, timeout_sec=builder_timeout_sec
             ),
-            runner=ms.runner.LocalRunner(
-                timeout_sec=60,
-                initializer=_runner_initializer,
-                evaluator_config=ms.runner.EvaluatorConfig(**COLD_EVALUATOR) if cache_flush else None,
-            ),
+            runner=_local_runner(cache_flush),
             database=ms.database.JSONDatabase(work_dir=str(database)),
             cost_model=ms.cost_model.XGBModel(
                 extractor=ms.feature_extractor.PerStoreFeature(), adaptive_training=True,
@@ -628,8 +625,6 @@ def remeasure_records(
     int
         Records added to ``destination``.
     """
-    import shutil as _shutil  # pylint: disable=import-outside-toplevel
-
     import tvm  # pylint: disable=import-outside-toplevel
     from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
 
@@ -644,11 +639,7 @@ def remeasure_records(
         src = ms.database.JSONDatabase(work_dir=snapshot, allow_missing=False)
         dst = ms.database.JSONDatabase(work_dir=str(destination))
         builder = ms.builder.LocalBuilder(max_workers=1)
-        runner = ms.runner.LocalRunner(
-            timeout_sec=60,
-            initializer=_runner_initializer,
-            evaluator_config=ms.runner.EvaluatorConfig(**COLD_EVALUATOR) if cache_flush else None,
-        )
+        runner = _local_runner(cache_flush)
         added = 0
         for task in tasks:
             mod = task.dispatched[0]
@@ -668,7 +659,7 @@ def remeasure_records(
                     dst.commit_tuning_record(ms.database.TuningRecord(
                         record.trace, workload, [float(s) for s in result.run_secs], tvm_target, candidate.args_info))
                     added += 1
-                _shutil.rmtree(Path(build.artifact_path).parent, ignore_errors=True)
+                shutil.rmtree(Path(build.artifact_path).parent, ignore_errors=True)
     return added
 
 

@@ -58,11 +58,10 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {message}", flush=True)
 
 
-def _task_table(mod, target: dict, database: Path) -> list[dict]:
+def _task_table(tasks: list, database: Path) -> list[dict]:
     """Tasks with their weight, FLOPs and best measured time in the database."""
     from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
 
-    tasks = tvm_compile.extract_tasks(mod, target)
     db = None
     if tvm_compile.count_records(database) > 0:
         db = ms.database.JSONDatabase(work_dir=str(database), allow_missing=False)
@@ -108,7 +107,7 @@ def _print_tasks(rows: list[dict]) -> None:
     print(f"sum of best kernel times x weight: {total_us / 1e3:.2f} ms (tuned tasks only{mixed})")
 
 
-def _measurement_mode(mod, target: dict, database: Path, op_names, gflops_range, cache_flush: bool,
+def _measurement_mode(tasks: list, database: Path, op_names, gflops_range, cache_flush: bool,
                       reset: bool) -> dict[str, str]:
     """Check that this run measures each selected task as its records were (warm or cold).
 
@@ -120,10 +119,10 @@ def _measurement_mode(mod, target: dict, database: Path, op_names, gflops_range,
     ValueError
         A selected task has records measured the other way and ``reset`` is not given.
     """
-    selected = tvm_compile.select_tasks(tvm_compile.extract_tasks(mod, target), op_names, gflops_range)
+    selected = tvm_compile.select_tasks(tasks, op_names, gflops_range)
     cold = tvm_compile.database_cold_tasks(database)
     cold_hashes = set(cold.values())
-    rows = {row["task"]: row for row in _task_table(mod, target, database)} if tvm_compile.count_records(database) else {}
+    rows = {row["task"]: row for row in _task_table(selected, database)} if tvm_compile.count_records(database) else {}
     hashes = {task.task_name: tvm_compile.workload_hash(task.dispatched[0]) for task in selected}
     if reset:
         dropped = tvm_compile.drop_records(database, set(hashes.values()))
@@ -244,21 +243,22 @@ def main() -> int:
         scheme,
         winograd,
     )
+    tasks = tvm_compile.extract_tasks(mod, target)  # once: the listing, the checks and --remeasure share them
     if args.tasks:
-        _print_tasks(_task_table(mod, target, database))
+        _print_tasks(_task_table(tasks, database))
         return 0
 
     database.mkdir(parents=True, exist_ok=True)
     gflops_range = tuple(args.gflops_range) if args.gflops_range else None
     try:
-        cold_tasks = _measurement_mode(mod, target, database, args.op, gflops_range, args.cache_flush, args.reset)
+        cold_tasks = _measurement_mode(tasks, database, args.op, gflops_range, args.cache_flush, args.reset)
     except ValueError as exc:
         _log(f"error: {exc}")
         return 2
     tvm_compile.write_manifest(database, args.model, target, conv_scheme=scheme, cold_tasks=cold_tasks,
                                **({"winograd": winograd} if winograd else {}))
     if args.remeasure is not None:
-        selected = tvm_compile.select_tasks(tvm_compile.extract_tasks(mod, target), args.op, gflops_range)
+        selected = tvm_compile.select_tasks(tasks, args.op, gflops_range)
         added = tvm_compile.remeasure_records(selected, target, args.remeasure, database, top_k=args.remeasure_top,
                                               cache_flush=args.cache_flush)
         _log(f"--remeasure: {added} records of {args.remeasure} measured {'cold' if args.cache_flush else 'warm'} "
@@ -288,7 +288,7 @@ def main() -> int:
     elapsed = time.time() - start
     tvm_compile.write_manifest(database, args.model, target, tuning_seconds=round(_tuning_seconds(database) + elapsed, 1))
     _log(f"done: {records} records, {elapsed / 60:.1f} min this run")
-    _print_tasks(_task_table(mod, target, database))
+    _print_tasks(_task_table(tasks, database))
     return 0
 
 
