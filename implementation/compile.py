@@ -37,15 +37,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from implementation.model_config import ModelConfig
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TUNING_ROOT = Path(__file__).resolve().parents[1] / "data" / "tuning"
 """Where committed tuning databases live (``data/tuning/<model-stem>-<target-name>/``)."""
@@ -604,6 +608,14 @@ def tune_module(
     return count_records(database)
 
 
+@dataclass(frozen=True)
+class Remeasured:
+    """What :func:`remeasure_records` did: records added, and each candidate it could not measure."""
+
+    added: int
+    errors: tuple[str, ...] = ()
+
+
 def remeasure_records(
     tasks: list,
     target: dict,
@@ -612,7 +624,9 @@ def remeasure_records(
     *,
     top_k: int = 8,
     cache_flush: bool = True,
-) -> int:
+    attempts: int = 2,
+    builder_timeout_sec: float = 120.0,
+) -> Remeasured:
     """Measure ``source``'s best records of ``tasks`` again and add them to ``destination``.
 
     Each task's ``top_k`` schedules in ``source`` are rebuilt from their traces and timed like a
@@ -620,10 +634,9 @@ def remeasure_records(
     warm can seed a cold database (a search starts from the best records of its database)
     without being compared with cold times.
 
-    Returns
-    -------
-    int
-        Records added to ``destination``.
+    A candidate whose build or run fails (a worker timing out on a loaded machine) is tried up to
+    ``attempts`` times; what still fails is reported in :attr:`Remeasured.errors`, naming the task
+    and the record, never silently dropped.
     """
     import tvm  # pylint: disable=import-outside-toplevel
     from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
@@ -631,36 +644,64 @@ def remeasure_records(
     from implementation import winograd  # pylint: disable=import-outside-toplevel,unused-import
 
     if count_records(source) == 0:
-        return 0
+        return Remeasured(0)
     Path(destination).mkdir(parents=True, exist_ok=True)
     tvm_target = tvm.target.Target(target)
+    added = 0
+    errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="frvt-db-") as snapshot, single_thread_environment():
         snapshot_database(source, snapshot)  # source may be a database being tuned right now
         src = ms.database.JSONDatabase(work_dir=snapshot, allow_missing=False)
         dst = ms.database.JSONDatabase(work_dir=str(destination))
-        builder = ms.builder.LocalBuilder(max_workers=1)
+        builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=builder_timeout_sec)
         runner = _local_runner(cache_flush)
-        added = 0
         for task in tasks:
             mod = task.dispatched[0]
             if not src.has_workload(mod):
                 continue
             records = src.get_top_k(src.commit_workload(mod), top_k)
-            candidates = [record.as_measure_candidate() for record in records]
-            builds = builder.build([ms.builder.BuilderInput(c.sch.mod, tvm_target) for c in candidates])
-            measured = [(record, candidate, build) for record, candidate, build in zip(records, candidates, builds)
-                        if build.error_msg is None]
-            futures = runner.run([ms.runner.RunnerInput(build.artifact_path, "cpu", candidate.args_info)
-                                  for _, candidate, build in measured])
             workload = dst.commit_workload(mod)
-            for (record, candidate, build), future in zip(measured, futures):
-                result = future.result()
-                if result.error_msg is None and result.run_secs:
-                    dst.commit_tuning_record(ms.database.TuningRecord(
-                        record.trace, workload, [float(s) for s in result.run_secs], tvm_target, candidate.args_info))
-                    added += 1
-                shutil.rmtree(Path(build.artifact_path).parent, ignore_errors=True)
-    return added
+            pending = list(enumerate(records))
+            failures: dict[int, str] = {}
+            for _ in range(max(attempts, 1)):
+                if not pending:
+                    break
+                candidates = [record.as_measure_candidate() for _, record in pending]
+                builds = builder.build([ms.builder.BuilderInput(c.sch.mod, tvm_target) for c in candidates])
+                retry = []
+                to_run = []
+                for (rank, record), candidate, build in zip(pending, candidates, builds):
+                    if build.error_msg is not None:
+                        failures[rank] = f"build: {_error_summary(build.error_msg)}"
+                        retry.append((rank, record))
+                    else:
+                        to_run.append((rank, record, candidate, build))
+                futures = runner.run([ms.runner.RunnerInput(build.artifact_path, "cpu", candidate.args_info)
+                                      for _, _, candidate, build in to_run])
+                for (rank, record, candidate, build), future in zip(to_run, futures):
+                    result = future.result()
+                    if result.error_msg is None and result.run_secs:
+                        dst.commit_tuning_record(ms.database.TuningRecord(
+                            record.trace, workload, [float(s) for s in result.run_secs], tvm_target,
+                            candidate.args_info))
+                        added += 1
+                        failures.pop(rank, None)
+                    else:
+                        failures[rank] = f"run: {_error_summary(result.error_msg or 'no times returned')}"
+                        retry.append((rank, record))
+                    shutil.rmtree(Path(build.artifact_path).parent, ignore_errors=True)
+                pending = sorted(retry, key=lambda item: item[0])
+            errors.extend(f"{task.task_name} record #{rank + 1}: {message}" for rank, message in sorted(failures.items()))
+    for error in errors:
+        logger.warning("remeasure: %s", error)
+    return Remeasured(added, tuple(errors))
+
+
+def _error_summary(message: str) -> str:
+    """The last non-empty line of a builder/runner error: they carry whole tracebacks, which end
+    with the exception itself."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error"
 
 
 # --------------------------------------------------------------------------------------------

@@ -259,10 +259,12 @@ def main() -> int:
                                **({"winograd": winograd} if winograd else {}))
     if args.remeasure is not None:
         selected = tvm_compile.select_tasks(tasks, args.op, gflops_range)
-        added = tvm_compile.remeasure_records(selected, target, args.remeasure, database, top_k=args.remeasure_top,
-                                              cache_flush=args.cache_flush)
-        _log(f"--remeasure: {added} records of {args.remeasure} measured {'cold' if args.cache_flush else 'warm'} "
-             f"and added")
+        remeasured = tvm_compile.remeasure_records(selected, target, args.remeasure, database,
+                                                   top_k=args.remeasure_top, cache_flush=args.cache_flush)
+        _log(f"--remeasure: {remeasured.added} records of {args.remeasure} measured "
+             f"{'cold' if args.cache_flush else 'warm'} and added")
+        for error in remeasured.errors:
+            _log(f"--remeasure: not measured: {error}")
     records = tvm_compile.count_records(database)
     remaining = args.trials - records
     _log(f"database {database}: {records} records; {max(remaining, 0)} trials to go")

@@ -300,10 +300,15 @@ def test_tune_script_measures_cold_records_them_and_refuses_to_mix(tiny_model, t
     tasks = tvm_compile.select_tasks(tvm_compile.extract_tasks(
         tvm_compile.prepare_module(tvm_compile.import_onnx(tiny_model), target), target), ["conv2d"])
     again = tmp_path / "again"
-    added = tvm_compile.remeasure_records(tasks, target, database, again, top_k=1, cache_flush=False)
-    assert added == 1 == tvm_compile.count_records(again)
+    remeasured = tvm_compile.remeasure_records(tasks, target, database, again, top_k=1, cache_flush=False)
+    assert remeasured.added == 1 == tvm_compile.count_records(again), remeasured.errors
     record = json.loads((again / tvm_compile.RECORD_FILE).read_text().splitlines()[0])
     assert len(record[1][1]) == 1 and 0 < record[1][1][0] < 1  # one warm mean, in seconds
+    # a candidate that cannot be measured (here: no build finishes in a millisecond) is reported, named
+    failed = tvm_compile.remeasure_records(tasks, target, database, tmp_path / "none", top_k=1,
+                                           cache_flush=False, builder_timeout_sec=1e-3)
+    assert failed.added == 0 and tvm_compile.count_records(tmp_path / "none") == 0
+    assert len(failed.errors) == 1 and tasks[0].task_name in failed.errors[0] and "build:" in failed.errors[0]
 
 
 def test_find_tuned_database_matches_hash_and_target(tiny_model, tmp_path):
