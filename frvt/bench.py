@@ -258,14 +258,21 @@ def _input_shape(onnx_path: Path) -> tuple[str, tuple[int, ...]]:
     return name, tuple(shape)
 
 
-def _ort_session(onnx_path: Path):
+def onnxruntime_session(model: Path | str | bytes, *, profile_prefix: str | None = None):
+    """The ONNX Runtime reference every comparison here uses: the default CPU execution provider
+    (MLAS kernels) on one thread, sequential. ``model`` is a file or serialised bytes;
+    ``profile_prefix`` turns ONNX Runtime's per-node profiler on, writing there."""
     import onnxruntime as ort  # pylint: disable=import-outside-toplevel
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def _read_rgb(image: Path) -> np.ndarray | None:
@@ -281,7 +288,7 @@ def _face_chip(rgb: np.ndarray) -> np.ndarray | None:
     from implementation.detect import RetinaFaceDetector, select_face  # pylint: disable=import-outside-toplevel
 
     detector_path = builtin_models()["retinaface"].path
-    session = _ort_session(detector_path)
+    session = onnxruntime_session(detector_path)
     name, shape = _input_shape(detector_path)
     detector = RetinaFaceDetector(lambda x: session.run(None, {name: x}), input_size=shape[2:4])
     face = select_face(detector.detect(rgb), rgb.shape)
@@ -685,7 +692,7 @@ class LoadedRuntime:
 
 def _load_onnxruntime(onnx_path: Path, group: str, avx512: bool, cpuid_capped: bool) -> LoadedRuntime:
     """ONNX Runtime's CPU provider; ``cpuid_capped``: MLAS read CPUID under the CPUID cap."""
-    session = _ort_session(onnx_path)
+    session = onnxruntime_session(onnx_path)
     name = session.get_inputs()[0].name
     capped = group == "avx2" and avx512 and cpuid_capped
     note = ""
@@ -845,7 +852,7 @@ def measure_group(spec: dict[str, Any]) -> dict[str, Any]:
         os.sched_setaffinity(0, spec["affinity"])  # the parent's CPUs before anything pinned it
     affinity_before = sorted(os.sched_getaffinity(0))
     cap_start = _cpuid_cap_state()
-    reference_session = _ort_session(onnx_path)  # imports onnxruntime: MLAS reads CPUID now
+    reference_session = onnxruntime_session(onnx_path)  # imports onnxruntime: MLAS reads CPUID now
     cap_after_ort = _cpuid_cap_state()
     ort_capped = bool(cap_start and cap_after_ort and cap_after_ort["active"]
                       and cap_after_ort["leaf7_traps"] > cap_start["leaf7_traps"])

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from frvt.bench import _ort_session, time_interleaved  # noqa: E402
+from frvt.bench import onnxruntime_session, time_interleaved  # noqa: E402
 from frvt.machine import measure_fma_peak, measure_read_bandwidth  # noqa: E402
 from implementation import compile as tvm_compile  # noqa: E402
 from implementation.tvm_runtime import CompiledModel  # noqa: E402
@@ -48,7 +48,7 @@ def main() -> int:
 
     name, shape = tvm_compile.onnx_input_spec(args.model)
     x = np.random.default_rng(0).uniform(-1.0, 1.0, shape).astype(np.float32)
-    reference = _ort_session(args.model).run(None, {name: x})
+    reference = onnxruntime_session(args.model).run(None, {name: x})
     calls, builds = {}, []
     for database in args.databases:
         scheme = tvm_compile.database_conv_scheme(database)

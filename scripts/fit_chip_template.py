@@ -65,15 +65,10 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def onnxruntime_detector(model: Path | bytes = MODEL, **kwargs):
     """RetinaFaceDetector running an ONNX model (file or serialised bytes) with ONNX Runtime, 1 thread."""
-    import onnxruntime as ort
-
+    from frvt.bench import onnxruntime_session
     from implementation.detect import RetinaFaceDetector
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    source = model if isinstance(model, bytes) else str(model)
-    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(model)
     shape = session.get_inputs()[0].shape
     return RetinaFaceDetector(lambda x: session.run(None, {"input": x}),
                               input_size=(int(shape[2]), int(shape[3])), **kwargs)

@@ -28,21 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from frvt.bench import onnxruntime_session  # noqa: E402
 from implementation import compile as tvm_compile  # noqa: E402
 from implementation.tvm_runtime import CompiledModel  # noqa: E402
 
 
 def _onnxruntime_profile(model: Path, x: np.ndarray, name: str, repeat: int) -> list[tuple[str, float]]:
     """(node name and output shape, mean microseconds per call) from ONNX Runtime's profiler."""
-    import onnxruntime as ort  # pylint: disable=import-outside-toplevel
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
-        options.profile_file_prefix = str(Path(tmp) / "ort")
-        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        session = onnxruntime_session(model, profile_prefix=str(Path(tmp) / "ort"))
         for _ in range(3 + repeat):  # the first 3 calls are warm-up, dropped below
             session.run(None, {name: x})
         events = json.loads(Path(session.end_profiling()).read_text())
