@@ -81,6 +81,16 @@ LEGACY_WINOGRAD_SETTINGS = {"tiles": [[8, 4]], "min_channels": 8}
 F(4x4, 3x3) on every eligible input of at least 8x8."""
 
 
+LAYOUT_ELEMENTWISE_OPS = ["relax.nn.leakyrelu"]
+"""Elementwise operators that Relax's ``ConvertLayout`` has no layout rule for, and that NHWC
+schemes of new tuning databases let the layout pass through (with ``relax.nn.relu``'s rule).
+Without a rule ConvertLayout brings the tensor back to NCHW around the operator: RetinaFace's
+leaky ReLUs left 14 ``transpose -> leaky_relu -> transpose`` functions between its NHWC
+convolutions, about 3 of its 14 ms per call. With it the activation fuses into the convolution
+before it. A database keeps the setting it was tuned with (:func:`database_layout_elementwise`):
+the fused functions, hence the tuned workloads, differ."""
+
+
 class CompileError(RuntimeError):
     """The model could not be imported, tuned or compiled."""
 
@@ -239,6 +249,55 @@ def database_winograd(database: str | Path | None) -> dict:
     return WINOGRAD_SETTINGS
 
 
+def database_layout_elementwise(database: str | Path | None) -> list[str]:
+    """The elementwise operators a database's layout conversion passed through (its manifest's
+    ``layout_elementwise``).
+
+    NHWC or NHWC-winograd manifests with records but without the field predate it: none. No
+    database, or one not yet tuned, gets :data:`LAYOUT_ELEMENTWISE_OPS`.
+    """
+    manifest = read_manifest(database)
+    if "layout_elementwise" in manifest:
+        return list(manifest["layout_elementwise"])
+    if manifest.get("conv_scheme", "NCHW") != "NCHW" and count_records(database) > 0:
+        return []
+    return list(LAYOUT_ELEMENTWISE_OPS)
+
+
+def scheme_settings(database: str | Path | None, scheme: str) -> dict:
+    """The settings besides the scheme that :func:`prepare_module` takes from a database, and
+    that its manifest records: ``winograd`` and ``layout_elementwise``, where the scheme uses them."""
+    settings: dict = {}
+    if scheme.startswith("NHWC"):
+        settings["layout_elementwise"] = database_layout_elementwise(database)
+    if scheme == "NHWC-winograd":
+        settings["winograd"] = database_winograd(database)
+    return settings
+
+
+@contextlib.contextmanager
+def _layout_rules(op_names: list[str]) -> Iterator[None]:
+    """Give each named operator ``relax.nn.relu``'s layout rule while the block runs (only those
+    without one; TVM's own rules are never replaced)."""
+    import tvm  # pylint: disable=import-outside-toplevel
+
+    rule = tvm.ir.Op.get("relax.nn.relu").get_attr("FRelaxInferLayout")
+    added = []
+    try:
+        for name in op_names:
+            try:
+                op = tvm.ir.Op.get(name)
+            except Exception as exc:  # pylint: disable=broad-except
+                raise CompileError(f"layout_elementwise: {name!r} is not a Relax operator") from exc
+            if op.get_attr("FRelaxInferLayout") is None:
+                op.set_attr("FRelaxInferLayout", rule)
+                added.append(op)
+        yield
+    finally:
+        for op in added:
+            op.reset_attr("FRelaxInferLayout")
+
+
 def find_tuned_database(
     onnx_path: str | Path, target: dict, roots: tuple[Path, ...] = (DEFAULT_TUNING_ROOT,)
 ) -> Path | None:
@@ -318,7 +377,8 @@ def import_onnx(onnx_path: str | Path, input_shape: tuple[int, ...] | None = Non
         raise CompileError(f"TVM's ONNX importer failed on {onnx_path}: {exc}") from exc
 
 
-def prepare_module(mod, target: dict, conv_scheme: str = "NCHW", winograd: dict | None = None):
+def prepare_module(mod, target: dict, conv_scheme: str = "NCHW", winograd: dict | None = None,
+                   layout_elementwise: list[str] | None = None):
     """Relax module -> fused TIR functions ready for tuning (the tuning tasks' source).
 
     The same function runs before tuning (``scripts/tune.py``) and before building, so the
@@ -340,6 +400,10 @@ def prepare_module(mod, target: dict, conv_scheme: str = "NCHW", winograd: dict 
         Which convolutions Winograd computes, and the tiles (``make_legalize_conv2d``'s
         arguments); default :data:`WINOGRAD_SETTINGS`. A database serves the settings it was
         tuned with (:func:`database_winograd`).
+    layout_elementwise : list of str, optional
+        For the NHWC schemes: elementwise operators the layout conversion passes through;
+        default :data:`LAYOUT_ELEMENTWISE_OPS`. A database serves the setting it was tuned with
+        (:func:`database_layout_elementwise`; :func:`scheme_settings` gives both).
     """
     import tvm  # pylint: disable=import-outside-toplevel
     from tvm import relax  # pylint: disable=import-outside-toplevel
@@ -372,7 +436,8 @@ def prepare_module(mod, target: dict, conv_scheme: str = "NCHW", winograd: dict 
             relax.transform.AttachAttrLayoutFreeBuffers(),
         ]
     )
-    with tvm.target.Target(target):
+    elementwise = (layout_elementwise if layout_elementwise is not None else LAYOUT_ELEMENTWISE_OPS) if layout_passes else []
+    with tvm.target.Target(target), _layout_rules(elementwise):
         return seq(mod)
 
 
@@ -834,7 +899,8 @@ def compile_model(
     dict
         The metadata written to ``metadata.json``: ``format``, ``model`` (file name),
         ``model_sha256``, ``input_name``, ``input_shape``, ``layout``, ``conv_scheme``,
-        ``winograd`` (the settings, None for other schemes), ``output_shapes``,
+        ``winograd`` (the settings, None for other schemes), ``layout_elementwise`` (operators
+        the NHWC layout passed through), ``output_shapes``,
         ``preprocessing`` (the ModelConfig dict or None), ``target``, ``tvm_version``,
         ``database`` (path or None), ``database_records``, ``database_sha256``, ``tuned``,
         ``trials``, ``weight_bytes`` (the constants one call reads, as packed: Winograd kernels
@@ -868,15 +934,14 @@ def compile_model(
     report(f"importing {onnx_path.name} (input {input_name} {list(input_shape)})")
     mod = import_onnx(onnx_path, input_shape)
     report(f"preparing for {json.dumps(target_dict)}, convolutions {scheme}")
-    winograd = database_winograd(database) if scheme == "NHWC-winograd" else None
-    mod = prepare_module(mod, target_dict, scheme, winograd)
+    settings = scheme_settings(database, scheme)
+    mod = prepare_module(mod, target_dict, scheme, **settings)
     if tune:
         report(f"tuning {trials} trials into {database}")
         n_records = tune_module(
             mod, target_dict, database, trials=trials, max_trials_per_task=max_trials_per_task
         )
-        write_manifest(database, onnx_path, target_dict, conv_scheme=scheme,
-                       **({"winograd": winograd} if winograd else {}))
+        write_manifest(database, onnx_path, target_dict, conv_scheme=scheme, **settings)
         report(f"database has {n_records} records")
     report("compiling")
     try:
@@ -899,7 +964,8 @@ def compile_model(
             "input_shape": list(input_shape),
             "layout": model_config.layout if model_config is not None else "NCHW",
             "conv_scheme": scheme,
-            "winograd": winograd,
+            "winograd": settings.get("winograd"),
+            "layout_elementwise": settings.get("layout_elementwise", []),
             "output_shapes": output_shapes,
             "preprocessing": model_config.to_json() if model_config is not None else None,
             "target": target_dict,
@@ -1001,8 +1067,11 @@ def cache_key(
     scheme = conv_scheme or database_conv_scheme(database)
     if scheme != "NCHW":  # keys of NCHW builds are unchanged since the option came
         payload["conv_scheme"] = scheme
-        if scheme == "NHWC-winograd":
-            payload["winograd"] = database_winograd(database)
+        settings = scheme_settings(database, scheme)
+        if "winograd" in settings:
+            payload["winograd"] = settings["winograd"]
+        if settings.get("layout_elementwise"):  # keys of builds without it are unchanged
+            payload["layout_elementwise"] = settings["layout_elementwise"]
     if model_config is not None:
         payload["model_config"] = model_config.to_json()
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]

@@ -234,14 +234,14 @@ def main() -> int:
         return 2
     _log(f"model {args.model} sha256 {tvm_compile.file_sha256(args.model)[:16]} target {json.dumps(target)} "
          f"convolutions {scheme}")
-    winograd = tvm_compile.database_winograd(database) if scheme == "NHWC-winograd" else None
-    if winograd:
-        _log(f"Winograd settings {json.dumps(winograd)}")
+    settings = tvm_compile.scheme_settings(database, scheme)
+    if settings:
+        _log(f"scheme settings {json.dumps(settings)}")
     mod = tvm_compile.prepare_module(
         tvm_compile.import_onnx(args.model, tuple(args.input_shape) if args.input_shape else None),
         target,
         scheme,
-        winograd,
+        **settings,
     )
     tasks = tvm_compile.extract_tasks(mod, target)  # once: the listing, the checks and --remeasure share them
     if args.tasks:
@@ -255,8 +255,7 @@ def main() -> int:
     except ValueError as exc:
         _log(f"error: {exc}")
         return 2
-    tvm_compile.write_manifest(database, args.model, target, conv_scheme=scheme, cold_tasks=cold_tasks,
-                               **({"winograd": winograd} if winograd else {}))
+    tvm_compile.write_manifest(database, args.model, target, conv_scheme=scheme, cold_tasks=cold_tasks, **settings)
     if args.remeasure is not None:
         selected = tvm_compile.select_tasks(tasks, args.op, gflops_range)
         remeasured = tvm_compile.remeasure_records(selected, target, args.remeasure, database,
