@@ -5,7 +5,8 @@ Never imported on the template path: the runtime side is :mod:`implementation.tv
 Pipeline (:func:`compile_model`)::
 
     ONNX --from_onnx (weights bound as constants)--> Relax
-         --DecomposeOpsForInference, CanonicalizeBindings, [ConvertLayout to NHWC,]
+         --DecomposeOpsForInference, CanonicalizeBindings, [ConvertLayout to NHWC
+           (through LAYOUT_ELEMENTWISE_OPS),]
            LegalizeOps, FoldConstant, FuseOps, FuseTIR,
            AttachAttrLayoutFreeBuffers--> fused TIR tasks                         (prepare_module)
          --MetaSchedule tuning, one thread per measurement--> JSON database      (tune_module)
