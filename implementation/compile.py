@@ -676,10 +676,61 @@ def tune_module(
 
 @dataclass(frozen=True)
 class Remeasured:
-    """What :func:`remeasure_records` did: records added, and each candidate it could not measure."""
+    """What :func:`remeasure_records` did: records added (``transferred`` of them from another
+    task's schedule), and each candidate it could not measure or transfer."""
 
     added: int
     errors: tuple[str, ...] = ()
+    transferred: int = 0
+
+
+def _anchor_key(prim_mod) -> tuple:
+    """Shapes of a task's first two arguments and its output: for a fused convolution, its
+    input, (packed) weights and result, whatever elementwise operators are fused after it."""
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+    shapes = [tuple(int(d) for d in info.shape) for info in ms.arg_info.ArgInfo.from_prim_func(prim_mod["main"])]
+    return (shapes[0], shapes[1] if len(shapes) > 2 else (), shapes[-1])
+
+
+def _source_candidates(src, mod, top_k: int, anchors: dict, tvm_target) -> tuple[list, list[str], bool]:
+    """``(record label, trace, MeasureCandidate)`` for a task from the source database.
+
+    The task's own records when the source has its workload; otherwise the best records of the
+    source's workloads with the same :func:`_anchor_key`, applied to this task's function with
+    MetaSchedule's ``schedule_using_anchor_trace`` (the convolution scheduled as in the source,
+    operators fused around it inlined): a change of the fused epilogue, such as a leaky ReLU that
+    now fuses into the convolution (:data:`LAYOUT_ELEMENTWISE_OPS`), keeps its tuned schedule.
+    Returns the candidates, the transfers that failed, and whether these are transfers.
+    """
+    import tvm  # pylint: disable=import-outside-toplevel
+    from tvm import s_tir  # pylint: disable=import-outside-toplevel
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+    from tvm.s_tir.meta_schedule.trace_apply import schedule_using_anchor_trace  # pylint: disable=import-outside-toplevel
+
+    if src.has_workload(mod):
+        records = src.get_top_k(src.commit_workload(mod), top_k)
+        return [(f"record #{rank + 1}", record.trace, record.as_measure_candidate())
+                for rank, record in enumerate(records)], [], False
+    candidates, failures = [], []
+    func = mod["main"]
+    if not (func.attrs and "global_symbol" in func.attrs):  # as MetaSchedule's tasks: built as "main"
+        func = func.with_attr("global_symbol", "main")
+    mod = tvm.IRModule({"main": func})
+    for name, workload in anchors.get(_anchor_key(mod), []):
+        for rank, record in enumerate(src.get_top_k(workload, top_k)):
+            label = f"record #{rank + 1} of {name}"
+            sch = s_tir.Schedule(mod)
+            try:
+                schedule_using_anchor_trace(sch, record.trace, tvm_target)
+            except Exception as exc:  # pylint: disable=broad-except  # TVM raises its own error types
+                failures.append(f"{label} does not apply: {_error_summary(str(exc))}")
+                continue
+            # as MetaSchedule measures: the builder drops the weight repacking, so the arguments
+            # are the repacked weights
+            args_info = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
+            candidates.append((label, sch.trace, ms.MeasureCandidate(sch, args_info)))
+    return candidates, failures, True
 
 
 def remeasure_records(
@@ -698,7 +749,8 @@ def remeasure_records(
     Each task's ``top_k`` schedules in ``source`` are rebuilt from their traces and timed like a
     tuning run of :func:`tune_module` with the same ``cache_flush``, so that records measured
     warm can seed a cold database (a search starts from the best records of its database)
-    without being compared with cold times.
+    without being compared with cold times. A task whose function is not in ``source`` takes the
+    schedules of the source's functions around the same convolution (:func:`_source_candidates`).
 
     A candidate whose build or run fails (a worker timing out on a loaded machine) is tried up to
     ``attempts`` times; what still fails is reported in :attr:`Remeasured.errors`, naming the task
@@ -713,54 +765,61 @@ def remeasure_records(
         return Remeasured(0)
     Path(destination).mkdir(parents=True, exist_ok=True)
     tvm_target = tvm.target.Target(target)
-    added = 0
+    added = transferred = 0
     errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="frvt-db-") as snapshot, single_thread_environment():
         snapshot_database(source, snapshot)  # source may be a database being tuned right now
         src = ms.database.JSONDatabase(work_dir=snapshot, allow_missing=False)
         dst = ms.database.JSONDatabase(work_dir=str(destination))
+        anchors: dict = {}
+        seen = set()
+        for record in src.get_all_tuning_records():
+            name = f"workload {workload_hash(record.workload.mod)}"
+            if name not in seen:
+                seen.add(name)
+                anchors.setdefault(_anchor_key(record.workload.mod), []).append((name, record.workload))
         builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=builder_timeout_sec)
         runner = _local_runner(cache_flush)
         for task in tasks:
             mod = task.dispatched[0]
-            if not src.has_workload(mod):
+            candidates, transfer_errors, is_transfer = _source_candidates(src, mod, top_k, anchors, tvm_target)
+            if is_transfer and not candidates:
+                errors.extend(f"{task.task_name}: {message}" for message in transfer_errors)
                 continue
-            records = src.get_top_k(src.commit_workload(mod), top_k)
             workload = dst.commit_workload(mod)
-            pending = list(enumerate(records))
-            failures: dict[int, str] = {}
+            pending = list(candidates)
+            failures: dict[str, str] = {}
             for _ in range(max(attempts, 1)):
                 if not pending:
                     break
-                candidates = [record.as_measure_candidate() for _, record in pending]
-                builds = builder.build([ms.builder.BuilderInput(c.sch.mod, tvm_target) for c in candidates])
+                builds = builder.build([ms.builder.BuilderInput(c.sch.mod, tvm_target) for _, _, c in pending])
                 retry = []
                 to_run = []
-                for (rank, record), candidate, build in zip(pending, candidates, builds):
+                for item, build in zip(pending, builds):
                     if build.error_msg is not None:
-                        failures[rank] = f"build: {_error_summary(build.error_msg)}"
-                        retry.append((rank, record))
+                        failures[item[0]] = f"build: {_error_summary(build.error_msg)}"
+                        retry.append(item)
                     else:
-                        to_run.append((rank, record, candidate, build))
-                futures = runner.run([ms.runner.RunnerInput(build.artifact_path, "cpu", candidate.args_info)
-                                      for _, _, candidate, build in to_run])
-                for (rank, record, candidate, build), future in zip(to_run, futures):
+                        to_run.append((item, build))
+                futures = runner.run([ms.runner.RunnerInput(build.artifact_path, "cpu", item[2].args_info)
+                                      for item, build in to_run])
+                for ((label, trace, candidate), build), future in zip(to_run, futures):
                     result = future.result()
                     if result.error_msg is None and result.run_secs:
                         dst.commit_tuning_record(ms.database.TuningRecord(
-                            record.trace, workload, [float(s) for s in result.run_secs], tvm_target,
-                            candidate.args_info))
+                            trace, workload, [float(s) for s in result.run_secs], tvm_target, candidate.args_info))
                         added += 1
-                        failures.pop(rank, None)
+                        transferred += is_transfer
+                        failures.pop(label, None)
                     else:
-                        failures[rank] = f"run: {_error_summary(result.error_msg or 'no times returned')}"
-                        retry.append((rank, record))
+                        failures[label] = f"run: {_error_summary(result.error_msg or 'no times returned')}"
+                        retry.append((label, trace, candidate))
                     shutil.rmtree(Path(build.artifact_path).parent, ignore_errors=True)
-                pending = sorted(retry, key=lambda item: item[0])
-            errors.extend(f"{task.task_name} record #{rank + 1}: {message}" for rank, message in sorted(failures.items()))
+                pending = retry
+            errors.extend(f"{task.task_name} {label}: {message}" for label, message in failures.items())
     for error in errors:
         logger.warning("remeasure: %s", error)
-    return Remeasured(added, tuple(errors))
+    return Remeasured(added, tuple(errors), transferred)
 
 
 def _error_summary(message: str) -> str:

@@ -29,7 +29,14 @@ records are all warm or all cold: a run that would mix the two stops with an err
     python scripts/tune.py MODEL.onnx --database DIR --op conv2d5 --cache-flush --reset ...
 
 ``--remeasure SOURCE_DB`` first times SOURCE_DB's best records of the selected tasks again in
-this run's mode and adds them, so a cold search starts from the best warm schedules.
+this run's mode and adds them, so a cold search starts from the best warm schedules. A task
+whose function SOURCE_DB does not have, but whose convolution it does (same input, weight and
+output shapes, other operators fused around it), gets SOURCE_DB's schedules for that convolution
+applied as anchor traces: a new database for a changed fusion (``layout_elementwise``) starts
+from the old one's tuning::
+
+    python scripts/tune.py data/models/retinaface_mnet025.onnx --database NEW_DIR \
+        --conv-scheme NHWC-winograd --remeasure data/tuning/retinaface_mnet025-broadwell --trials 0
 
 Measurements run on one thread (``TVM_NUM_THREADS=1``); MetaSchedule's per-task logs go to
 ``~/.cache/frvt/tuning-logs/<database-name>/`` (not committed).
@@ -261,7 +268,8 @@ def main() -> int:
         remeasured = tvm_compile.remeasure_records(selected, target, args.remeasure, database,
                                                    top_k=args.remeasure_top, cache_flush=args.cache_flush)
         _log(f"--remeasure: {remeasured.added} records of {args.remeasure} measured "
-             f"{'cold' if args.cache_flush else 'warm'} and added")
+             f"{'cold' if args.cache_flush else 'warm'} and added ({remeasured.transferred} of them "
+             f"transferred from another function around the same convolution)")
         for error in remeasured.errors:
             _log(f"--remeasure: not measured: {error}")
     records = tvm_compile.count_records(database)

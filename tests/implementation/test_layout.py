@@ -94,3 +94,36 @@ def test_nhwc_build_through_leaky_relu_matches_onnxruntime(model, tmp_path):
     ours = CompiledModel.load(tmp_path / "out")(x)[0]
     assert (reference < 0).any()  # the negative slope is exercised
     np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-4)
+
+
+def test_schedules_tuned_before_the_setting_carry_over_to_the_fused_functions(model, tmp_path):
+    """A real (one-trial) MetaSchedule run on the legacy functions (conv -> transpose, leaky ReLU in
+    NCHW), then remeasure_records into a database for the new ones (conv + leaky ReLU): the tuned
+    convolution schedules are applied to the new functions as anchor traces and measured."""
+    target = tvm_compile.parse_target("broadwell")
+    legacy_db = tmp_path / "legacy"
+    legacy = tvm_compile.prepare_module(tvm_compile.import_onnx(model), target, "NHWC", layout_elementwise=[])
+    tvm_compile.tune_module(legacy, target, legacy_db, trials=1, trials_per_iter=1, op_names=["conv2d_add"],
+                            scheduler="round-robin", search_threads=1, population_size=8, genetic_iters=1, seed=0)
+    assert tvm_compile.count_records(legacy_db) >= 1
+    new = tvm_compile.prepare_module(tvm_compile.import_onnx(model), target, "NHWC")
+    tasks = tvm_compile.select_tasks(tvm_compile.extract_tasks(new, target), ["conv2d_add"])
+    fused = [task for task in tasks if "leaky" in task.task_name]
+    assert len(fused) == 1, [task.task_name for task in tasks]  # the first conv, its bias and its leaky ReLU
+    result = tvm_compile.remeasure_records(fused, target, legacy_db, tmp_path / "new", top_k=1, cache_flush=False)
+    assert result.added >= 1 and result.transferred == result.added, result.errors
+    assert tvm_compile.count_records(tmp_path / "new") == result.added
+    # the transferred records are found for the new functions when building, and the build is right
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
+
+    with tvm.target.Target(target), ms.database.JSONDatabase(work_dir=str(tmp_path / "new"), allow_missing=False):
+        applied = relax.transform.MetaScheduleApplyDatabase()(new)
+    scheduled = [gv.name_hint for gv, func in applied.functions.items()
+                 if "leaky" in gv.name_hint and func.attrs is not None and func.attrs.get("tirx.is_scheduled")]
+    assert len(scheduled) == len(fused) == result.added, scheduled  # every fused function got its schedule
+    executable, _ = tvm_compile.build_module(new, target, tmp_path / "new")
+    x = np.random.default_rng(5).normal(0, 1, INPUT_SHAPE).astype(np.float32)
+    ours = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(ours, run_onnxruntime(model, {"input": x})[0], rtol=0, atol=1e-4)
