@@ -59,6 +59,7 @@ def main() -> int:
         calls[label] = (lambda m: lambda: m(x))(model)
         builds.append({"database": str(database), "conv_scheme": scheme,
                        "winograd": model.metadata.get("winograd"),
+                       "layout_elementwise": model.metadata.get("layout_elementwise", []),
                        "cold_tasks": len(tvm_compile.database_cold_tasks(database)),
                        "records": tvm_compile.count_records(database), "max_abs_diff_vs_onnxruntime": diff,
                        "weight_mb": model.metadata.get("weight_bytes", float("nan")) / 1e6})
