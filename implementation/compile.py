@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import functools
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -49,8 +49,6 @@ from pathlib import Path
 from typing import Any
 
 from implementation.model_config import ModelConfig
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_TUNING_ROOT = Path(__file__).resolve().parents[1] / "data" / "tuning"
 """Where committed tuning databases live (``data/tuning/<model-stem>-<target-name>/``)."""
@@ -693,11 +691,24 @@ def _anchor_key(prim_mod) -> tuple:
     return (shapes[0], shapes[1] if len(shapes) > 2 else (), shapes[-1])
 
 
-def _source_candidates(src, mod, top_k: int, anchors: dict, tvm_target) -> tuple[list, list[str], bool]:
+def _anchor_index(src) -> dict:
+    """``{_anchor_key: [(label, workload)]}`` over the workloads of a database that have records."""
+    index: dict = {}
+    seen = set()
+    for record in src.get_all_tuning_records():
+        name = f"workload {workload_hash(record.workload.mod)}"
+        if name not in seen:
+            seen.add(name)
+            index.setdefault(_anchor_key(record.workload.mod), []).append((name, record.workload))
+    return index
+
+
+def _source_candidates(src, mod, top_k: int, anchor_index: Callable[[], dict], tvm_target) -> tuple[list, list[str], bool]:
     """``(record label, trace, MeasureCandidate)`` for a task from the source database.
 
     The task's own records when the source has its workload; otherwise the best records of the
-    source's workloads with the same :func:`_anchor_key`, applied to this task's function with
+    source's workloads with the same :func:`_anchor_key` (``anchor_index()``, built on the first
+    task that needs it), applied to this task's function with
     MetaSchedule's ``schedule_using_anchor_trace`` (the convolution scheduled as in the source,
     operators fused around it inlined): a change of the fused epilogue, such as a leaky ReLU that
     now fuses into the convolution (:data:`LAYOUT_ELEMENTWISE_OPS`), keeps its tuned schedule.
@@ -717,7 +728,7 @@ def _source_candidates(src, mod, top_k: int, anchors: dict, tvm_target) -> tuple
     if not (func.attrs and "global_symbol" in func.attrs):  # as MetaSchedule's tasks: built as "main"
         func = func.with_attr("global_symbol", "main")
     mod = tvm.IRModule({"main": func})
-    for name, workload in anchors.get(_anchor_key(mod), []):
+    for name, workload in anchor_index().get(_anchor_key(mod), []):
         for rank, record in enumerate(src.get_top_k(workload, top_k)):
             label = f"record #{rank + 1} of {name}"
             sch = s_tir.Schedule(mod)
@@ -753,8 +764,8 @@ def remeasure_records(
     schedules of the source's functions around the same convolution (:func:`_source_candidates`).
 
     A candidate whose build or run fails (a worker timing out on a loaded machine) is tried up to
-    ``attempts`` times; what still fails is reported in :attr:`Remeasured.errors`, naming the task
-    and the record, never silently dropped.
+    ``attempts`` times; what still fails is returned in :attr:`Remeasured.errors`, naming the task
+    and the record, never silently dropped (``scripts/tune.py`` logs them).
     """
     import tvm  # pylint: disable=import-outside-toplevel
     from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
@@ -771,18 +782,12 @@ def remeasure_records(
         snapshot_database(source, snapshot)  # source may be a database being tuned right now
         src = ms.database.JSONDatabase(work_dir=snapshot, allow_missing=False)
         dst = ms.database.JSONDatabase(work_dir=str(destination))
-        anchors: dict = {}
-        seen = set()
-        for record in src.get_all_tuning_records():
-            name = f"workload {workload_hash(record.workload.mod)}"
-            if name not in seen:
-                seen.add(name)
-                anchors.setdefault(_anchor_key(record.workload.mod), []).append((name, record.workload))
+        anchor_index = functools.cache(lambda: _anchor_index(src))  # only transfers need it
         builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=builder_timeout_sec)
         runner = _local_runner(cache_flush)
         for task in tasks:
             mod = task.dispatched[0]
-            candidates, transfer_errors, is_transfer = _source_candidates(src, mod, top_k, anchors, tvm_target)
+            candidates, transfer_errors, is_transfer = _source_candidates(src, mod, top_k, anchor_index, tvm_target)
             if is_transfer and not candidates:
                 errors.extend(f"{task.task_name}: {message}" for message in transfer_errors)
                 continue
@@ -817,8 +822,6 @@ def remeasure_records(
                     shutil.rmtree(Path(build.artifact_path).parent, ignore_errors=True)
                 pending = retry
             errors.extend(f"{task.task_name} {label}: {message}" for label, message in failures.items())
-    for error in errors:
-        logger.warning("remeasure: %s", error)
     return Remeasured(added, tuple(errors), transferred)
 
 
