@@ -38,6 +38,13 @@ from the old one's tuning::
     python scripts/tune.py data/models/retinaface_mnet025.onnx --database NEW_DIR \
         --conv-scheme NHWC-winograd --remeasure data/tuning/retinaface_mnet025-broadwell --trials 0
 
+``--handwritten`` first times the hand-written schedules of the selected direct NHWC
+convolutions (``implementation.conv_schedules``: register-blocked micro-tiles, every variant that
+fits) in this run's mode and adds them; like any record they are used only where they measure
+fastest::
+
+    python scripts/tune.py MODEL.onnx --database DIR --cache-flush --op conv2d5_ --handwritten --trials 0
+
 Measurements run on one thread (``TVM_NUM_THREADS=1``); MetaSchedule's per-task logs go to
 ``~/.cache/frvt/tuning-logs/<database-name>/`` (not committed).
 """
@@ -212,6 +219,9 @@ def main() -> int:
                         help="first measure SOURCE_DB's best records of the selected tasks again, in this run's "
                              "mode, and add them (seeds a cold database with the best warm schedules)")
     parser.add_argument("--remeasure-top", type=int, default=8, metavar="K", help="records per task for --remeasure")
+    parser.add_argument("--handwritten", action="store_true",
+                        help="first measure the hand-written schedules of the selected direct NHWC convolutions "
+                             "(implementation.conv_schedules), in this run's mode, and add them")
     parser.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                         help="stop after MIN minutes (records measured so far are kept)")
     args = parser.parse_args()
@@ -272,6 +282,8 @@ def main() -> int:
              f"transferred from another function around the same convolution)")
         for error in remeasured.errors:
             _log(f"--remeasure: not measured: {error}")
+    if args.handwritten:
+        _measure_handwritten(tvm_compile.select_tasks(tasks, args.op, gflops_range), target, database, args.cache_flush)
     records = tvm_compile.count_records(database)
     remaining = args.trials - records
     _log(f"database {database}: {records} records; {max(remaining, 0)} trials to go")
@@ -299,6 +311,31 @@ def main() -> int:
     _log(f"done: {records} records, {elapsed / 60:.1f} min this run")
     _print_tasks(_task_table(tasks, database))
     return 0
+
+
+def _measure_handwritten(tasks: list, target: dict, database: Path, cache_flush: bool) -> None:
+    """``--handwritten``: every variant of ``implementation.conv_schedules`` for the tasks that have a
+    direct NHWC convolution, timed like ``--remeasure`` records and added to the database."""
+    import tempfile  # pylint: disable=import-outside-toplevel
+
+    from implementation import conv_schedules  # pylint: disable=import-outside-toplevel
+
+    shapes = {t.task_name: conv_schedules.conv_shape(t.dispatched[0]) for t in tasks}
+    offered = {name: len(conv_schedules.candidate_tiles(shape)) for name, shape in shapes.items() if shape}
+    tasks = [t for t in tasks if offered.get(t.task_name)]  # the others keep the search's schedules
+    if not tasks:
+        _log("--handwritten: no selected task has a direct NHWC convolution with a tile that fits")
+        return
+    with tempfile.TemporaryDirectory(prefix="frvt-handwritten-") as seed:
+        written, errors = conv_schedules.write_seed_database(tasks, target, seed)
+        for error in errors:
+            _log(f"--handwritten: not scheduled: {error}")
+        measured = tvm_compile.remeasure_records(tasks, target, seed, database, top_k=max(offered.values()),
+                                                 cache_flush=cache_flush)
+    _log(f"--handwritten: {measured.added} of {written} hand-written schedules measured "
+         f"{'cold' if cache_flush else 'warm'} and added")
+    for error in measured.errors:
+        _log(f"--handwritten: not measured: {error}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,183 @@
+"""Hand-written schedules for direct NHWC convolutions, as seeds for MetaSchedule's databases.
+
+MetaSchedule's multi-level tiling puts the spatial tile that shares a weight vector outside the
+reduction loops, so for small outputs its kernels keep their accumulators in memory and load a
+weight vector for every FMA. The default embedder's 256-channel 3x3 convolution on a 4x4 input
+(16 output pixels, 2.4 MB of weights) ran at 44 GFLOP/s, half this core's FMA peak, after more
+than 60 cold trials and 10 more minutes of search.
+
+:func:`schedule_direct_conv` writes the register-blocked kernel by hand: a micro-tile of
+``yi x xi`` output pixels by ``fi`` output channels (``fi / 8`` AVX2 vectors each) accumulates in
+registers over the whole reduction, every weight vector loaded once per micro-tile and every
+input value broadcast once; the weights are repacked (MetaSchedule's ``RewriteLayout``, lifted out
+of the call like every tuned kernel's) so that each block of ``fi`` output channels reads its
+weights as one sequential stream; the fused epilogue (bias, scale, residual, ReLU) runs on the
+micro-tile while it is in registers.
+
+:func:`candidate_schedules` gives the variants that fit a convolution (tile shapes that divide its
+output, at most :data:`MAX_ACCUMULATORS` accumulator vectors), and :func:`write_seed_database`
+writes them to a MetaSchedule database that ``scripts/tune.py --remeasure`` times in the run's
+mode like any other record: they are kept only where they measure faster.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+CONV_BLOCK = "conv2d_nhwc"
+"""The name of the convolution block in Relax's legalised NHWC ``conv2d``."""
+
+VECTOR_LANES = 8
+"""float32 lanes of an AVX2 register."""
+
+MAX_ACCUMULATORS = 12
+"""Accumulator registers a micro-tile may use: AVX2 has 16, and the kernel needs ``fi / 8``
+for the weights and one for the broadcast input."""
+
+MIN_ACCUMULATORS = 4
+"""Fewer accumulators than this leave the FMA units waiting on their latency (4 cycles, two per
+cycle), so smaller tiles are not offered; a convolution whose output sizes allow none (a prime
+width such as 17, a single output pixel) keeps the search's schedules."""
+
+ORDERS = ("c-outer", "tap-outer")
+"""Reduction loop orders: over input channels then the kernel taps (weights packed
+``[oc/fi][ic][kh][kw][fi]``), or over the taps then the input channels (``[oc/fi][kh][kw][ic][fi]``)."""
+
+
+@dataclass(frozen=True)
+class ConvTile:
+    """One hand-written variant: micro-tile of ``yi x xi`` pixels by ``fi`` channels."""
+
+    fi: int
+    yi: int
+    xi: int
+    order: str = "c-outer"
+
+    @property
+    def label(self) -> str:
+        return f"conv {self.yi}x{self.xi}px x {self.fi}ch {self.order}"
+
+
+def conv_shape(func) -> dict | None:
+    """The extents of a function's NHWC convolution block (``n, h, w, oc, kh, kw, ic``), or None
+    when it has none (only plain ``conv2d_nhwc`` blocks with seven loops are handled)."""
+    from tvm import s_tir  # pylint: disable=import-outside-toplevel
+
+    sch = s_tir.Schedule(func)
+    try:
+        block = sch.get_sblock(CONV_BLOCK)
+    except Exception:  # pylint: disable=broad-except  # TVM raises its own error type for a missing block
+        return None
+    loops = sch.get_loops(block)
+    if len(loops) != 7:
+        return None
+    extents = []
+    for loop in loops:
+        extent = sch.get(loop).extent
+        if not hasattr(extent, "value"):
+            return None
+        extents.append(int(extent.value))
+    return dict(zip(("n", "h", "w", "oc", "kh", "kw", "ic"), extents))
+
+
+def candidate_tiles(shape: dict, limit: int = 8) -> list[ConvTile]:
+    """Variants for a convolution of this shape, most promising first (most FMAs per loaded weight
+    vector, then per broadcast input), at most ``limit`` per reduction order."""
+    if shape["n"] != 1:
+        return []
+    options = []
+    for fi in (8, 16, 24, 32):
+        if shape["oc"] % fi:
+            continue
+        vectors = fi // VECTOR_LANES
+        for yi, xi in itertools.product(range(1, shape["h"] + 1), range(1, shape["w"] + 1)):
+            if shape["h"] % yi or shape["w"] % xi or not MIN_ACCUMULATORS <= yi * xi * vectors <= MAX_ACCUMULATORS:
+                continue
+            pixels = yi * xi
+            if pixels < 2:  # one pixel: every weight vector loaded for a single FMA
+                continue
+            options.append(((-pixels * vectors, -pixels, -fi, yi), ConvTile(fi, yi, xi)))
+    options.sort(key=lambda item: item[0])
+    best = [tile for _, tile in options[:limit]]
+    return [ConvTile(t.fi, t.yi, t.xi, order) for order in ORDERS for t in best]
+
+
+def schedule_direct_conv(func, tile: ConvTile):
+    """``func`` (one fused NHWC convolution, as MetaSchedule's task) scheduled by hand with ``tile``;
+    MetaSchedule's ``RewriteLayout`` post-processing applied, so that the weights are repacked
+    outside the call as for a tuned record. Raises TVM's schedule errors when the tile does not fit."""
+    from tvm import s_tir  # pylint: disable=import-outside-toplevel
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+    sch = s_tir.Schedule(func)
+    conv = sch.get_sblock(CONV_BLOCK)
+    root = sch.get_sblock("root")
+    outputs = [sch.get(b).name_hint for b in sch.get_output_blocks(root)]
+    if len(outputs) != 1:
+        raise ValueError(f"expected one output block, found {outputs}")
+    # the epilogue (bias, batch-norm scale and shift, residual add, activation) into the output block
+    while True:
+        consumers = [b for b in sch.get_consumers(conv) if sch.get(b).name_hint != outputs[0]]
+        inlined = False
+        for block in consumers:
+            sch.compute_inline(block)
+            inlined = True
+        if not inlined:
+            break
+    out = sch.get_sblock(outputs[0]) if outputs[0] != CONV_BLOCK else None
+    n, yy, xx, ff, ry, rx, rc = sch.get_loops(conv)
+    fo, fi = sch.split(ff, [None, tile.fi])
+    yo, yi = sch.split(yy, [None, tile.yi])
+    xo, xi = sch.split(xx, [None, tile.xi])
+    reduction = (rc, ry, rx) if tile.order == "c-outer" else (ry, rx, rc)
+    sch.reorder(n, fo, yo, xo, *reduction, yi, xi, fi)
+    accumulators = sch.cache_write(conv, 0, "global")
+    sch.reverse_compute_at(accumulators, xo)
+    if out is not None:
+        sch.reverse_compute_at(out, xo)
+    sch.vectorize(fi)
+    sch.unroll(xi)
+    sch.unroll(yi)
+    sch.decompose_reduction(conv, reduction[0])
+    for block in (accumulators, out):
+        if block is not None:
+            loops = sch.get_loops(block)
+            inner = sch.get(loops[-1]).extent
+            if int(inner.value) % VECTOR_LANES == 0:
+                sch.vectorize(loops[-1])
+    sch.enter_postproc()
+    if not ms.postproc.RewriteLayout().apply(sch):
+        raise ValueError("MetaSchedule's RewriteLayout did not apply")
+    return sch
+
+
+def write_seed_database(tasks: list, target: dict, out: str | Path, limit: int = 8) -> tuple[int, list[str]]:
+    """Write every fitting hand-written variant of each task's convolution to a JSON database at
+    ``out`` (run times left unmeasured: 1 s, so that any measured record ranks above them until
+    ``--remeasure`` times them). Returns (records written, errors naming task and variant)."""
+    import tvm  # pylint: disable=import-outside-toplevel
+    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    db = ms.database.JSONDatabase(work_dir=str(out))
+    tvm_target = tvm.target.Target(target)
+    written, errors = 0, []
+    for task in tasks:
+        mod = task.dispatched[0]
+        shape = conv_shape(mod)
+        if shape is None:
+            continue
+        workload = db.commit_workload(mod)
+        for tile in candidate_tiles(shape, limit):
+            try:
+                sch = schedule_direct_conv(mod, tile)
+            except Exception as exc:  # pylint: disable=broad-except  # TVM raises its own error types
+                errors.append(f"{task.task_name} {tile.label}: {str(exc).strip().splitlines()[-1][:300]}")
+                continue
+            args_info = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
+            db.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, [1.0], tvm_target, args_info))
+            written += 1
+    return written, errors
