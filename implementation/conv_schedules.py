@@ -101,7 +101,8 @@ def candidate_tiles(shape: dict, limit: int = 8) -> list[ConvTile]:
             options.append(((-pixels * vectors, -pixels, -fi, yi), ConvTile(fi, yi, xi)))
     options.sort(key=lambda item: item[0])
     best = [tile for _, tile in options[:limit]]
-    return [ConvTile(t.fi, t.yi, t.xi, order) for order in ORDERS for t in best]
+    orders = ORDERS if shape["kh"] * shape["kw"] > 1 else ORDERS[:1]  # 1x1: the orders are the same loop
+    return [ConvTile(t.fi, t.yi, t.xi, order) for order in orders for t in best]
 
 
 def schedule_direct_conv(func, tile: ConvTile):

@@ -64,6 +64,8 @@ def test_tiles_fit_the_output_and_the_registers():
     assert conv_schedules.candidate_tiles(dict(shape, h=17, w=17, oc=64)) == []
     assert conv_schedules.candidate_tiles(dict(shape, h=1, w=1)) == []
     assert conv_schedules.candidate_tiles(dict(shape, n=2)) == []
+    pointwise = conv_schedules.candidate_tiles(dict(shape, kh=1, kw=1))  # one reduction order is enough
+    assert pointwise and {t.order for t in pointwise} == {conv_schedules.ORDERS[0]}
 
 
 def test_every_variant_computes_what_the_unscheduled_function_does(tasks):
