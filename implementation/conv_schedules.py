@@ -93,10 +93,10 @@ def candidate_tiles(shape: dict, limit: int = 8) -> list[ConvTile]:
             continue
         vectors = fi // VECTOR_LANES
         for yi, xi in itertools.product(range(1, shape["h"] + 1), range(1, shape["w"] + 1)):
-            if shape["h"] % yi or shape["w"] % xi or not MIN_ACCUMULATORS <= yi * xi * vectors <= MAX_ACCUMULATORS:
-                continue
             pixels = yi * xi
-            if pixels < 2:  # one pixel: every weight vector loaded for a single FMA
+            # at least two pixels: with one, every weight vector is loaded for a single FMA
+            if shape["h"] % yi or shape["w"] % xi or pixels < 2 \
+                    or not MIN_ACCUMULATORS <= pixels * vectors <= MAX_ACCUMULATORS:
                 continue
             options.append(((-pixels * vectors, -pixels, -fi, yi), ConvTile(fi, yi, xi)))
     options.sort(key=lambda item: item[0])
@@ -156,8 +156,9 @@ def schedule_direct_conv(func, tile: ConvTile):
 
 def write_seed_database(tasks: list, target: dict, out: str | Path, limit: int = 8) -> tuple[int, list[str]]:
     """Write every fitting hand-written variant of each task's convolution to a JSON database at
-    ``out`` (run times left unmeasured: 1 s, so that any measured record ranks above them until
-    ``--remeasure`` times them). Returns (records written, errors naming task and variant)."""
+    ``out``, to be timed by :func:`implementation.compile.remeasure_records` (the run time written,
+    1 s, is a placeholder: this database only carries the traces). Returns (records written,
+    errors naming task and variant)."""
     import tvm  # pylint: disable=import-outside-toplevel
     from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
 
