@@ -14,10 +14,11 @@ of the call like every tuned kernel's) so that each block of ``fi`` output chann
 weights as one sequential stream; the fused epilogue (bias, scale, residual, ReLU) runs on the
 micro-tile while it is in registers.
 
-:func:`candidate_schedules` gives the variants that fit a convolution (tile shapes that divide its
-output, at most :data:`MAX_ACCUMULATORS` accumulator vectors), and :func:`write_seed_database`
-writes them to a MetaSchedule database that ``scripts/tune.py --remeasure`` times in the run's
-mode like any other record: they are kept only where they measure faster.
+:func:`candidate_tiles` gives the variants that fit a convolution (tile shapes that divide its
+output, :data:`MIN_ACCUMULATORS` to :data:`MAX_ACCUMULATORS` accumulator vectors), and
+:func:`write_seed_database` writes them to a MetaSchedule database that ``scripts/tune.py
+--handwritten`` times in the run's mode like any other record: they are kept only where they
+measure faster.
 """
 
 from __future__ import annotations
@@ -119,14 +120,9 @@ def schedule_direct_conv(func, tile: ConvTile):
     if len(outputs) != 1:
         raise ValueError(f"expected one output block, found {outputs}")
     # the epilogue (bias, batch-norm scale and shift, residual add, activation) into the output block
-    while True:
-        consumers = [b for b in sch.get_consumers(conv) if sch.get(b).name_hint != outputs[0]]
-        inlined = False
+    while consumers := [b for b in sch.get_consumers(conv) if sch.get(b).name_hint != outputs[0]]:
         for block in consumers:
             sch.compute_inline(block)
-            inlined = True
-        if not inlined:
-            break
     out = sch.get_sblock(outputs[0]) if outputs[0] != CONV_BLOCK else None
     n, yy, xx, ff, ry, rx, rc = sch.get_loops(conv)
     fo, fi = sch.split(ff, [None, tile.fi])
@@ -154,11 +150,13 @@ def schedule_direct_conv(func, tile: ConvTile):
     return sch
 
 
-def write_seed_database(tasks: list, target: dict, out: str | Path, limit: int = 8) -> tuple[int, list[str]]:
+def write_seed_database(tasks: list, target: dict, out: str | Path,
+                        limit: int = 8) -> tuple[dict[str, int], list[str]]:
     """Write every fitting hand-written variant of each task's convolution to a JSON database at
     ``out``, to be timed by :func:`implementation.compile.remeasure_records` (the run time written,
-    1 s, is a placeholder: this database only carries the traces). Returns (records written,
-    errors naming task and variant)."""
+    1 s, is a placeholder: this database only carries the traces). Returns the records written per
+    task name (tasks without a direct convolution or a fitting tile are absent) and the errors,
+    naming task and variant."""
     import tvm  # pylint: disable=import-outside-toplevel
     from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
 
@@ -166,14 +164,16 @@ def write_seed_database(tasks: list, target: dict, out: str | Path, limit: int =
     out.mkdir(parents=True, exist_ok=True)
     db = ms.database.JSONDatabase(work_dir=str(out))
     tvm_target = tvm.target.Target(target)
-    written, errors = 0, []
+    written: dict[str, int] = {}
+    errors: list[str] = []
     for task in tasks:
         mod = task.dispatched[0]
         shape = conv_shape(mod)
-        if shape is None:
+        tiles = candidate_tiles(shape, limit) if shape is not None else []
+        if not tiles:
             continue
         workload = db.commit_workload(mod)
-        for tile in candidate_tiles(shape, limit):
+        for tile in tiles:
             try:
                 sch = schedule_direct_conv(mod, tile)
             except Exception as exc:  # pylint: disable=broad-except  # TVM raises its own error types
@@ -181,5 +181,5 @@ def write_seed_database(tasks: list, target: dict, out: str | Path, limit: int =
                 continue
             args_info = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
             db.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, [1.0], tvm_target, args_info))
-            written += 1
+            written[task.task_name] = written.get(task.task_name, 0) + 1
     return written, errors

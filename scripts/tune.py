@@ -320,19 +320,17 @@ def _measure_handwritten(tasks: list, target: dict, database: Path, cache_flush:
 
     from implementation import conv_schedules  # pylint: disable=import-outside-toplevel
 
-    shapes = {t.task_name: conv_schedules.conv_shape(t.dispatched[0]) for t in tasks}
-    offered = {name: len(conv_schedules.candidate_tiles(shape)) for name, shape in shapes.items() if shape}
-    tasks = [t for t in tasks if offered.get(t.task_name)]  # the others keep the search's schedules
-    if not tasks:
-        _log("--handwritten: no selected task has a direct NHWC convolution with a tile that fits")
-        return
     with tempfile.TemporaryDirectory(prefix="frvt-handwritten-") as seed:
         written, errors = conv_schedules.write_seed_database(tasks, target, seed)
         for error in errors:
             _log(f"--handwritten: not scheduled: {error}")
-        measured = tvm_compile.remeasure_records(tasks, target, seed, database, top_k=max(offered.values()),
+        tasks = [t for t in tasks if written.get(t.task_name)]  # the others keep the search's schedules
+        if not tasks:
+            _log("--handwritten: no selected task has a direct NHWC convolution with a tile that fits")
+            return
+        measured = tvm_compile.remeasure_records(tasks, target, seed, database, top_k=max(written.values()),
                                                  cache_flush=cache_flush)
-    _log(f"--handwritten: {measured.added} of {written} hand-written schedules measured "
+    _log(f"--handwritten: {measured.added} of {sum(written.values())} hand-written schedules measured "
          f"{'cold' if cache_flush else 'warm'} and added")
     for error in measured.errors:
         _log(f"--handwritten: not measured: {error}")

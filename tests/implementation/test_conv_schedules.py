@@ -107,8 +107,10 @@ def test_seeded_schedules_are_measured_and_build_a_model_that_matches_onnxruntim
 
     mod, conv_tasks = tasks
     target = tvm_compile.parse_target("broadwell")
-    written, errors = conv_schedules.write_seed_database(conv_tasks, target, tmp_path / "seed", limit=1)
+    per_task, errors = conv_schedules.write_seed_database(conv_tasks, target, tmp_path / "seed", limit=1)
     assert errors == []
+    assert set(per_task) == {t.task_name for t in conv_tasks}
+    written = sum(per_task.values())
     assert written == tvm_compile.count_records(tmp_path / "seed") == 2 * len(conv_schedules.ORDERS)
     measured = tvm_compile.remeasure_records(conv_tasks, target, tmp_path / "seed", tmp_path / "db",
                                              top_k=len(conv_schedules.ORDERS), cache_flush=True)
