@@ -11,7 +11,6 @@ creates a template itself, so runtime thread pools are first created in the chil
 from __future__ import annotations
 
 import multiprocessing
-import os
 import sys
 import time
 import traceback
@@ -23,6 +22,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
+from frvt import settings
 from frvt.contract import EyePair, Image, ImageLabel, Implementation, ReturnCode, TemplateRole
 from frvt.records import ImageEntry, MatchEntry, MatchRow, TemplateRow, write_bytes_atomic
 
@@ -137,8 +137,7 @@ def _init_worker(impl: Implementation, template_dir: Path) -> None:
 def limit_threads() -> None:
     """Ask OpenCV (and, for code that reads it late, OpenMP/BLAS) for one thread in this process."""
     cv2.setNumThreads(1)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "TVM_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+    settings.limit_threads_by_default()
 
 
 def template_path(template_dir: Path, role: TemplateRole, template_id: str) -> Path:

@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from frvt import settings
 from frvt.contract import DEFAULT_IMPLEMENTATION, ImageLabel, ReturnCode, TemplateRole, load_implementation
 from frvt.driver import create_templates, limit_threads, match
 from frvt.records import ImageEntry
@@ -99,7 +100,7 @@ def run_lfw(data_dir: str | Path, implementation: str = DEFAULT_IMPLEMENTATION, 
         raise RuntimeError(f"initialize({config}) returned {status.code.name}: {status.info}")
     limit_threads()
     key = implementation.replace(":", "_").replace(".", "_") + "-" + config.name
-    cache = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "frvt" / "lfw" / key
+    cache = Path(cache_dir) if cache_dir is not None else settings.cache_root() / "lfw" / key
     (cache / "templates").mkdir(parents=True, exist_ok=True)
     say(f"{len(ids)} images, templates cached in {cache}")
     records, spent, made = make_templates(impl, image_entries(image_root, ids), cache, workers, progress, say=say)
@@ -118,7 +119,7 @@ def run_lfw(data_dir: str | Path, implementation: str = DEFAULT_IMPLEMENTATION, 
     wanted = set(ids)
     fte = [r for r in records.values() if r["code"] != ReturnCode.Success and r["id"] in wanted]
     call_ms = np.array([r["ms"] for r in records.values() if r.get("ms") is not None])
-    from frvt.machine import machine_info
+    from frvt.perf.machine import machine_info
 
     return {
         "schema": SCHEMA,

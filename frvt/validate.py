@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from frvt import checks as C
+from frvt import settings
 from frvt.contract import DEFAULT_IMPLEMENTATION, Implementation, ReturnCode, TemplateRole, load_implementation
 from frvt.driver import create_templates, limit_threads, match_all, single_process_enrolment
 from frvt.records import (ImageEntry, read_image_list, read_match_list, write_json, write_match_log,
                           write_template_log, write_text_atomic)
 
 SCHEMA = "frvt.validate/1"
-DEFAULT_VALIDATION_DIR = Path(__file__).resolve().parents[1] / "data" / "validation"
+DEFAULT_VALIDATION_DIR = settings.data_root() / "validation"
 
 
 class ValidationSetupError(RuntimeError):
@@ -186,15 +187,10 @@ def parse_lists(input_dir: str | Path) -> tuple[list[ImageEntry], list[ImageEntr
 
 def resolve_config_dir(impl: Implementation, config_dir: str | Path | None) -> Path:
     """The given config directory, or the one the implementation builds for itself."""
-    if config_dir is not None:
-        path = Path(config_dir)
-        if not path.is_dir():
-            raise ValidationSetupError(f"config directory {path} does not exist")
-        return path.resolve()
-    builder = getattr(impl, "default_config_dir", None)
-    if builder is None:
-        raise ValidationSetupError("this implementation has no default config directory: pass --config-dir")
-    return Path(builder()).resolve()
+    try:
+        return settings.resolve_config_dir(impl, config_dir)
+    except settings.ConfigDirError as exc:
+        raise ValidationSetupError(str(exc)) from exc
 
 
 def _write_list_copies(out: Path, enroll, verif, pairs) -> None:
@@ -335,7 +331,7 @@ def validate(
                   "code_name": C._code_name(o.row.code), "info": o.info or o.exception or ""}
                  for o in verified if o.row.code != ReturnCode.Success]
 
-    from frvt.machine import machine_info
+    from frvt.perf.machine import machine_info
 
     org_name = org or getattr(impl, "organization", None) or "anon"
     summary = {

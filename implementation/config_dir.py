@@ -19,18 +19,14 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from frvt.settings import cache_root, data_root
 from implementation.model_config import DLIB_RESNET, ModelConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-MODELS = ROOT / "data" / "models"
+MODELS = data_root() / "models"
 DETECTOR_ONNX = MODELS / "retinaface_mnet025.onnx"
 EMBEDDER_ONNX = MODELS / "dlib_face_recognition_resnet_model_v1.onnx"
 CONFIG_FORMAT = 1
 CONFIG_NAME = "frvt_config.json"
-
-
-def default_cache_root() -> Path:
-    return Path(os.environ.get("FRVT_CACHE", Path.home() / ".cache" / "frvt"))
 
 
 def build_config_dir(
@@ -58,9 +54,9 @@ def build_config_dir(
     embedder_library : path, optional
         An already compiled embedder directory (from ``frvt compile``) to use instead of compiling.
     """
-    from implementation.compile import ensure_compiled
+    from frvt.compiler.compile import ensure_compiled
 
-    cache = default_cache_root() / "compiled"
+    cache = cache_root() / "compiled"
     detector_dir = ensure_compiled(detector_onnx, target, cache, progress=progress)
     if embedder_library is None:
         embedder_dir = ensure_compiled(embedder_onnx, target, cache, model_config=embedder_config, progress=progress)
@@ -69,7 +65,7 @@ def build_config_dir(
     settings = {"format": CONFIG_FORMAT, "detector": "detector", "embedder": "embedder", "flip_average": flip_average,
                 "target": json.loads((detector_dir / "metadata.json").read_text()).get("target")}
     key = hashlib.sha256(json.dumps([str(detector_dir), str(embedder_dir), settings], sort_keys=True).encode()).hexdigest()[:16]
-    out = Path(output_dir) if output_dir is not None else default_cache_root() / "config" / key
+    out = Path(output_dir) if output_dir is not None else cache_root() / "config" / key
     if (out / CONFIG_NAME).exists() and json.loads((out / CONFIG_NAME).read_text()).get("key") == key:
         return out
     tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")

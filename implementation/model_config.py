@@ -6,6 +6,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -32,6 +35,23 @@ class ModelConfig:
         if self.layout == "NCHW":
             return int(self.input_shape[2]), int(self.input_shape[3])
         return int(self.input_shape[1]), int(self.input_shape[2])
+
+    def network_input(self, chip: np.ndarray) -> np.ndarray:
+        """An aligned uint8 RGB chip (h, w, 3) -> the network's (height, width, 3) float32 input.
+
+        Resized to :attr:`input_size` when it differs, put in :attr:`colour_order`, then
+        ``(pixel - mean) * scale`` per channel.
+        """
+        size = self.input_size
+        if chip.shape[:2] != size:
+            chip = cv2.resize(chip, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        x = chip if self.colour_order.upper() == "RGB" else chip[:, :, ::-1]
+        return (x.astype(np.float32) - np.asarray(self.mean, np.float32)) * np.float32(self.scale)
+
+    def batch(self, x: np.ndarray) -> np.ndarray:
+        """(height, width, 3) -> a contiguous float32 batch of one in :attr:`layout`."""
+        net_in = x.transpose(2, 0, 1)[None] if self.layout == "NCHW" else x[None]
+        return np.ascontiguousarray(net_in, np.float32)
 
     def to_json(self) -> dict:
         return asdict(self)

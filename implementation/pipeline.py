@@ -122,17 +122,11 @@ class FaceVerifier:
 
     def _network_input(self, chip: np.ndarray) -> np.ndarray:
         """An aligned RGB chip -> the embedder's (h, w, 3) float32 input, per the model config."""
-        cfg = self._config
-        size = cfg.input_size
-        if chip.shape[:2] != size:
-            chip = cv2.resize(chip, (size[1], size[0]), interpolation=cv2.INTER_AREA)
-        x = chip if cfg.colour_order.upper() == "RGB" else chip[:, :, ::-1]
-        return (x.astype(np.float32) - np.asarray(cfg.mean, np.float32)) * np.float32(cfg.scale)
+        return self._config.network_input(chip)
 
     def _batch(self, x: np.ndarray) -> np.ndarray:
         """(h, w, 3) -> a batch of one in the model's layout."""
-        net_in = x.transpose(2, 0, 1)[None] if self._config.layout == "NCHW" else x[None]
-        return np.ascontiguousarray(net_in, np.float32)
+        return self._config.batch(x)
 
     def _embed(self, chip: np.ndarray) -> np.ndarray:
         x = self._network_input(chip)

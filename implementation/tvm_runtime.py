@@ -1,4 +1,4 @@
-"""Load and run a model compiled by :mod:`implementation.compile`, on one CPU thread.
+"""Load and run a model compiled by :mod:`frvt.compiler.compile`, on one CPU thread.
 
 The template path imports only this module, and this module imports only TVM's C++ runtime
 (``libtvm_runtime.so``, through ``tvm_ffi``): not the ``tvm`` Python package, whose import
@@ -27,14 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
+from frvt.settings import SINGLE_THREAD_ENV
+
 _CPU = 1  # DLPack device type of the CPU
 _POOLED_ALLOCATOR = 2
 
 
 def _runtime_ffi():
     """``tvm_ffi`` with TVM's runtime library loaded and its thread pool set to one thread."""
-    os.environ.setdefault("TVM_NUM_THREADS", "1")
-    os.environ.setdefault("TVM_BIND_THREADS", "0")  # do not pin the process to one core
+    for key in ("TVM_NUM_THREADS", "TVM_BIND_THREADS"):  # one thread, not pinned to one core
+        os.environ.setdefault(key, SINGLE_THREAD_ENV[key])
     import tvm_ffi  # pylint: disable=import-outside-toplevel
 
     if tvm_ffi.get_global_func("runtime.config_threadpool", allow_missing=True) is None:
@@ -113,7 +115,7 @@ class CompiledModel:
     input_shape : tuple of int
         Static input shape, e.g. ``(1, 3, 150, 150)``.
     metadata : dict
-        Content of ``metadata.json`` (see ``implementation.compile.compile_model``);
+        Content of ``metadata.json`` (see ``frvt.compiler.compile.compile_model``);
         empty when a bare ``.so`` was loaded.
     load_seconds : float
         Wall time of :meth:`load`.

@@ -11,7 +11,7 @@ OpenVINO's CPU plugin in a fresh process per setting with ``ONEDNN_VERBOSE=1`` a
 ``isa:`` line oneDNN prints and the primitive types of the convolutions in OpenVINO's executed
 graph (OpenVINO runs its convolutions through its own executors, which oneDNN's verbose mode does
 not list one by one). ``caps`` runs one fresh process per setting (no cap, the libraries' own
-environment switches only, the CPUID cap of ``frvt.bench`` only, both) and reports what each
+environment switches only, the CPUID cap of ``frvt.perf.bench`` only, both) and reports what each
 library then sees or picks: numpy's AVX512F flag, OpenCV's AVX512-SKX dispatch, OpenVINO's
 convolution primitives, and ONNX Runtime's CPU-time median on the dlib model (20 calls) and its
 output's difference from the uncapped run (a different kernel rounds differently).
@@ -133,7 +133,7 @@ def caps(model: Path = DLIB_ONNX) -> dict:
     import numpy as np  # pylint: disable=import-outside-toplevel
 
     sys.path.insert(0, str(REPO_ROOT))
-    from frvt.bench import AVX2_CAPS, THREAD_ENV, build_cpuid_cap  # pylint: disable=import-outside-toplevel
+    from frvt.perf.bench import AVX2_CAPS, THREAD_ENV, build_cpuid_cap  # pylint: disable=import-outside-toplevel
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

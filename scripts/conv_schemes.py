@@ -7,12 +7,12 @@
         --json docs/results/conv_schemes.json
 
 Each database is compiled for Broadwell in the scheme its manifest names (NCHW, NHWC or
-NHWC-winograd, see ``implementation.compile.prepare_module``); the builds run one thread each,
-interleaved call by call in this process (``frvt.bench.time_interleaved``), on the same seeded
+NHWC-winograd, see ``frvt.compiler.compile.prepare_module``); the builds run one thread each,
+interleaved call by call in this process (``frvt.perf.bench.time_interleaved``), on the same seeded
 input. Prints the median and p90 per build, the ratio of each median to the first build's,
 each build's max abs difference from ONNX Runtime, and the weights it reads per call (as
 packed: Winograd kernels are larger) with the time that takes at this thread's measured memory
-read bandwidth (``frvt.machine.measure_read_bandwidth``), a floor under a batch-1 call. Speed
+read bandwidth (``frvt.perf.machine.measure_read_bandwidth``), a floor under a batch-1 call. Speed
 against the other runtimes is ``frvt bench``'s job; this compares TVM builds with each other only.
 """
 
@@ -20,20 +20,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TVM_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from frvt.settings import limit_threads_by_default  # noqa: E402
+
+limit_threads_by_default()  # one thread, before TVM is imported
 
 import numpy as np  # noqa: E402
 
-from frvt.bench import onnxruntime_session, time_interleaved  # noqa: E402
-from frvt.machine import measure_fma_peak, measure_read_bandwidth  # noqa: E402
-from implementation import compile as tvm_compile  # noqa: E402
+from frvt.perf.bench import onnxruntime_session, time_interleaved  # noqa: E402
+from frvt.perf.machine import measure_fma_peak, measure_read_bandwidth  # noqa: E402
+from frvt.compiler import compile as tvm_compile  # noqa: E402
 from implementation.tvm_runtime import CompiledModel  # noqa: E402
 
 

@@ -34,7 +34,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from implementation.dlib_model import convert  # noqa: E402
+from frvt.compiler.dlib_model import convert  # noqa: E402
 from implementation.model_config import DLIB_RESNET  # noqa: E402
 
 MODEL_NAME = "dlib_face_recognition_resnet_model_v1"

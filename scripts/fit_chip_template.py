@@ -65,7 +65,7 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def onnxruntime_detector(model: Path | bytes = MODEL, **kwargs):
     """RetinaFaceDetector running an ONNX model (file or serialised bytes) with ONNX Runtime, 1 thread."""
-    from frvt.bench import onnxruntime_session
+    from frvt.perf.bench import onnxruntime_session
     from implementation.detect import RetinaFaceDetector
 
     session = onnxruntime_session(model)

@@ -14,7 +14,7 @@ import json
 import os
 import time
 
-from frvt.machine import AVX2_FLOPS_PER_CYCLE, machine_info, measure_fma_peak
+from frvt.perf.machine import AVX2_FLOPS_PER_CYCLE, machine_info, measure_fma_peak
 
 
 def main() -> int:

@@ -8,7 +8,7 @@ Each database is compiled for Broadwell in its own scheme and Winograd settings 
 ``CompiledModel.profile`` (every compiled kernel and VM builtin timed through the Relax VM's
 instrument hook, which adds a few microseconds per call), one build after the other, each alone
 on one thread. ``--onnxruntime`` adds ONNX Runtime's own per-node profile (one thread, sequential
-execution; under ``frvt.bench``'s CPUID cap when it is preloaded, see ``frvt bench``). Kernel times
+execution; under ``frvt.perf.bench``'s CPUID cap when it is preloaded, see ``frvt bench``). Kernel times
 measured here, in the model, are what a tuning database's times (``scripts/tune.py --tasks``)
 should predict; see ``data/tuning/README.md`` on cold measurements.
 """
@@ -23,13 +23,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-os.environ.setdefault("TVM_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from frvt.settings import limit_threads_by_default  # noqa: E402
+
+limit_threads_by_default()  # one thread, before TVM is imported
 
 import numpy as np  # noqa: E402
 
-from frvt.bench import onnxruntime_session  # noqa: E402
-from implementation import compile as tvm_compile  # noqa: E402
+from frvt.perf.bench import onnxruntime_session  # noqa: E402
+from frvt.compiler import compile as tvm_compile  # noqa: E402
 from implementation.tvm_runtime import CompiledModel  # noqa: E402
 
 

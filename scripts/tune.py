@@ -18,11 +18,11 @@ Usage (from the repository root)::
     python scripts/tune.py MODEL.onnx --database DIR --tasks     # list tasks, FLOPs, records
 
 ``--conv-scheme`` (NCHW, NHWC or NHWC-winograd convolutions, see
-``implementation.compile.prepare_module``) is
+``frvt.compiler.compile.prepare_module``) is
 recorded in the database's manifest and defaults to it, so a resumed run keeps its scheme.
 
 ``--cache-flush`` measures the selected tasks cold, as their layers run inside the model (see
-``implementation.compile.tune_module``); the manifest's ``cold_tasks`` names them. A task's
+``frvt.compiler.compile.tune_module``); the manifest's ``cold_tasks`` names them. A task's
 records are all warm or all cold: a run that would mix the two stops with an error, and
 ``--reset`` deletes the selected tasks' records first (to re-tune them in the other mode)::
 
@@ -39,7 +39,7 @@ from the old one's tuning::
         --conv-scheme NHWC-winograd --remeasure data/tuning/retinaface_mnet025-broadwell --trials 0
 
 ``--handwritten`` first times the hand-written schedules of the selected direct NHWC
-convolutions (``implementation.conv_schedules``: register-blocked micro-tiles, every variant that
+convolutions (``frvt.compiler.conv_schedules``: register-blocked micro-tiles, every variant that
 fits) in this run's mode and adds them; like any record they are used only where they measure
 fastest::
 
@@ -60,12 +60,13 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TVM_NUM_THREADS", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from implementation import compile as tvm_compile  # noqa: E402
+from frvt.settings import limit_threads_by_default  # noqa: E402
+
+limit_threads_by_default()  # one thread, before TVM is imported
+
+from frvt.compiler import compile as tvm_compile  # noqa: E402
 
 
 def _log(message: str) -> None:
@@ -221,7 +222,7 @@ def main() -> int:
     parser.add_argument("--remeasure-top", type=int, default=8, metavar="K", help="records per task for --remeasure")
     parser.add_argument("--handwritten", action="store_true",
                         help="first measure the hand-written schedules of the selected direct NHWC convolutions "
-                             "(implementation.conv_schedules), in this run's mode, and add them")
+                             "(frvt.compiler.conv_schedules), in this run's mode, and add them")
     parser.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                         help="stop after MIN minutes (records measured so far are kept)")
     args = parser.parse_args()
@@ -314,11 +315,11 @@ def main() -> int:
 
 
 def _measure_handwritten(tasks: list, target: dict, database: Path, cache_flush: bool) -> None:
-    """``--handwritten``: every variant of ``implementation.conv_schedules`` for the tasks that have a
+    """``--handwritten``: every variant of ``frvt.compiler.conv_schedules`` for the tasks that have a
     direct NHWC convolution, timed like ``--remeasure`` records and added to the database."""
     import tempfile  # pylint: disable=import-outside-toplevel
 
-    from implementation import conv_schedules  # pylint: disable=import-outside-toplevel
+    from frvt.compiler import conv_schedules  # pylint: disable=import-outside-toplevel
 
     with tempfile.TemporaryDirectory(prefix="frvt-handwritten-") as seed:
         written, errors = conv_schedules.write_seed_database(tasks, target, seed)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from frvt.bench import GROUPS, RUNTIMES, BenchError, format_markdown, format_table, run_benchmark, save_result
+from frvt.perf.bench import GROUPS, RUNTIMES, BenchError, format_markdown, format_table, run_benchmark, save_result
 from frvt.cli.app import app
 
 

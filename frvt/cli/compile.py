@@ -7,7 +7,7 @@ The output directory is what the default implementation loads as its embedder::
     <output>/model_config.json   preprocessing (input size, mean/scale, colour order, layout,
                                  embedding size): the ``--model-config`` JSON, ModelConfig fields
 
-See :mod:`implementation.compile` for the pipeline.
+See :mod:`frvt.compiler.compile` for the pipeline.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def compile_command(
 
     Exit status: 0 on success, 1 when import/tuning/compilation fails, 2 for bad arguments.
     """
-    from implementation.compile import CompileError, compile_model, parse_target, target_name
+    from frvt.compiler.compile import CompileError, compile_model, parse_target, target_name
     from implementation.model_config import ModelConfig
 
     try:

@@ -9,7 +9,7 @@ import typer
 
 from frvt.cli.app import app
 from frvt.contract import DEFAULT_IMPLEMENTATION
-from frvt.profile import (ProfileError, compare_profiles, format_comparison, format_profile, load_profile,
+from frvt.perf.profile import (ProfileError, compare_profiles, format_comparison, format_profile, load_profile,
                           plot_latency_histogram, profile_implementation, save_profile)
 
 

@@ -20,6 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
+from frvt.settings import SOURCE_ROOT
+
 #: Instruction-set flags (as /proc/cpuinfo spells them) that matter for the kernels we run.
 ISA_FLAGS = (
     "sse4_2", "avx", "avx2", "fma", "f16c",
@@ -36,7 +38,7 @@ PACKAGES = {
     "onnxruntime": ("onnxruntime",),
 }
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = SOURCE_ROOT
 
 
 def _cpuinfo(path: str = "/proc/cpuinfo") -> dict[str, str]:

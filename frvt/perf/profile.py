@@ -3,7 +3,7 @@ and explained: stage breakdown, per-operator profile, and an estimate for NIST's
 
 How it measures
 ---------------
-- In a fresh Python process (``python -m frvt.profile``) with ``OMP_NUM_THREADS``,
+- In a fresh Python process (``python -m frvt.perf.profile``) with ``OMP_NUM_THREADS``,
   ``TVM_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` and ``MKL_NUM_THREADS`` set to 1 before anything
   is imported, and ``cv2.setNumThreads(1)``: one core, as NIST times it.
 - ``initialize(config_dir)`` once, then ``create_face_template([image], Enrollment_11)`` on every
@@ -41,15 +41,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from frvt import settings
 from frvt.contract import DEFAULT_IMPLEMENTATION, ReturnCode, TemplateRole
-from frvt.machine import AVX2_FLOPS_PER_CYCLE, FmaPeakUnavailable, machine_info, measure_fma_peak, versioned
+from frvt.perf.machine import AVX2_FLOPS_PER_CYCLE, FmaPeakUnavailable, machine_info, measure_fma_peak, versioned
 from validation.latency import VERDICT_STATISTICS, latency_stats, time_calls, verdict
 
 SCHEMA = "frvt.profile/1"
-DEFAULT_IMAGES = Path(__file__).resolve().parents[1] / "data" / "validation"
+DEFAULT_IMAGES = settings.data_root() / "validation"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".tif", ".tiff", ".webp"})
 #: Set in the fresh process's environment, before numpy, OpenCV or TVM are imported.
-THREAD_ENV = {"OMP_NUM_THREADS": "1", "TVM_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+THREAD_ENV = settings.SINGLE_THREAD_ENV
 #: Summary keys copied into the JSON for each timed call (besides the samples).
 SUMMARY_KEYS = ("n", "median_ms", "p90_ms", "p99_ms", "max_ms", "min_ms", "mean_ms", "stdev_ms", "mad_ms",
                 "unstable", "unstable_reasons")
@@ -123,16 +124,15 @@ def find_images(images: str | Path | Sequence[str | Path] | None = None) -> list
 def _resolve_config_dir(impl: Any, config_dir: str | Path | None, scratch: Path) -> Path:
     """The given config directory, the implementation's own (``default_config_dir()``), or an
     empty scratch directory for implementations that need none."""
-    if config_dir is not None:
-        path = Path(config_dir)
-        if not path.is_dir():
-            raise ProfileError(f"config directory {path} does not exist")
-        return path.resolve()
-    builder = getattr(impl, "default_config_dir", None)
-    if callable(builder):
-        return Path(builder()).resolve()
-    scratch.mkdir(parents=True, exist_ok=True)
-    return scratch
+
+    def empty_scratch() -> Path:
+        scratch.mkdir(parents=True, exist_ok=True)
+        return scratch
+
+    try:
+        return settings.resolve_config_dir(impl, config_dir, fallback=empty_scratch)
+    except settings.ConfigDirError as exc:
+        raise ProfileError(str(exc)) from exc
 
 
 # --- measuring (in whatever process calls it) ---------------------------------------------------
@@ -412,7 +412,7 @@ def estimate_for_target(create: dict[str, Any], fma_gflops_here: float | None,
         core, which NIST's dedicated core does not), else its wall times.
     fma_gflops_here : float or None
         This core's measured single-precision AVX2 FMA peak, GFLOP/s (see
-        :func:`frvt.machine.measure_fma_peak`). None: no estimate.
+        :func:`frvt.perf.machine.measure_fma_peak`). None: no estimate.
     target : dict
         ``name``, ``base_ghz``, ``turbo_ghz``, ``flops_per_cycle``.
 
@@ -604,7 +604,7 @@ def profile_implementation(
         req_path, out_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
         req_path.write_text(json.dumps(request))
         try:
-            proc = subprocess.run([sys.executable, "-m", "frvt.profile", str(req_path), str(out_path)],
+            proc = subprocess.run([sys.executable, "-m", "frvt.perf.profile", str(req_path), str(out_path)],
                                   env=env, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE,
                                   text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired as exc:
@@ -620,7 +620,7 @@ def profile_implementation(
 
 
 def _child_main(argv: Sequence[str]) -> int:
-    """Entry point of the fresh process: ``python -m frvt.profile REQUEST.json RESULT.json``."""
+    """Entry point of the fresh process: ``python -m frvt.perf.profile REQUEST.json RESULT.json``."""
     from frvt.records import write_json
 
     req_path, out_path = argv

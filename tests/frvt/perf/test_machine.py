@@ -1,4 +1,4 @@
-"""frvt.machine: machine description, git revision, versioned JSON, and the FMA kernel's FLOP
+"""frvt.perf.machine: machine description, git revision, versioned JSON, and the FMA kernel's FLOP
 accounting with an injected clock (no wall-clock assertions)."""
 
 import datetime as dt
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from frvt.machine import (ISA_FLAGS, REPO_ROOT, FmaPeakUnavailable, _cpuinfo, git_dirty, git_revision, machine_info,
+from frvt.perf.machine import (ISA_FLAGS, REPO_ROOT, FmaPeakUnavailable, _cpuinfo, git_dirty, git_revision, machine_info,
                           measure_fma_peak, measure_read_bandwidth, versioned)
 
 

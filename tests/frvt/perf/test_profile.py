@@ -1,4 +1,4 @@
-"""frvt.profile and ``frvt profile``: per-call latency with an injected clock (no sleeping, no
+"""frvt.perf.profile and ``frvt profile``: per-call latency with an injected clock (no sleeping, no
 wall-clock assertions), stage accounting, operator profiles, the estimate, JSON round trip,
 --compare, and one real run in a fresh process through the CLI."""
 
@@ -18,12 +18,12 @@ from typer.testing import CliRunner
 
 from frvt.cli import app
 from frvt.contract import Image, MatchResult, ReturnCode, ReturnStatus, TemplateResult
-from frvt.profile import (ProfileError, _match_pairs, compare_profiles, estimate_for_target, find_images,
+from frvt.perf.profile import (ProfileError, _match_pairs, compare_profiles, estimate_for_target, find_images,
                           format_comparison, format_profile, load_profile, measure_implementation,
                           plot_latency_histogram, profile_implementation, save_profile)
 from validation.latency import latency_stats
 
-MEDS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "meds"
+MEDS = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "meds"
 
 
 class FakeClock:

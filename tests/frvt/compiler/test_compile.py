@@ -1,4 +1,4 @@
-"""Tests for implementation.compile and implementation.tvm_runtime on a tiny ONNX model."""
+"""Tests for frvt.compiler.compile and implementation.tvm_runtime on a tiny ONNX model."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from implementation import compile as tvm_compile
+from frvt.compiler import compile as tvm_compile
 from implementation.model_config import ModelConfig
 from implementation.tvm_runtime import CompiledModel
 from onnx_models import run_onnxruntime, save_model
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 INPUT_SHAPE = (1, 3, 16, 16)
 
 

@@ -1,4 +1,4 @@
-"""frvt.bench and ``frvt bench``: MAC counting, the interleaved schedule and timing with a fake clock
+"""frvt.perf.bench and ``frvt bench``: MAC counting, the interleaved schedule and timing with a fake clock
 (no wall-clock assertions), statistics, ratios and bars, and real runs of ONNX Runtime, untuned TVM
 and OpenCV DNN on a tiny model built here, in both ISA groups, through the library and the CLI."""
 
@@ -17,10 +17,10 @@ import pytest
 from onnx import helper, numpy_helper
 from typer.testing import CliRunner
 
-from frvt.bench import (BenchError, _make_row, add_ratios, add_throughput, bar_checks, build_cpuid_cap, format_markdown,
+from frvt.perf.bench import (BenchError, _make_row, add_ratios, add_throughput, bar_checks, build_cpuid_cap, format_markdown,
                         model_macs, output_difference, run_benchmark, schedule_rounds, time_interleaved)
 from frvt.cli import app
-from implementation.compile import snapshot_database
+from frvt.compiler.compile import snapshot_database
 from onnx_models import save_model
 
 ROW_KEYS = {"model", "runtime", "group", "isa", "isa_used", "isa_capped", "status", "n", "median_ms", "p90_ms",
@@ -59,7 +59,7 @@ def test_model_macs_counts_conv_and_gemm(tiny_onnx):
 
 
 def test_model_macs_of_the_dlib_model_matches_the_documented_count():
-    path = Path(__file__).resolve().parents[2] / "data" / "models" / "dlib_face_recognition_resnet_model_v1.onnx"
+    path = Path(__file__).resolve().parents[3] / "data" / "models" / "dlib_face_recognition_resnet_model_v1.onnx"
     if not path.exists():
         pytest.skip("dlib ONNX model not present")
     assert model_macs(path)["total"] / 1e9 == pytest.approx(0.271, abs=0.001)
@@ -197,8 +197,8 @@ def test_database_snapshot_keeps_complete_lines_only(tmp_path):
 def test_tuned_row_builds_in_the_databases_conv_scheme(tiny_onnx, tmp_path, monkeypatch):
     """The build from the bench's snapshot uses the original's scheme and Winograd settings, or
     an NHWC database would be applied to an NCHW build (and match nothing)."""
-    from frvt import bench
-    from implementation import compile as tvm_compile
+    from frvt.perf import bench
+    from frvt.compiler import compile as tvm_compile
 
     database = tmp_path / "tiny-broadwell"
     settings = {"tiles": [[8, 4]], "min_channels": 2}

@@ -48,9 +48,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from frvt.settings import SINGLE_THREAD_ENV, cache_root, data_root
 from implementation.model_config import ModelConfig
 
-DEFAULT_TUNING_ROOT = Path(__file__).resolve().parents[1] / "data" / "tuning"
+DEFAULT_TUNING_ROOT = data_root() / "tuning"
 """Where committed tuning databases live (``data/tuning/<model-stem>-<target-name>/``)."""
 
 TARGET_ALIASES: dict[str, dict] = {
@@ -64,7 +65,7 @@ RECORD_FILE = "database_tuning_record.json"
 METADATA_FORMAT = 1
 CONV_SCHEMES = ("NCHW", "NHWC", "NHWC-winograd")
 """How :func:`prepare_module` computes convolutions: direct in NCHW (TVM's default), direct in
-NHWC, or NHWC with the 3x3 stride-1 ones by Winograd (:mod:`implementation.winograd`)."""
+NHWC, or NHWC with the 3x3 stride-1 ones by Winograd (:mod:`frvt.compiler.winograd`)."""
 WINOGRAD_SETTINGS = {"tiles": [[16, 4], [8, 2]], "min_channels": 8}
 """Which convolutions "NHWC-winograd" transforms, and with which output tile, for new tuning
 databases (a database keeps the settings it was tuned with: :func:`database_winograd`).
@@ -392,7 +393,7 @@ def prepare_module(mod, target: dict, conv_scheme: str = "NCHW", winograd: dict 
         widths such as 17 or 35 that 8 does not divide. Transposes are inserted only where a
         non-convolution operator needs NCHW; the weights are transposed at compile time.
         "NHWC-winograd" also computes the 3x3 stride-1 convolutions by Winograd
-        (:mod:`implementation.winograd`: F(4x4, 3x3) does 4x fewer multiplications, F(2x2, 3x3)
+        (:mod:`frvt.compiler.winograd`: F(4x4, 3x3) does 4x fewer multiplications, F(2x2, 3x3)
         2.25x; kernels transformed at compile time). The tuned workloads differ between
         schemes, so a database serves the scheme it was tuned with (:func:`database_conv_scheme`).
     winograd : dict, optional
@@ -417,7 +418,7 @@ def prepare_module(mod, target: dict, conv_scheme: str = "NCHW", winograd: dict 
             relax.transform.CanonicalizeBindings(),
         ]
     if conv_scheme == "NHWC-winograd":
-        from implementation.winograd import make_legalize_conv2d  # pylint: disable=import-outside-toplevel
+        from frvt.compiler.winograd import make_legalize_conv2d  # pylint: disable=import-outside-toplevel
 
         legalize_map = {"relax.nn.conv2d": make_legalize_conv2d(**(winograd if winograd is not None else WINOGRAD_SETTINGS))}
     seq = tvm.transform.Sequential(
@@ -476,9 +477,9 @@ def task_flops(task) -> float:
 
 @contextlib.contextmanager
 def single_thread_environment() -> Iterator[None]:
-    """Set TVM_NUM_THREADS / OMP_NUM_THREADS = 1 for child processes (builders, runners)."""
-    saved = {key: os.environ.get(key) for key in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
-    os.environ.update({"TVM_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
+    """Set ``frvt.SINGLE_THREAD_ENV`` for child processes (builders, runners)."""
+    saved = {key: os.environ.get(key) for key in SINGLE_THREAD_ENV}
+    os.environ.update(SINGLE_THREAD_ENV)
     try:
         yield
     finally:
@@ -629,7 +630,7 @@ def tune_module(
         extracted_tasks_to_tune_contexts,
     )
 
-    from implementation import winograd  # pylint: disable=import-outside-toplevel
+    from frvt.compiler import winograd  # pylint: disable=import-outside-toplevel
 
     winograd.register_schedule_rules()  # the Winograd transforms' rules, for the search
     database = Path(database)
@@ -638,7 +639,7 @@ def tune_module(
     if not tasks:
         return count_records(database)
     if log_dir is None:
-        log_dir = Path.home() / ".cache" / "frvt" / "tuning-logs" / database.resolve().name
+        log_dir = cache_root() / "tuning-logs" / database.resolve().name
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     with single_thread_environment():
@@ -770,7 +771,7 @@ def remeasure_records(
     import tvm  # pylint: disable=import-outside-toplevel
     from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
 
-    from implementation import winograd  # pylint: disable=import-outside-toplevel,unused-import
+    from frvt.compiler import winograd  # pylint: disable=import-outside-toplevel,unused-import
 
     if count_records(source) == 0:
         return Remeasured(0)
@@ -1181,7 +1182,7 @@ def ensure_compiled(
     target_dict = parse_target(target)
     if database is None and auto_database:
         database = find_tuned_database(onnx_path, target_dict)
-    cache_dir = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "frvt" / "compiled"
+    cache_dir = Path(cache_dir) if cache_dir is not None else cache_root() / "compiled"
     key = cache_key(onnx_path, target_dict, database, model_config, conv_scheme)
     out = cache_dir / f"{onnx_path.stem}-{target_name(target_dict)}-{key}"
     if (out / "metadata.json").exists() and (out / "model.so").exists():

@@ -1,5 +1,5 @@
 """The NHWC schemes' layout conversion through elementwise operators Relax has no layout rule for
-(``implementation.compile.LAYOUT_ELEMENTWISE_OPS``: RetinaFace's leaky ReLU). Builds are untuned:
+(``frvt.compiler.compile.LAYOUT_ELEMENTWISE_OPS``: RetinaFace's leaky ReLU). Builds are untuned:
 correctness does not depend on tuning."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from implementation import compile as tvm_compile
+from frvt.compiler import compile as tvm_compile
 from implementation.tvm_runtime import CompiledModel
 from onnx_models import run_onnxruntime, save_model
 

@@ -1,4 +1,4 @@
-"""implementation.winograd: the transform algebra against direct correlation (numpy), which
+"""frvt.compiler.winograd: the transform algebra against direct correlation (numpy), which
 convolutions the NHWC-winograd scheme transforms, and a compiled model against ONNX Runtime.
 Builds are untuned (default schedules): correctness does not depend on tuning."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from implementation import compile as tvm_compile
-from implementation import winograd
+from frvt.compiler import compile as tvm_compile
+from frvt.compiler import winograd
 from implementation.tvm_runtime import CompiledModel
 from onnx_models import run_onnxruntime, save_model
 

@@ -1,4 +1,4 @@
-"""Tests for implementation.dlib_model: dlib's serialisation, the zero-padded residual, the ONNX graph."""
+"""Tests for frvt.compiler.dlib_model: dlib's serialisation, the zero-padded residual, the ONNX graph."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from implementation.dlib_model import (
+from frvt.compiler.dlib_model import (
     FACE_RESNET_V1_ARCHITECTURE,
     DlibFormatError,
     DlibLayer,
@@ -26,7 +26,7 @@ from implementation.dlib_model import (
 )
 from implementation.model_config import DLIB_RESNET
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DATA = REPO / ".." / "shared" / "data"
 COMMITTED_ONNX = REPO / "data" / "models" / "dlib_face_recognition_resnet_model_v1.onnx"
 
@@ -420,7 +420,7 @@ def test_default_tuned_embedder_matches_onnxruntime(default_config_dir):
     import json
 
     ort = pytest.importorskip("onnxruntime")
-    from implementation import compile as tvm_compile
+    from frvt.compiler import compile as tvm_compile
     from implementation.tvm_runtime import CompiledModel
 
     embedder = default_config_dir / "embedder"

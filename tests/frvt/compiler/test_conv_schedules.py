@@ -1,4 +1,4 @@
-"""Hand-written NHWC convolution schedules (``implementation.conv_schedules``): every variant offered
+"""Hand-written NHWC convolution schedules (``frvt.compiler.conv_schedules``): every variant offered
 computes the same as the unscheduled function, and a database of them builds a model that matches
 ONNX Runtime with the weights packed outside the call. Real TVM builds, no tuning."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from implementation import compile as tvm_compile
-from implementation import conv_schedules
+from frvt.compiler import compile as tvm_compile
+from frvt.compiler import conv_schedules
 from onnx_models import run_onnxruntime, save_model
 
 INPUT_SHAPE = (1, 16, 8, 8)

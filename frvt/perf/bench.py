@@ -3,7 +3,7 @@
 Runtimes
 --------
 ``tvm-untuned`` and ``tvm-tuned``
-    The model compiled by :mod:`implementation.compile` (``ensure_compiled``) and run by
+    The model compiled by :mod:`frvt.compiler.compile` (``ensure_compiled``) and run by
     :mod:`implementation.tvm_runtime` on one thread. Untuned: compiled without a tuning database.
     Tuned: with the committed MetaSchedule database for the model hash and target
     (``data/tuning/``); when there is none the row is skipped and says so.
@@ -57,7 +57,7 @@ the wall time when a runtime uses more than one thread (``cpu_per_wall``).
 Derived numbers: ``ratio_to_tvm_tuned`` = median time / median time of ``tvm-tuned`` of the same
 model and group (above 1: TVM tuned is faster); GFLOPs of the model counted from the ONNX graph
 (Conv, Gemm, MatMul; 1 MAC = 2 FLOPs); achieved GFLOP/s = GFLOPs / median seconds; its fraction
-of this core's measured AVX2 FMA peak (:func:`frvt.machine.measure_fma_peak`); the largest
+of this core's measured AVX2 FMA peak (:func:`frvt.perf.machine.measure_fma_peak`); the largest
 absolute difference of every output from ONNX Runtime's, and that over the largest absolute
 reference value (``max_rel_diff``).
 """
@@ -77,14 +77,15 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from frvt.machine import FmaPeakUnavailable, machine_info, measure_fma_peak, versioned
+from frvt import settings
+from frvt.perf.machine import FmaPeakUnavailable, machine_info, measure_fma_peak, versioned
 from validation.latency import latency_stats
 
 SCHEMA = "frvt.bench/1"
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MODELS_DIR = REPO_ROOT / "data" / "models"
-DEFAULT_IMAGE = REPO_ROOT / "data" / "validation" / "images" / "meds" / "S001" / "S001-01-t10_01.jpg"
-IRESNET50_PATH = Path.home() / ".cache" / "frvt" / "iresnet50_random.onnx"
+REPO_ROOT = settings.SOURCE_ROOT
+MODELS_DIR = settings.data_root() / "models"
+DEFAULT_IMAGE = settings.data_root() / "validation" / "images" / "meds" / "S001" / "S001-01-t10_01.jpg"
+IRESNET50_PATH = settings.cache_root() / "iresnet50_random.onnx"
 
 RUNTIMES = ("tvm-untuned", "tvm-tuned", "onnxruntime", "openvino", "opencv", "dlib")
 """Runtime names, in the order rows are reported."""
@@ -96,8 +97,7 @@ RATIO_RUNTIME = "tvm-tuned"
 #: One thread everywhere, set before anything is imported in the measuring process.
 #: ``TVM_BIND_THREADS=0``: TVM's ``runtime.config_threadpool(1, 1)`` otherwise pins the calling
 #: thread to CPU 0 (and every process it starts inherits that), while no other runtime pins.
-THREAD_ENV = {"OMP_NUM_THREADS": "1", "TVM_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-              "TVM_BIND_THREADS": "0"}
+THREAD_ENV = settings.SINGLE_THREAD_ENV
 #: The ISA caps of the avx2 group (removed from the environment of the full group).
 AVX2_CAPS = {
     "ONEDNN_MAX_CPU_ISA": "AVX2",
@@ -250,7 +250,7 @@ def model_macs(onnx_path: str | Path) -> dict[str, int]:
 # --- inputs ---------------------------------------------------------------------------------
 
 def _input_shape(onnx_path: Path) -> tuple[str, tuple[int, ...]]:
-    from implementation.compile import onnx_input_spec  # pylint: disable=import-outside-toplevel
+    from frvt.compiler.compile import onnx_input_spec  # pylint: disable=import-outside-toplevel
 
     name, shape = onnx_input_spec(onnx_path)
     if any(s <= 0 for s in shape):
@@ -325,8 +325,7 @@ def make_inputs(spec: ModelSpec, image: str | Path | None = None, seed: int = 0)
     if chip is not None and spec.kind == "dlib":
         from implementation.model_config import DLIB_RESNET as cfg  # pylint: disable=import-outside-toplevel
 
-        x = (chip.astype(np.float32) - np.asarray(cfg.mean, np.float32)) * np.float32(cfg.scale)
-        return ({"x": np.ascontiguousarray(x.transpose(2, 0, 1)[None]), "chip": np.ascontiguousarray(chip)},
+        return ({"x": cfg.batch(cfg.network_input(chip)), "chip": np.ascontiguousarray(chip)},
                 f"{image.name}: RetinaFace (ONNX Runtime) + implementation.align chip 150x150, DLIB_RESNET normalisation")
     if chip is not None and spec.kind == "iresnet":
         import cv2  # pylint: disable=import-outside-toplevel
@@ -342,8 +341,7 @@ def make_inputs(spec: ModelSpec, image: str | Path | None = None, seed: int = 0)
         inputs["chip"] = rng.integers(0, 256, (shape[2], shape[3], 3), dtype=np.uint8)
         from implementation.model_config import DLIB_RESNET as cfg  # pylint: disable=import-outside-toplevel
 
-        x = (inputs["chip"].astype(np.float32) - np.asarray(cfg.mean, np.float32)) * np.float32(cfg.scale)
-        inputs["x"] = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+        inputs["x"] = cfg.batch(cfg.network_input(inputs["chip"]))
     return inputs, f"seeded noise (seed {seed}): {why}"
 
 
@@ -821,7 +819,7 @@ def _load_dlib() -> LoadedRuntime:
 def measure_group(spec: dict[str, Any]) -> dict[str, Any]:
     """Load the runtimes of one model in this process and time them interleaved.
 
-    Runs in the fresh process of one ISA group (``python -m frvt.bench SPEC OUT``); the caps are
+    Runs in the fresh process of one ISA group (``python -m frvt.perf.bench SPEC OUT``); the caps are
     already in the environment.
 
     Parameters
@@ -943,7 +941,7 @@ def _run_group_process(spec: dict[str, Any], scratch: Path, timeout: float | Non
     spec_path, out_path = scratch / f"{tag}.spec.json", scratch / f"{tag}.out.json"
     spec_path.write_text(json.dumps(spec))
     try:
-        proc = subprocess.run([sys.executable, "-m", "frvt.bench", str(spec_path), str(out_path)],
+        proc = subprocess.run([sys.executable, "-m", "frvt.perf.bench", str(spec_path), str(out_path)],
                               env=_group_env(spec["group"], cpuid_cap), capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         raise BenchError(f"measuring {tag} took longer than {timeout} s") from exc
@@ -956,11 +954,11 @@ def _tvm_artefact(spec: ModelSpec, group: str, tuned: bool, cache_dir: Path | No
                   report: Callable[[str], None], scratch: Path) -> tuple[Path | None, dict, str]:
     """(compiled directory or None, target dict, note) for a TVM row. A tuned database is
     compiled from a snapshot taken now (its content, not its path, keys the compile cache)."""
-    from implementation import compile as tvm_compile  # pylint: disable=import-outside-toplevel
+    from frvt.compiler import compile as tvm_compile  # pylint: disable=import-outside-toplevel
 
     target = tvm_compile.parse_target(GROUP_TARGET[group])
     name = tvm_compile.target_name(target)
-    cache_root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "frvt" / "compiled"
+    cache_root = Path(cache_dir) if cache_dir is not None else settings.cache_root() / "compiled"
     conv_scheme = "NCHW"
     if tuned:
         database = tvm_compile.find_tuned_database(spec.path, target)
@@ -1023,7 +1021,7 @@ def run_benchmark(
     fma : bool
         Measure this core's AVX2 FMA peak (~2 s) for ``fraction_of_fma_peak``.
     cache_dir : path, optional
-        Root of compiled TVM models (``implementation.compile.ensure_compiled``).
+        Root of compiled TVM models (``frvt.compiler.compile.ensure_compiled``).
     command : str, optional
         The command line that ran this, stored in the result.
     progress : callable, optional
@@ -1354,7 +1352,7 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"{m.get('usable_cores')} usable cores, {_fmt((m.get('memory_bytes') or 0) / 2**30, '.0f')} GiB; ISA: {isa_flags}",
         "- Software: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v) + f"; Python {m.get('python')}",
         f"- Git revision: {m.get('git_revision')}{' (with uncommitted changes)' if m.get('git_dirty') else ''}",
-        f"- One core's AVX2 FMA peak (frvt.machine.measure_fma_peak, thread CPU time): "
+        f"- One core's AVX2 FMA peak (frvt.perf.machine.measure_fma_peak, thread CPU time): "
         + (f"{peak['peak_gflops']:.1f} GFLOP/s (implies {peak['implied_ghz']:.2f} GHz x 32 FLOPs/cycle)" if peak else "not measured"),
         f"- Settings: {result['settings']['repeats']} timed calls per runtime after {result['settings']['warmup']} warm-ups; "
         f"untuned TVM {result['settings']['untuned_repeats']} calls after 1 warm-up; threads: "
@@ -1413,7 +1411,7 @@ def _fairness_notes(result: dict[str, Any]) -> list[str]:
         + " and, as a second belt, the libraries' own switches "
         + ", ".join(f"`{k}={v}`" for k, v in AVX2_CAPS.items()) + ".",
         "  - `full`: TVM compiled for this CPU (`native`, LLVM's host CPU name) against uncapped peers.",
-        "- The CPUID cap (`frvt.bench.CPUID_CAP_SOURCE`, preloaded with `LD_PRELOAD` into the avx2 group's "
+        "- The CPUID cap (`frvt.perf.bench.CPUID_CAP_SOURCE`, preloaded with `LD_PRELOAD` into the avx2 group's "
         "process): Linux CPUID faulting (`arch_prctl(ARCH_SET_CPUID, 0)`) makes every CPUID instruction trap; "
         "the handler runs the real CPUID and clears the AVX-512, AMX, AVX-VNNI and AVX10 bits of leaf 7 (and "
         "leaf 0x24), so every library that chooses kernels from CPUID (ONNX Runtime's MLAS, oneDNN in "
@@ -1501,9 +1499,9 @@ def _load_notes(result: dict[str, Any]) -> list[str]:
 
 
 def _worker_main(argv: Sequence[str]) -> int:
-    """``python -m frvt.bench SPEC.json OUT.json``: measure one model in one ISA group."""
+    """``python -m frvt.perf.bench SPEC.json OUT.json``: measure one model in one ISA group."""
     if len(argv) != 2:
-        sys.stderr.write("usage: python -m frvt.bench SPEC.json OUT.json\n")
+        sys.stderr.write("usage: python -m frvt.perf.bench SPEC.json OUT.json\n")
         return 2
     spec = json.loads(Path(argv[0]).read_text())
     result = measure_group(spec)
