@@ -44,6 +44,7 @@ from typing import Sequence
 
 import numpy as np
 
+from frvt.records import ListFormatError, read_image_list, read_match_log, read_template_log
 from validation.intervals import BootstrapInterval, clopper_pearson, subject_bootstrap
 from validation.metrics import (
     FMR_TARGETS,
@@ -120,59 +121,35 @@ def read_score_text(path: str | os.PathLike) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def _read_table(path: Path, header: Sequence[str] | None, min_cols: int, max_cols: int):
-    """Yield (line number, columns) of a whitespace table; check the header if given."""
+def _nist_file(read, path: Path, *args):
+    """``read(path, *args)`` with a NIST list or log reader of :mod:`frvt.records`; its
+    :class:`~frvt.records.ListFormatError` becomes a :class:`ScoreFileError` naming file, line and text."""
     if not path.is_file():
         raise ScoreFileError(str(path), None, str(path), "file missing")
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for no, line in enumerate(fh, 1):
-            cols = line.split()
-            if no == 1 and header is not None:
-                if cols != list(header):
-                    raise ScoreFileError(str(path), 1, line.strip(), f"expected header {' '.join(header)!r}", "line")
-                continue
-            if not cols:
-                continue
-            if not (min_cols <= len(cols) <= max_cols):
-                want = str(min_cols) if min_cols == max_cols else f"{min_cols}-{max_cols}"
-                raise ScoreFileError(str(path), no, line.strip(), f"expected {want} columns, found {len(cols)}",
-                                     "line")
-            yield no, cols
+    try:
+        return read(path, *args)
+    except ListFormatError as exc:
+        reason = str(exc)[len(f"{exc.path}:{exc.line_no}: "):]
+        lines = path.read_text(errors="replace").splitlines()
+        text = lines[exc.line_no - 1].strip() if 0 < exc.line_no <= len(lines) else ""
+        reason = reason.removesuffix(f": {text!r}")  # the line is the value shown
+        raise ScoreFileError(str(path), exc.line_no or None, text, reason, "line") from None
 
 
 def _read_list(path: Path) -> dict[str, str]:
     """Template id -> identity from a NIST list (``<id> <image> <label> [<identity>]``)."""
-    ids: dict[str, str] = {}
-    for no, cols in _read_table(path, None, 3, 4):
-        tid = cols[0]
-        if tid in ids:
-            raise ScoreFileError(str(path), no, tid, "duplicate template id", "line")
-        ids[tid] = cols[3] if len(cols) == 4 else (Path(cols[1]).parent.name or Path(cols[1]).stem)
-    return ids
-
-
-LOG_HEADER = ("id", "image", "templateSizeBytes", "returnCode", "isLeftAssigned", "isRightAssigned",
-              "xleft", "yleft", "xright", "yright")
-MATCH_HEADER = ("enrollTempl", "verifTempl", "simScore", "returnCode")
-
-
-def _read_code(path: Path, no: int, text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ScoreFileError(str(path), no, text, "return code is not an integer", "line") from None
+    return {entry.id: entry.identity for entry in _nist_file(read_image_list, path)}
 
 
 def _read_template_log(path: Path, ids: dict[str, str]) -> dict[str, int]:
     """Template id -> return code from ``enroll.log`` / ``verif.log``; every list id must appear once."""
     codes: dict[str, int] = {}
-    for no, cols in _read_table(path, LOG_HEADER, len(LOG_HEADER), len(LOG_HEADER)):
-        tid = cols[0]
-        if tid not in ids:
-            raise ScoreFileError(str(path), no, tid, "template id not in the input list", "line")
-        if tid in codes:
-            raise ScoreFileError(str(path), no, tid, "duplicate template id", "line")
-        codes[tid] = _read_code(path, no, cols[3])
+    for no, row in enumerate(_nist_file(read_template_log, path), start=2):
+        if row.id not in ids:
+            raise ScoreFileError(str(path), no, row.id, "template id not in the input list", "line")
+        if row.id in codes:
+            raise ScoreFileError(str(path), no, row.id, "duplicate template id", "line")
+        codes[row.id] = row.code
     missing = [t for t in ids if t not in codes]
     if missing:
         raise ScoreFileError(str(path), None, missing[0], f"{len(missing)} list template(s) have no log row")
@@ -230,20 +207,14 @@ def read_validate_output(directory: str | os.PathLike) -> LoadedScores:
     verif_codes = _read_template_log(d / "validation" / "verif.log", verif_ids)
     match_log = d / "validation" / "match.log"
     scores, failed, same, subject, match_codes = [], [], [], [], []
-    for no, cols in _read_table(match_log, MATCH_HEADER, 4, 4):
-        e = _resolve(cols[0], enroll_ids)
+    for no, row in enumerate(_nist_file(read_match_log, match_log), start=2):
+        e = _resolve(row.enroll_id, enroll_ids)
         if e is None:
-            raise ScoreFileError(str(match_log), no, cols[0], "unknown enrolment template", "line")
-        v = _resolve(cols[1], verif_ids)
+            raise ScoreFileError(str(match_log), no, row.enroll_id, "unknown enrolment template", "line")
+        v = _resolve(row.verif_id, verif_ids)
         if v is None:
-            raise ScoreFileError(str(match_log), no, cols[1], "unknown verification template", "line")
-        try:
-            s = float(cols[2])
-        except ValueError:
-            raise ScoreFileError(str(match_log), no, cols[2], "score is not a number", "line") from None
-        if not math.isfinite(s):
-            raise ScoreFileError(str(match_log), no, cols[2], "score is not finite", "line")
-        code = _read_code(match_log, no, cols[3])
+            raise ScoreFileError(str(match_log), no, row.verif_id, "unknown verification template", "line")
+        s, code = row.score, row.code
         match_codes.append(code)
         scores.append(s)
         failed.append(code != 0 or enroll_codes[e] != 0 or verif_codes[v] != 0)

@@ -174,15 +174,15 @@ def test_text_score_errors_name_file_line_value(tmp_path, content, line, value):
 @pytest.mark.parametrize("mutate,match", [
     (lambda d: _replace(d / "validation" / "match.log", "e0002 v0004", "e0099 v0004"), r"match.log, line \d+.*e0099"),
     (lambda d: _replace(d / "validation" / "match.log", "e0002 v0004", "e0002 vXXXX"), r"unknown verification.*vXXXX"),
-    (lambda d: _replace_score(d, "nan"), r"match.log, line 2: score is not finite: 'nan'"),
-    (lambda d: _replace_score(d, "0,5"), r"match.log, line 2: score is not a number: '0,5'"),
-    (lambda d: _replace_score(d, ""), r"match.log, line 2: expected 4 columns, found 3"),
+    (lambda d: _replace_score(d, "nan"), r"match.log, line 2: simScore 'nan' is not finite"),
+    (lambda d: _replace_score(d, "0,5"), r"match.log, line 2: simScore '0,5' is not a number"),
+    (lambda d: _replace_score(d, ""), r"match.log, line 2: expected 4 columns, got 3: 'e0000 v0000 0'"),
     (lambda d: _replace(d / "validation" / "match.log", "simScore", "score"), r"match.log, line 1: expected header"),
     (lambda d: _replace(d / "validation" / "enroll.log", "e0002 img.jpg 512 0", "e0002 img.jpg 512 x"),
-     r"enroll.log, line \d+: return code is not an integer"),
+     r"enroll.log, line \d+: returnCode 'x' is not an integer"),
     (lambda d: (d / "lists" / "verif.txt").unlink(), r"verif.txt: file missing"),
     (lambda d: _replace(d / "lists" / "enroll.txt", "e0002 ../images/misc/Person_2_e.jpg 2 Person_2", "e0002"),
-     r"enroll.txt, line 3: expected 3-4 columns, found 1"),
+     r"enroll.txt, line 3: expected .*, got 1 fields: 'e0002'"),
 ])
 def test_validate_dir_errors_and_cli_exit_2(tmp_path, mutate, match):
     d = tmp_path / "run"
