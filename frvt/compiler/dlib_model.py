@@ -698,7 +698,7 @@ def to_onnx(net: DlibNet, batch_size: int = 1) -> onnx.ModelProto:
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="frvt.frvt.compiler.dlib_model",
+        producer_name="frvt.implementation.dlib_model",  # as in the committed ONNX (its sha256 keys the tuning databases)
         doc_string=(
             "dlib_face_recognition_resnet_model_v1 (dlib, CC0-1.0 weights) converted without dlib. "
             "input: (pixel - mean_rgb)/256, RGB NCHW; output: dlib's raw 128-D descriptor."

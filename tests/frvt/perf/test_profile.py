@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from frvt.settings import SINGLE_THREAD_ENV
 from frvt.cli import app
 from frvt.contract import Image, MatchResult, ReturnCode, ReturnStatus, TemplateResult
 from frvt.perf.profile import (ProfileError, _match_pairs, compare_profiles, estimate_for_target, find_images,
@@ -358,7 +359,7 @@ def test_cli_profiles_in_a_fresh_single_thread_process_and_compares(image_dir, t
     assert "VERDICT: PASS" in res.output and "stage breakdown" in res.output and "operators of thumbnail" in res.output
     data = load_profile(out_a)
     assert data["create_face_template"]["n"] == 12 and data["match_templates"]["n"] == 132
-    assert data["process"]["thread_env"] == {k: "1" for k in data["process"]["thread_env"]}
+    assert data["process"]["thread_env"] == dict(SINGLE_THREAD_ENV)
     assert data["process"]["threads_after_run"] == 1
     assert data["stages"]["calls_with_negative_other"] == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
