@@ -53,7 +53,7 @@ def bench_command(
     fresh process per ISA group; report medians, p90, ratios to TVM tuned, GFLOP/s, the fraction of
     the FMA peak and each runtime's difference from ONNX Runtime.
 
-    Exit status: 0 when the benchmark ran (whether or not the bars are met), 2 when it could not.
+    Exit status: 0 when the benchmark ran, 2 when it could not.
     """
     command = _command_line(models, runtimes, groups, repeats, untuned_repeats, warmup, image, json_out, markdown_out, fma)
     report = (lambda message: typer.echo(f"[frvt bench] {message}", err=True)) if progress else None

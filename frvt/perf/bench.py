@@ -138,7 +138,7 @@ class ModelSpec:
 
 
 def builtin_models() -> dict[str, ModelSpec]:
-    """The three models of issue 6, by name: ``dlib_resnet``, ``retinaface``, ``iresnet50``."""
+    """The three built-in models, by name: ``dlib_resnet``, ``retinaface``, ``iresnet50``."""
     return {
         "dlib_resnet": ModelSpec("dlib_resnet", MODELS_DIR / "dlib_face_recognition_resnet_model_v1.onnx", "dlib"),
         "retinaface": ModelSpec("retinaface", MODELS_DIR / "retinaface_mnet025.onnx", "detector"),
@@ -1039,7 +1039,7 @@ def run_benchmark(
         ``status``, ``note``, ``n``, ``median_ms``, ``p90_ms``, ``min_ms``, ``max_ms``, ...,
         ``cpu_median_ms``, ``cpu_per_wall``, ``ratio_to_tvm_tuned``, ``cpu_ratio_to_tvm_tuned``,
         ``gflops``, ``achieved_gflops``, ``fraction_of_fma_peak``, ``max_abs_diff``,
-        ``max_rel_diff``, ``samples_ms``, ``cpu_samples_ms``) and ``bars``.
+        ``max_rel_diff``, ``samples_ms``, ``cpu_samples_ms``).
 
     Raises
     ------
@@ -1128,7 +1128,6 @@ def run_benchmark(
         "groups": group_info,
         "rows": rows,
     }
-    payload["bars"] = bar_checks(rows)
     return versioned(SCHEMA, payload, machine)
 
 
@@ -1231,45 +1230,6 @@ def add_throughput(rows: list[dict[str, Any]], gflops: Mapping[str, float], peak
             row[f"{prefix}fraction_of_fma_peak"] = achieved / peak_gflops if peak_gflops else float("nan")
 
 
-def bar_checks(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The bars of issue 6, from the rows of one run.
-
-    - ``tvm-tuned / onnxruntime <= 1.0`` (median time ratio) on ``dlib_resnet`` and ``iresnet50``,
-      in each group;
-    - ``dlib / tvm-tuned >= 3.0`` on ``dlib_resnet``, in each group.
-
-    Each is checked on the wall-clock medians (``value``) and on the CPU-time medians
-    (``cpu_value``). ``met`` is None when a row is missing.
-    """
-    index = {(r["model"], r["group"], r["runtime"]): r for r in rows if r["status"] == "ok"}
-    checks = []
-    groups = sorted({r["group"] for r in rows}, key=GROUPS.index)
-    for model, other, direction, threshold in (("dlib_resnet", "onnxruntime", "tvm/other", 1.0),
-                                               ("iresnet50", "onnxruntime", "tvm/other", 1.0),
-                                               ("dlib_resnet", "dlib", "other/tvm", 3.0)):
-        for group in groups:
-            if not any(r["model"] == model for r in rows):
-                continue
-            tvm, peer = index.get((model, group, RATIO_RUNTIME)), index.get((model, group, other))
-            values = {}
-            for key, stat in (("value", "median_ms"), ("cpu_value", "cpu_median_ms")):
-                if tvm is None or peer is None:
-                    values[key] = float("nan")
-                elif direction == "tvm/other":
-                    values[key] = tvm[stat] / peer[stat]
-                else:
-                    values[key] = peer[stat] / tvm[stat]
-            met = None if math.isnan(values["value"]) else (
-                values["value"] <= threshold if direction == "tvm/other" else values["value"] >= threshold)
-            name = (f"tvm-tuned / {other} <= {threshold:g}" if direction == "tvm/other"
-                    else f"{other} / tvm-tuned >= {threshold:g}")
-            checks.append({"bar": name, "model": model, "group": group, **values, "threshold": threshold,
-                           "met": met, "cpu_met": None if math.isnan(values["cpu_value"]) else (
-                               values["cpu_value"] <= threshold if direction == "tvm/other"
-                               else values["cpu_value"] >= threshold)})
-    return checks
-
-
 # --- output ---------------------------------------------------------------------------------
 
 def save_result(result: dict[str, Any], path: str | Path) -> Path:
@@ -1321,21 +1281,17 @@ TABLE_HEADER = ["model", "runtime", "group", "isa", "isa used", "n", "median ms"
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """The rows as an aligned plain-text table, then the bars (for the terminal)."""
+    """The rows as an aligned plain-text table (for the terminal)."""
     body = [TABLE_HEADER] + _table_rows(result)
     widths = [max(len(row[i]) for row in body) for i in range(len(TABLE_HEADER) - 1)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " + row[-1] for row in body]
     lines.append("")
     lines.append("ratio = median / median of tvm-tuned in the same model and group (> 1: TVM tuned is faster)")
-    for bar in result.get("bars", []):
-        verdict = {True: "met", False: "NOT met", None: "n/a"}[bar["met"]]
-        lines.append(f"bar {bar['bar']} [{bar['model']}, {bar['group']}]: {_fmt(bar['value'], '.2f')} "
-                     f"(CPU time {_fmt(bar['cpu_value'], '.2f')}) {verdict}")
     return "\n".join(lines)
 
 
 def format_markdown(result: dict[str, Any]) -> str:
-    """``docs/benchmarks.md``: the command, date, machine, the table per model, the bars, and
+    """``docs/benchmarks.md``: the command, date, machine, the table per model, and
     notes on fairness, ISA caps (with what was verified), threads and machine load."""
     m = result["machine"]
     versions = {**m.get("versions", {}), **m.get("runtime_versions", {})}
@@ -1387,13 +1343,7 @@ def format_markdown(result: dict[str, Any]) -> str:
             if row[0] == name:
                 lines.append("| " + " | ".join(cell.replace("|", "/") for cell in row[1:]) + " |")
         lines.append("")
-    lines += ["## Bars (issue 6)", "", "| bar | model | group | value (wall) | value (CPU time) | met (wall / CPU) |",
-              "|---|---|---|---|---|---|"]
-    for bar in result.get("bars", []):
-        verdict = {True: "yes", False: "**no**", None: "n/a"}
-        lines.append(f"| `{bar['bar']}` | {bar['model']} | {bar['group']} | {_fmt(bar['value'], '.2f')} | "
-                     f"{_fmt(bar['cpu_value'], '.2f')} | {verdict[bar['met']]} / {verdict[bar['cpu_met']]} |")
-    lines += ["", "## Fairness and ISA caps", ""]
+    lines += ["## Fairness and ISA caps", ""]
     lines += _fairness_notes(result)
     lines += ["", "## Threads and machine load", ""]
     lines += _load_notes(result)
@@ -1482,11 +1432,10 @@ def _load_notes(result: dict[str, Any]) -> list[str]:
     cpw = [f"{r['model']}/{r['runtime']}/{r['group']} {r['cpu_per_wall']:.2f}" for r in result["rows"]
            if r["status"] == "ok" and math.isfinite(r.get("cpu_per_wall", float("nan")))]
     lines.append("  " + "; ".join(cpw) + ".")
-    lines.append("- This machine is shared (2 cores; other engineers' jobs and a background MetaSchedule tuning "
-                 "job ran at the same time). Interleaving the runtimes round by round spreads that load over all "
-                 "of them alike, but wall-clock medians are inflated by waiting for a core; the CPU-time columns "
-                 "are not (they still include cache and memory-bandwidth interference). Load averages (1 min) "
-                 "before/after each group's timing:")
+    lines.append("- Other processes on the machine: interleaving the runtimes round by round spreads their load "
+                 "over all runtimes alike, but wall-clock medians are inflated by waiting for a core; the CPU-time "
+                 "columns are not (they still include cache and memory-bandwidth interference). Load averages "
+                 "(1 min) before/after each group's timing:")
     for g in result.get("groups", []):
         la = g.get("load_average")
         if la:
