@@ -69,8 +69,9 @@ class ConfigDirError(ValueError):
     """No usable config directory; the message names the path or what to pass."""
 
 
-def resolve_config_dir(impl: Any, config_dir: str | os.PathLike | None,
-                       fallback: Callable[[], Path] | None = None) -> Path:
+def resolve_config_dir(
+    impl: Any, config_dir: str | os.PathLike | None, fallback: Callable[[], Path] | None = None
+) -> Path:
     """The config directory to initialise ``impl`` with, resolved to an absolute path.
 
     In order: ``config_dir`` when given (it must be a directory), else the implementation's own

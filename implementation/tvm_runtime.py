@@ -37,7 +37,7 @@ def _runtime_ffi():
     """``tvm_ffi`` with TVM's runtime library loaded and its thread pool set to one thread."""
     for key in ("TVM_NUM_THREADS", "TVM_BIND_THREADS"):  # one thread, not pinned to one core
         os.environ.setdefault(key, SINGLE_THREAD_ENV[key])
-    import tvm_ffi  # pylint: disable=import-outside-toplevel
+    import tvm_ffi
 
     if tvm_ffi.get_global_func("runtime.config_threadpool", allow_missing=True) is None:
         spec = importlib.util.find_spec("tvm")
@@ -45,7 +45,7 @@ def _runtime_ffi():
         if library is not None and library.exists():
             ctypes.CDLL(str(library), mode=ctypes.RTLD_GLOBAL)
         else:  # an unusual install: let the tvm package find and load its runtime
-            import tvm  # noqa: F401  # pylint: disable=import-outside-toplevel,unused-import
+            import tvm  # noqa: F401
     tvm_ffi.get_global_func("runtime.config_threadpool")(1, 1)
     return tvm_ffi
 
@@ -214,7 +214,7 @@ class CompiledModel:
         calls: dict[str, int] = {}
         started: list[tuple[str, float]] = []
 
-        def instrument(func, func_symbol, before_run, ret_value, *args):  # noqa: ARG001
+        def instrument(func, func_symbol, before_run, ret_value, *args):
             now = time.perf_counter()
             name = str(func_symbol)
             if before_run:

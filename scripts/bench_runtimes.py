@@ -53,7 +53,7 @@ print("PRIMITIVES", json.dumps(kinds))
 
 def dlib_isa() -> dict:
     """Instruction counts of dlib-bin's ``_dlib_pybind11*.so``."""
-    import dlib  # pylint: disable=import-outside-toplevel
+    import dlib
 
     objdump = shutil.which("objdump")
     if objdump is None:
@@ -128,12 +128,12 @@ print(json.dumps({"numpy_avx512f": bool(np._core._multiarray_umath.__cpu_feature
 
 def caps(model: Path = DLIB_ONNX) -> dict:
     """What no cap, the environment switches, the CPUID cap and both do to each library."""
-    import tempfile  # pylint: disable=import-outside-toplevel
+    import tempfile
 
-    import numpy as np  # pylint: disable=import-outside-toplevel
+    import numpy as np
 
     sys.path.insert(0, str(REPO_ROOT))
-    from frvt.perf.bench import AVX2_CAPS, THREAD_ENV, build_cpuid_cap  # pylint: disable=import-outside-toplevel
+    from frvt.perf.bench import AVX2_CAPS, THREAD_ENV, build_cpuid_cap
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

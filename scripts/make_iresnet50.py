@@ -1,6 +1,6 @@
 """Build insightface's IResNet-50 (112x112 RGB -> 512-D) as ONNX with random weights.
 
-The latency reference of issue 6: the architecture of insightface's ``iresnet.py``
+The ResNet50-like latency reference of ``frvt bench``: the architecture of insightface's ``iresnet.py``
 (``IBasicBlock``: BN -> 3x3 conv -> BN -> PReLU -> 3x3 conv (stride s) -> BN, plus a 1x1
 conv + BN shortcut when the shape changes; stem 3x3 conv 3->64 + BN + PReLU; head BN -> flatten
 -> FC 512*7*7 -> 512 -> BN1d), layers ``(3, 4, 14, 3)``, about 6.3 GMACs (12.6 GFLOPs).

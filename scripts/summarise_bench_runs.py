@@ -24,23 +24,32 @@ def _run_number(path: Path) -> tuple[int, str]:
     return (int(digits[-1]) if digits else 0, path.name)
 
 
-def summarise(paths: list[Path], model: str, group: str, reference: str = "tvm-tuned",
-              ranges: list[tuple[int, int]] | None = None) -> dict:
+def summarise(
+    paths: list[Path], model: str, group: str, reference: str = "tvm-tuned", ranges: list[tuple[int, int]] | None = None
+) -> dict:
     """Per-run medians (ms) and time ratios ``reference / runtime`` of one model and group, and
     each ratio's median and range over the runs numbered in each of ``ranges`` (default: all runs)."""
     runs = []
     for path in sorted(paths, key=_run_number):
         data = json.loads(path.read_text())
-        rows = {r["runtime"]: r for r in data["rows"]
-                if r["model"] == model and r["group"] == group and r["status"] == "ok"}
+        rows = {
+            r["runtime"]: r for r in data["rows"] if r["model"] == model and r["group"] == group and r["status"] == "ok"
+        }
         if reference not in rows:
             raise SystemExit(f"{path}: no {reference} row for {model} [{group}]")
         medians = {name: r["median_ms"] for name, r in rows.items()}
-        runs.append({"run": _run_number(path)[0], "file": path.name, "created": data.get("created"),
-                     "git_revision": data.get("machine", {}).get("git_revision"),
-                     "fma_peak_gflops": (data.get("fma_peak") or {}).get("peak_gflops"),
-                     "command": data.get("command"), "median_ms": medians,
-                     "ratio": {name: medians[reference] / ms for name, ms in medians.items() if name != reference}})
+        runs.append(
+            {
+                "run": _run_number(path)[0],
+                "file": path.name,
+                "created": data.get("created"),
+                "git_revision": data.get("machine", {}).get("git_revision"),
+                "fma_peak_gflops": (data.get("fma_peak") or {}).get("peak_gflops"),
+                "command": data.get("command"),
+                "median_ms": medians,
+                "ratio": {name: medians[reference] / ms for name, ms in medians.items() if name != reference},
+            }
+        )
     peers = sorted({name for run in runs for name in run["ratio"]})
     overall: dict[str, dict] = {}
     for low, high in ranges or [(min(r["run"] for r in runs), max(r["run"] for r in runs))]:
@@ -49,10 +58,22 @@ def summarise(paths: list[Path], model: str, group: str, reference: str = "tvm-t
         overall[key] = {}
         for name in peers:
             values = [run["ratio"][name] for run in chosen if name in run["ratio"]]
-            overall[key][name] = {"n": len(values), "median": statistics.median(values), "min": min(values),
-                                  "max": max(values), "at_or_under_1": sum(v <= 1.0 for v in values)}
-    return {"schema": "frvt.bench-runs/1", "model": model, "group": group, "reference": reference,
-            "ratio": f"{reference} median / runtime median", "runs": runs, "summary": overall}
+            overall[key][name] = {
+                "n": len(values),
+                "median": statistics.median(values),
+                "min": min(values),
+                "max": max(values),
+                "at_or_under_1": sum(v <= 1.0 for v in values),
+            }
+    return {
+        "schema": "frvt.bench-runs/1",
+        "model": model,
+        "group": group,
+        "reference": reference,
+        "ratio": f"{reference} median / runtime median",
+        "runs": runs,
+        "summary": overall,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,8 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("runs", nargs="+", type=Path, help="frvt bench --json files")
     parser.add_argument("--model", default="dlib_resnet")
     parser.add_argument("--group", default="avx2")
-    parser.add_argument("--range", action="append", default=[], dest="ranges",
-                        help="summarise the runs numbered in this range, e.g. 6-17 (repeatable; default: all)")
+    parser.add_argument(
+        "--range",
+        action="append",
+        default=[],
+        dest="ranges",
+        help="summarise the runs numbered in this range, e.g. 6-17 (repeatable; default: all)",
+    )
     parser.add_argument("--json", type=Path, help="write the summary here")
     args = parser.parse_args(argv)
     ranges = [tuple(int(v) for v in text.split("-", 1)) for text in args.ranges]
@@ -71,8 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{run['file']:<12} {run['created']}  {ratios}")
     for key, per_runtime in result["summary"].items():
         for name, s in per_runtime.items():
-            print(f"{key}: {result['reference']} / {name}: median {s['median']:.2f}, {s['min']:.2f}-{s['max']:.2f} "
-                  f"over {s['n']} runs, {s['at_or_under_1']} at or under 1")
+            print(
+                f"{key}: {result['reference']} / {name}: median {s['median']:.2f}, {s['min']:.2f}-{s['max']:.2f} "
+                f"over {s['n']} runs, {s['at_or_under_1']} at or under 1"
+            )
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

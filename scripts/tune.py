@@ -75,7 +75,7 @@ def _log(message: str) -> None:
 
 def _task_table(tasks: list, database: Path) -> list[dict]:
     """Tasks with their weight, FLOPs and best measured time in the database."""
-    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+    from tvm.s_tir import meta_schedule as ms
 
     db = None
     if tvm_compile.count_records(database) > 0:
@@ -317,9 +317,9 @@ def main() -> int:
 def _measure_handwritten(tasks: list, target: dict, database: Path, cache_flush: bool) -> None:
     """``--handwritten``: every variant of ``frvt.compiler.conv_schedules`` for the tasks that have a
     direct NHWC convolution, timed like ``--remeasure`` records and added to the database."""
-    import tempfile  # pylint: disable=import-outside-toplevel
+    import tempfile
 
-    from frvt.compiler import conv_schedules  # pylint: disable=import-outside-toplevel
+    from frvt.compiler import conv_schedules
 
     with tempfile.TemporaryDirectory(prefix="frvt-handwritten-") as seed:
         written, errors = conv_schedules.write_seed_database(tasks, target, seed)

@@ -28,25 +28,44 @@ pytestmark = pytest.mark.install
 def wheel(tmp_path_factory) -> Path:
     pytest.importorskip("build")
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(ROOT)],
-                   check=True, capture_output=True, text=True, timeout=900)
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     (path,) = out.glob("frvt-*.whl")
     return path
 
 
 def test_the_wheel_holds_the_code_and_the_data_it_needs(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for module in ("frvt/cli/validate.py", "frvt/compiler/compile.py", "frvt/perf/bench.py", "frvt/settings.py",
-                   "implementation/pipeline.py", "validation/score.py"):
+    for module in (
+        "frvt/cli/validate.py",
+        "frvt/compiler/compile.py",
+        "frvt/perf/bench.py",
+        "frvt/settings.py",
+        "implementation/pipeline.py",
+        "validation/score.py",
+    ):
         assert module in names, module
     data = "frvt/data/"
-    for path in ("models/retinaface_mnet025.onnx", "models/dlib_face_recognition_resnet_model_v1.onnx",
-                 "validation/enroll.txt", "validation/verif.txt", "validation/match.txt",
-                 "tuning/dlib_face_recognition_resnet_model_v1-broadwell/manifest.json",
-                 "tuning/retinaface_mnet025-broadwell/manifest.json"):
+    for path in (
+        "models/retinaface_mnet025.onnx",
+        "models/dlib_face_recognition_resnet_model_v1.onnx",
+        "validation/enroll.txt",
+        "validation/verif.txt",
+        "validation/match.txt",
+        "tuning/dlib_face_recognition_resnet_model_v1-broadwell/manifest.json",
+        "tuning/retinaface_mnet025-broadwell/manifest.json",
+    ):
         assert data + path in names, path
-    listed = [line.split()[1] for line in (ROOT / "data" / "validation" / "enroll.txt").read_text().splitlines()
-              if line.strip()]
+    listed = [
+        line.split()[1]
+        for line in (ROOT / "data" / "validation" / "enroll.txt").read_text().splitlines()
+        if line.strip()
+    ]
     assert all(f"{data}validation/{image}" in names for image in listed)
 
 
@@ -54,18 +73,31 @@ def test_frvt_validate_from_an_empty_folder_after_pip_install(wheel, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", str(wheel)], capture_output=True, text=True,
-                             timeout=1800)
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", str(wheel)], capture_output=True, text=True, timeout=1800
+    )
     assert install.returncode == 0, install.stderr[-3000:]
     empty = tmp_path / "empty"
     empty.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update(FRVT_CACHE=str(settings.cache_root()), PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}")
-    where = subprocess.run([str(python), "-c", "import frvt.settings as s; print(s.data_root())"], cwd=empty, env=env,
-                           capture_output=True, text=True, check=True)
+    where = subprocess.run(
+        [str(python), "-c", "import frvt.settings as s; print(s.data_root())"],
+        cwd=empty,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert Path(where.stdout.strip()).is_relative_to(venv), where.stdout
-    run = subprocess.run([str(venv / "bin" / "frvt"), "validate", "--no-progress", "-j", "2"], cwd=empty, env=env,
-                         capture_output=True, text=True, timeout=3600)
+    run = subprocess.run(
+        [str(venv / "bin" / "frvt"), "validate", "--no-progress", "-j", "2"],
+        cwd=empty,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     summary = json.loads((empty / "frvt-validation" / "summary.json").read_text())
     assert summary["verdict"] in ("PASS", "WARN")

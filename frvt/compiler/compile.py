@@ -86,7 +86,7 @@ LAYOUT_ELEMENTWISE_OPS = ["relax.nn.leakyrelu"]
 schemes of new tuning databases let the layout pass through (with ``relax.nn.relu``'s rule).
 Without a rule ConvertLayout brings the tensor back to NCHW around the operator: RetinaFace's
 leaky ReLUs left 14 ``transpose -> leaky_relu -> transpose`` functions between its NHWC
-convolutions, about 3 of its 14 ms per call. With it the activation fuses into the convolution
+convolutions (``data/tuning/README.md`` has what they cost). With it the activation fuses into the convolution
 before it. A database keeps the setting it was tuned with (:func:`database_layout_elementwise`):
 the fused functions, hence the tuned workloads, differ."""
 
@@ -127,7 +127,7 @@ def parse_target(spec: str | dict) -> dict:
     elif spec in TARGET_ALIASES:
         target = dict(TARGET_ALIASES[spec])
     elif spec == "native":
-        import tvm  # pylint: disable=import-outside-toplevel
+        import tvm
 
         host = str(tvm.get_global_func("tvm.codegen.llvm.GetHostCPUName")())
         target = {"kind": "llvm", "mcpu": host}
@@ -194,7 +194,7 @@ def database_digest(database: str | Path | None) -> str:
 
 def write_manifest(database: str | Path, onnx_path: str | Path, target: dict, **extra: Any) -> None:
     """Write ``manifest.json`` naming the model and target a database was tuned for."""
-    import tvm  # pylint: disable=import-outside-toplevel
+    import tvm
 
     database = Path(database)
     database.mkdir(parents=True, exist_ok=True)
@@ -279,7 +279,7 @@ def scheme_settings(database: str | Path | None, scheme: str) -> dict:
 def _layout_rules(op_names: list[str]) -> Iterator[None]:
     """Give each named operator ``relax.nn.relu``'s layout rule while the block runs (only those
     without one; TVM's own rules are never replaced)."""
-    import tvm  # pylint: disable=import-outside-toplevel
+    import tvm
 
     rule = tvm.ir.Op.get("relax.nn.relu").get_attr("FRelaxInferLayout")
     added = []
@@ -287,7 +287,7 @@ def _layout_rules(op_names: list[str]) -> Iterator[None]:
         for name in op_names:
             try:
                 op = tvm.ir.Op.get(name)
-            except Exception as exc:  # pylint: disable=broad-except
+            except Exception as exc:
                 raise CompileError(f"layout_elementwise: {name!r} is not a Relax operator") from exc
             if op.get_attr("FRelaxInferLayout") is None:
                 op.set_attr("FRelaxInferLayout", rule)
@@ -340,7 +340,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 def onnx_input_spec(onnx_path: str | Path) -> tuple[str, tuple[int, ...]]:
     """(name, static shape) of the ONNX model's single graph input (initialisers excluded)."""
-    import onnx  # pylint: disable=import-outside-toplevel
+    import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     initializers = {init.name for init in model.graph.initializer}
@@ -362,8 +362,8 @@ def import_onnx(onnx_path: str | Path, input_shape: tuple[int, ...] | None = Non
     input_shape : tuple of int, optional
         Static input shape overriding the file's.
     """
-    import onnx  # pylint: disable=import-outside-toplevel
-    from tvm.relax.frontend.onnx import from_onnx  # pylint: disable=import-outside-toplevel
+    import onnx
+    from tvm.relax.frontend.onnx import from_onnx
 
     name, shape = onnx_input_spec(onnx_path)
     if input_shape is not None:
@@ -405,8 +405,8 @@ def prepare_module(mod, target: dict, conv_scheme: str = "NCHW", winograd: dict 
         default :data:`LAYOUT_ELEMENTWISE_OPS`. A database serves the setting it was tuned with
         (:func:`database_layout_elementwise`; :func:`scheme_settings` gives both).
     """
-    import tvm  # pylint: disable=import-outside-toplevel
-    from tvm import relax  # pylint: disable=import-outside-toplevel
+    import tvm
+    from tvm import relax
 
     if conv_scheme not in CONV_SCHEMES:
         raise ValueError(f"conv_scheme must be one of {CONV_SCHEMES}, not {conv_scheme!r}")
@@ -418,7 +418,7 @@ def prepare_module(mod, target: dict, conv_scheme: str = "NCHW", winograd: dict 
             relax.transform.CanonicalizeBindings(),
         ]
     if conv_scheme == "NHWC-winograd":
-        from frvt.compiler.winograd import make_legalize_conv2d  # pylint: disable=import-outside-toplevel
+        from frvt.compiler.winograd import make_legalize_conv2d
 
         legalize_map = {"relax.nn.conv2d": make_legalize_conv2d(**(winograd if winograd is not None else WINOGRAD_SETTINGS))}
     seq = tvm.transform.Sequential(
@@ -443,8 +443,8 @@ def prepare_module(mod, target: dict, conv_scheme: str = "NCHW", winograd: dict 
 
 def extract_tasks(mod, target: dict) -> list:
     """MetaSchedule tasks (one per distinct fused TIR function) of a prepared module."""
-    import tvm  # pylint: disable=import-outside-toplevel
-    from tvm.s_tir.meta_schedule.relax_integration import (  # pylint: disable=import-outside-toplevel
+    import tvm
+    from tvm.s_tir.meta_schedule.relax_integration import (
         extract_tasks as ms_extract_tasks,
     )
 
@@ -465,7 +465,7 @@ def select_tasks(tasks: list, op_names: list[str] | None = None,
 
 def task_flops(task) -> float:
     """Floating-point operations of one call of a task's TIR function."""
-    from tvm.s_tir.analysis import estimate_tir_flops  # pylint: disable=import-outside-toplevel
+    from tvm.s_tir.analysis import estimate_tir_flops
 
     return float(estimate_tir_flops(task.dispatched[0]))
 
@@ -497,7 +497,7 @@ COLD_EVALUATOR = {"number": 1, "repeat": 10, "min_repeat_ms": 0, "enable_cpu_cac
 
 def workload_hash(func_mod) -> str:
     """The structural hash a JSON database stores for a task's workload (first field of its line)."""
-    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+    from tvm.s_tir import meta_schedule as ms
 
     return str(ms.database.Workload(func_mod).as_json()[0])
 
@@ -536,14 +536,14 @@ def database_cold_tasks(database: str | Path | None) -> dict[str, str]:
 
 def _runner_initializer() -> None:
     """Runs in each measurement worker: one TVM thread."""
-    import tvm  # pylint: disable=import-outside-toplevel
+    import tvm
 
     tvm.get_global_func("runtime.config_threadpool")(1, 1)
 
 
 def _local_runner(cache_flush: bool):
     """MetaSchedule's measuring runner: one thread, warm (its default timing) or cold."""
-    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+    from tvm.s_tir import meta_schedule as ms
 
     return ms.runner.LocalRunner(
         timeout_sec=60,
@@ -625,12 +625,12 @@ def tune_module(
     int
         Records in the database after tuning.
     """
-    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
-    from tvm.s_tir.meta_schedule.relax_integration import (  # pylint: disable=import-outside-toplevel
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.relax_integration import (
         extracted_tasks_to_tune_contexts,
     )
 
-    from frvt.compiler import winograd  # pylint: disable=import-outside-toplevel
+    from frvt.compiler import winograd  # noqa: F401  (registers the Winograd schedule rules)
 
     winograd.register_schedule_rules()  # the Winograd transforms' rules, for the search
     database = Path(database)
@@ -686,7 +686,7 @@ class Remeasured:
 def _anchor_key(prim_mod) -> tuple:
     """Shapes of a task's first two arguments and its output: for a fused convolution, its
     input, (packed) weights and result, whatever elementwise operators are fused after it."""
-    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+    from tvm.s_tir import meta_schedule as ms
 
     shapes = [tuple(int(d) for d in info.shape) for info in ms.arg_info.ArgInfo.from_prim_func(prim_mod["main"])]
     return (shapes[0], shapes[1] if len(shapes) > 2 else (), shapes[-1])
@@ -715,10 +715,10 @@ def _source_candidates(src, mod, top_k: int, anchor_index: Callable[[], dict], t
     now fuses into the convolution (:data:`LAYOUT_ELEMENTWISE_OPS`), keeps its tuned schedule.
     Returns the candidates, the transfers that failed, and whether these are transfers.
     """
-    import tvm  # pylint: disable=import-outside-toplevel
-    from tvm import s_tir  # pylint: disable=import-outside-toplevel
-    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
-    from tvm.s_tir.meta_schedule.trace_apply import schedule_using_anchor_trace  # pylint: disable=import-outside-toplevel
+    import tvm
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.trace_apply import schedule_using_anchor_trace
 
     if src.has_workload(mod):
         records = src.get_top_k(src.commit_workload(mod), top_k)
@@ -735,7 +735,7 @@ def _source_candidates(src, mod, top_k: int, anchor_index: Callable[[], dict], t
             sch = s_tir.Schedule(mod)
             try:
                 schedule_using_anchor_trace(sch, record.trace, tvm_target)
-            except Exception as exc:  # pylint: disable=broad-except  # TVM raises its own error types
+            except Exception as exc:  # TVM raises its own error types
                 failures.append(f"{label} does not apply: {_error_summary(str(exc))}")
                 continue
             # as MetaSchedule measures: the builder drops the weight repacking, so the arguments
@@ -768,10 +768,10 @@ def remeasure_records(
     ``attempts`` times; what still fails is returned in :attr:`Remeasured.errors`, naming the task
     and the record, never silently dropped (``scripts/tune.py`` logs them).
     """
-    import tvm  # pylint: disable=import-outside-toplevel
-    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
 
-    from frvt.compiler import winograd  # pylint: disable=import-outside-toplevel,unused-import
+    from frvt.compiler import winograd  # noqa: F401  (registers the Winograd schedule rules)
 
     if count_records(source) == 0:
         return Remeasured(0)
@@ -841,9 +841,9 @@ def _error_summary(message: str) -> str:
 def constant_bytes(mod) -> int:
     """Bytes of a Relax module's constants: the weights (as packed for the kernels) that one
     call of the model reads."""
-    import numpy as np  # pylint: disable=import-outside-toplevel
-    import tvm  # pylint: disable=import-outside-toplevel
-    from tvm import relax  # pylint: disable=import-outside-toplevel
+    import numpy as np
+    import tvm
+    from tvm import relax
 
     total = 0
 
@@ -866,9 +866,9 @@ def build_module(mod, target: dict, database: str | Path | None = None):
     compile time); the others are compiled unscheduled (correct but slow). The second value is
     :func:`constant_bytes` of the final module.
     """
-    import tvm  # pylint: disable=import-outside-toplevel
-    from tvm import relax  # pylint: disable=import-outside-toplevel
-    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import meta_schedule as ms
 
     tvm_target = tvm.target.Target(target)
     with tvm_target, tempfile.TemporaryDirectory(prefix="frvt-db-") as snapshot:
@@ -977,8 +977,8 @@ def compile_model(
     ValueError
         Bad target or arguments.
     """
-    import numpy as np  # pylint: disable=import-outside-toplevel
-    import tvm  # pylint: disable=import-outside-toplevel
+    import numpy as np
+    import tvm
 
     report = _progress_reporter(progress)
     start = time.perf_counter()
@@ -1089,7 +1089,7 @@ def resolve_conv_scheme(
 
 def _output_shapes(library: Path, input_shape: tuple[int, ...], np) -> list[list[int]]:
     """Run the exported library once on zeros to record its output shapes."""
-    from implementation.tvm_runtime import run_library_once  # pylint: disable=import-outside-toplevel
+    from implementation.tvm_runtime import run_library_once
 
     outputs = run_library_once(library, np.zeros(input_shape, dtype=np.float32))
     return [list(o.shape) for o in outputs]
@@ -1099,7 +1099,7 @@ def _progress_reporter(progress: bool | Callable[[str], None]) -> Callable[[str]
     if callable(progress):
         return progress
     if progress:
-        from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+        from tqdm import tqdm
 
         return lambda message: tqdm.write(f"[frvt compile] {message}")
     return lambda message: None
@@ -1119,7 +1119,7 @@ def cache_key(
 ) -> str:
     """Hex key of a compiled artefact: model sha256 + target + TVM version + database content
     + convolution scheme (+ the model config saved beside it)."""
-    import tvm  # pylint: disable=import-outside-toplevel
+    import tvm
 
     payload = {
         "model_sha256": file_sha256(onnx_path),

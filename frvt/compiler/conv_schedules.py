@@ -2,9 +2,8 @@
 
 MetaSchedule's multi-level tiling puts the spatial tile that shares a weight vector outside the
 reduction loops, so for small outputs its kernels keep their accumulators in memory and load a
-weight vector for every FMA. The default embedder's 256-channel 3x3 convolution on a 4x4 input
-(16 output pixels, 2.4 MB of weights) ran at 44 GFLOP/s, half this core's FMA peak, after more
-than 60 cold trials and 10 more minutes of search.
+weight vector for every FMA (``data/tuning/README.md``, *Hand-written convolution kernels*, has
+the measurements on the default embedder's 256-channel 3x3 convolution on a 4x4 input).
 
 :func:`schedule_direct_conv` writes the register-blocked kernel by hand: a micro-tile of
 ``yi x xi`` output pixels by ``fi`` output channels (``fi / 8`` AVX2 vectors each) accumulates in
@@ -64,12 +63,12 @@ class ConvTile:
 def conv_shape(func) -> dict | None:
     """The extents of a function's NHWC convolution block (``n, h, w, oc, kh, kw, ic``), or None
     when it has none (only plain ``conv2d_nhwc`` blocks with seven loops are handled)."""
-    from tvm import s_tir  # pylint: disable=import-outside-toplevel
+    from tvm import s_tir
 
     sch = s_tir.Schedule(func)
     try:
         block = sch.get_sblock(CONV_BLOCK)
-    except Exception:  # pylint: disable=broad-except  # TVM raises its own error type for a missing block
+    except Exception:  # TVM raises its own error type for a missing block
         return None
     loops = sch.get_loops(block)
     if len(loops) != 7:
@@ -110,8 +109,8 @@ def schedule_direct_conv(func, tile: ConvTile):
     """``func`` (one fused NHWC convolution, as MetaSchedule's task) scheduled by hand with ``tile``;
     MetaSchedule's ``RewriteLayout`` post-processing applied, so that the weights are repacked
     outside the call as for a tuned record. Raises TVM's schedule errors when the tile does not fit."""
-    from tvm import s_tir  # pylint: disable=import-outside-toplevel
-    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
 
     sch = s_tir.Schedule(func)
     conv = sch.get_sblock(CONV_BLOCK)
@@ -157,8 +156,8 @@ def write_seed_database(tasks: list, target: dict, out: str | Path,
     1 s, is a placeholder: this database only carries the traces). Returns the records written per
     task name (tasks without a direct convolution or a fitting tile are absent) and the errors,
     naming task and variant."""
-    import tvm  # pylint: disable=import-outside-toplevel
-    from tvm.s_tir import meta_schedule as ms  # pylint: disable=import-outside-toplevel
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,7 +175,7 @@ def write_seed_database(tasks: list, target: dict, out: str | Path,
         for tile in tiles:
             try:
                 sch = schedule_direct_conv(mod, tile)
-            except Exception as exc:  # pylint: disable=broad-except  # TVM raises its own error types
+            except Exception as exc:  # TVM raises its own error types
                 errors.append(f"{task.task_name} {tile.label}: {str(exc).strip().splitlines()[-1][:300]}")
                 continue
             args_info = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)

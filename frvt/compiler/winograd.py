@@ -54,7 +54,7 @@ PAD_MODES = ("inline", "root")
 def transform_matrices(m: int, r: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(A, B, G) as float64 numpy arrays (TVM's Cook-Toom points), shapes (alpha, m),
     (alpha, alpha), (alpha, r): ``Y = A^T [(G g G^T) * (B^T d B)] A``."""
-    from tvm.topi.nn.winograd_util import (  # pylint: disable=import-outside-toplevel
+    from tvm.topi.nn.winograd_util import (
         _cook_toom_convolution,
         _interpolation_points,
     )
@@ -73,7 +73,7 @@ def kernel_pack_numpy(weight_ohwi: np.ndarray, m: int) -> np.ndarray:
 
 def _linear(coeffs, terms):
     """sum_i coeffs[i] * terms[i] over the non-zero coefficients (+-1 without multiply)."""
-    from tvm import tirx  # pylint: disable=import-outside-toplevel
+    from tvm import tirx
 
     expr = None
     for c, t in zip(coeffs, terms):
@@ -97,7 +97,7 @@ def _linear(coeffs, terms):
 
 def _select_chain(index, exprs):
     """exprs[index] for a loop variable ``index`` as a Select chain (folds once unrolled)."""
-    from tvm import tirx  # pylint: disable=import-outside-toplevel
+    from tvm import tirx
 
     out = exprs[-1]
     for k in range(len(exprs) - 2, -1, -1):
@@ -123,7 +123,7 @@ def conv2d_winograd_nhwc(data, kernel_pack, padding, m: int, out_dtype: str | No
     m : int
         Output tile size (2 or 4; alpha = m + 2).
     """
-    from tvm import te, topi  # pylint: disable=import-outside-toplevel
+    from tvm import te, topi
 
     N, H, W, CI = (int(x) for x in data.shape)
     alpha, _, CI2, CO = (int(x) for x in kernel_pack.shape)
@@ -265,10 +265,10 @@ _REGISTERED = False
 
 def register_schedule_rules() -> None:
     """Register the custom MetaSchedule rules (idempotent; needed in the searching process)."""
-    global _REGISTERED  # pylint: disable=global-statement
+    global _REGISTERED
     if _REGISTERED:
         return
-    import tvm  # pylint: disable=import-outside-toplevel
+    import tvm
 
     for key in ("cpu",):
         tvm.register_global_func(f"s_tir.meta_schedule.{key}.{RULE_DATA_PACK}", _rule_data_pack, override=True)
@@ -283,8 +283,8 @@ def register_schedule_rules() -> None:
 
 def _constant_value(bb, expr):
     """The tvm.ir Constant an argument is (or is bound to), else None."""
-    import tvm  # pylint: disable=import-outside-toplevel
-    from tvm import relax  # pylint: disable=import-outside-toplevel
+    import tvm
+    from tvm import relax
 
     seen = 0
     while isinstance(expr, relax.Var) and seen < 8:
@@ -309,8 +309,8 @@ def make_legalize_conv2d(*, tiles, min_channels: int):
         raise ValueError(f"Winograd output tiles must be 2 or 4: {tiles}")
 
     def legalize(bb, call):
-        from tvm import relax  # pylint: disable=import-outside-toplevel
-        from tvm.relax.transform.legalize_ops.nn import _nn_conv2d  # pylint: disable=import-outside-toplevel
+        from tvm import relax
+        from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 
         a = call.attrs
         data, weight = call.args

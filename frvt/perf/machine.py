@@ -240,8 +240,7 @@ def measure_fma_peak(
     clock : callable returning float seconds
         CPU time of the calling thread by default (``time.thread_time``): on a shared machine
         the wall clock also counts the time the thread waited for a core, which is not what
-        the core can do. (Seen here: wall clock 39 GFLOP/s, thread CPU time 80 GFLOP/s, while
-        two other processes ran on the 2 cores.)
+        the core can do.
     compiler : str
         The C compiler to call.
 
@@ -324,7 +323,7 @@ def measure_read_bandwidth(
     dict
         ``read_gbps`` (best repeat), ``median_gbps``, ``repeats_gbps`` (list), ``megabytes``.
     """
-    import numpy as np  # pylint: disable=import-outside-toplevel
+    import numpy as np
 
     data = np.ones(int(megabytes * 1e6 / 4), dtype=np.float32)
     data.sum()  # touch every page once
