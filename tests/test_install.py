@@ -44,7 +44,8 @@ def test_the_wheel_holds_the_code_and_the_data_it_needs(wheel):
     for module in (
         "frvt/cli/validate.py",
         "frvt/compiler/compile.py",
-        "frvt/perf/bench.py",
+        "frvt/perf/bench/run.py",
+        "frvt/perf/bench/cpuid_cap.c",
         "frvt/settings.py",
         "implementation/pipeline.py",
         "validation/score.py",
