@@ -27,7 +27,9 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
+
+from frvt import settings
 
 NATIVE_CONFIG = "native.cfg"
 RUNTIME_LIBRARIES = (("tvm", "libtvm_runtime.so"), ("tvm_ffi", "libtvm_ffi.so"))
@@ -56,7 +58,7 @@ def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
         raise SubmissionBuildError(f"the Python package {name!r} is not installed")
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def native_settings(config_dir: Path) -> str:
@@ -141,7 +143,7 @@ def build_submission(
         raise SubmissionBuildError(f"org {org!r} must be lower-case letters and digits (NIST's library name)")
     if not 0 <= seq <= 999:
         raise SubmissionBuildError(f"seq {seq} must be 0..999 (three digits in the library name)")
-    from implementation.config_dir import build_config_dir, default_cache_root  # pylint: disable=import-outside-toplevel
+    from implementation.config_dir import build_config_dir  # pylint: disable=import-outside-toplevel
 
     source_config = Path(config_dir) if config_dir is not None else build_config_dir(progress=log)
     if build_dir is None:
@@ -149,7 +151,7 @@ def build_submission(
         for path in sorted(_native_source().rglob("*")):
             if path.is_file():
                 digest.update(path.name.encode() + path.read_bytes())
-        build_dir = default_cache_root() / "native" / f"build-{digest.hexdigest()[:16]}"
+        build_dir = settings.cache_root() / "native" / f"build-{digest.hexdigest()[:16]}"
     library = build_library(Path(build_dir), org, seq, log)
 
     out = Path(output_dir)

@@ -21,6 +21,7 @@ import subprocess
 from pathlib import Path
 from typing import Sequence
 
+from frvt import settings
 from frvt.contract import EyePair, Image, MatchResult, ReturnCode, ReturnStatus, TemplateResult, TemplateRole
 
 BRIDGE_SOURCE = Path(__file__).with_name("bridge.cpp")
@@ -62,11 +63,7 @@ def build_bridge(cache_root: str | Path | None = None) -> Path:
     header = _abi_include() / "frvt11_abi.h"
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
     key = hashlib.sha256(BRIDGE_SOURCE.read_bytes() + header.read_bytes() + version.encode()).hexdigest()[:16]
-    if cache_root is None:
-        from implementation.config_dir import default_cache_root  # pylint: disable=import-outside-toplevel
-
-        cache_root = default_cache_root()
-    out = Path(cache_root) / "native" / f"frvt_bridge-{key}.so"
+    out = Path(cache_root or settings.cache_root()) / "native" / f"frvt_bridge-{key}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import pytest
 from native_build import ROOT, run_native
 
 from frvt.contract import ReturnCode, TemplateRole
-from frvt.driver import decode_image
+from frvt.driver import DecodeError, decode_image
 from implementation import template as tpl
 
 IMAGES = ROOT / "data" / "validation" / "images"
@@ -23,7 +23,7 @@ def _validation_images() -> list:
     for f in files:
         try:
             decode_image(f)
-        except Exception:  # the corrupt edge cases: the driver reports them before any call
+        except DecodeError:  # the corrupt edge cases: the driver reports them before any call
             continue
         usable.append(f)
     return usable
