@@ -48,9 +48,8 @@ class Submission:
 
 
 def _native_source() -> Path:
-    import implementation  # pylint: disable=import-outside-toplevel
-
-    return Path(implementation.__file__).resolve().parent / "native"
+    """``implementation/native`` beside the ``frvt`` package (repository and installed wheel alike)."""
+    return Path(__file__).resolve().parents[1] / "implementation" / "native"
 
 
 def _package_dir(name: str) -> Path:

@@ -77,3 +77,20 @@ def run_native(library: Path, config_dir: Path, files: list[Path], out: Path) ->
     subprocess.run([sys.executable, "-c", _RUN_NATIVE, str(library), str(config_dir), os.pathsep.join(map(str, files)), str(out)],
                    check=True, env=env, cwd=str(out.parent))
     return pickle.loads(out.read_bytes())
+
+
+FAULTY_SOURCE = ROOT / "tests" / "frvt" / "native_libs" / "faulty.cpp"
+
+
+def build_faulty_library(out_dir: Path, fault: str = "none", name: str = "libfrvt_11_faulty_001.so",
+                         hardcoded_config: Path | None = None) -> Path:
+    """Compile ``faulty.cpp`` with one fault into ``out_dir/lib/name`` (the layout NIST asks for)."""
+    require_toolchain()
+    lib = out_dir / "lib"
+    lib.mkdir(parents=True, exist_ok=True)
+    command = ["g++", "-std=c++17", "-O1", "-fPIC", "-shared", f"-DFAULT={fault}", f"-I{NATIVE / 'include'}",
+               str(FAULTY_SOURCE), "-o", str(lib / name), "-pthread"]
+    if hardcoded_config is not None:
+        command.append(f'-DHARDCODED_CONFIG="{hardcoded_config}"')
+    subprocess.run(command, check=True, capture_output=True)
+    return lib / name

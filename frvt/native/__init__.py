@@ -37,10 +37,9 @@ class BridgeBuildError(RuntimeError):
 
 
 def _abi_include() -> Path:
-    """The folder holding ``frvt11_abi.h`` (in the repository or in an installed package)."""
-    import implementation  # pylint: disable=import-outside-toplevel
-
-    return Path(implementation.__file__).resolve().parent / "native" / "include"
+    """The folder holding ``frvt11_abi.h``: ``implementation/native/include`` beside the ``frvt``
+    package (in the repository and in an installed wheel alike)."""
+    return Path(__file__).resolve().parents[2] / "implementation" / "native" / "include"
 
 
 def compiler() -> str:
@@ -191,6 +190,9 @@ class NativeLibrary:
 
     def initialize(self, config_dir: str) -> ReturnStatus:
         """Load the library, check its version symbols, call its ``initialize(configDir)``."""
+        name_problem = library_name_problem(self.library_path)
+        if name_problem is not None:  # NIST's run stops at its first step for this
+            return ReturnStatus(ReturnCode.ConfigError, f"NIST would not find the core library: {name_problem}")
         self._open()
         if self._open_error is not None:
             return ReturnStatus(ReturnCode.ConfigError, self._open_error)
@@ -262,3 +264,10 @@ class NativeLibrary:
         code = self._bridge.frvt_bridge_match(self._handle, bytes(verif_template), len(verif_template),
                                               bytes(enroll_template), len(enroll_template), ctypes.byref(score))
         return MatchResult(self._after_call(code), float(score.value))
+
+
+def library_spec(library: str | Path):
+    """The harness's picklable description of ``NativeLibrary(library)``, for its worker processes."""
+    from frvt.contract import ImplementationSpec  # pylint: disable=import-outside-toplevel
+
+    return ImplementationSpec("frvt.native:NativeLibrary", (("library", str(Path(library).resolve())),))
