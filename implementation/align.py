@@ -15,13 +15,16 @@ OpenCV (the centre of pixel ``i`` is at ``i``); :func:`chip_transform` converts.
 Downscaling follows dlib's ``extract_image_chips``: while the chip would sample the image more
 than 2x sparser than its pixels, the image is halved with a 5-tap Gaussian pyramid first
 (``cv2.pyrDown``, the same [1 4 6 4 1] filter as dlib's ``pyramid_down<2>``; the sampling phase
-differs by under one source pixel), then sampled bilinearly. Pixels outside the image are black.
+differs by under one source pixel), then sampled bilinearly (:func:`implementation.resample.warp_bilinear`,
+exact integer arithmetic shared with the C++ library). Pixels outside the image are black.
 """
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from implementation import resample
 
 CHIP_SIZE = 150
 """Side of dlib's face chip in pixels."""
@@ -169,8 +172,7 @@ def warp_to_chip(image: np.ndarray, matrix: np.ndarray, size: int = CHIP_SIZE) -
                 image = cv2.pyrDown(image)
                 matrix = matrix.copy()
                 matrix[:, :2] *= 2.0  # level pixel i sits at input pixel 2i
-    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    return resample.warp_bilinear(image, matrix, size)
 
 
 def align(image: np.ndarray, landmarks: np.ndarray, size: int = CHIP_SIZE) -> np.ndarray:

@@ -45,3 +45,11 @@ def retinaface_ort():
     model = ROOT / "data" / "models" / "retinaface_mnet025.onnx"
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {"input": x})
+
+
+@pytest.fixture(scope="session")
+def native_submission(tmp_path_factory, default_config_dir):
+    """The default implementation built as a NIST submission folder (C++, CMake); skips without a toolchain."""
+    from native_build import build_submission_for_tests
+
+    return build_submission_for_tests(tmp_path_factory.mktemp("submission") / "frvt-submission", default_config_dir)

@@ -28,11 +28,20 @@ def validate_command(
     seq: int = typer.Option(1, "--seq", min=0, max=999, help="Submission sequence number for the package file name."),
     version: str = typer.Option(None, "--version", help="Text for doc/version.txt (default: the implementation's `version`)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    library: Path = typer.Option(None, "--library", help="Validate a NIST 1:1 C++ library (lib/libfrvt_11_<org>_<seq>.so) "
+                                 "instead of a Python implementation; needs --config-dir."),
 ) -> None:
     """Drive an implementation through NIST's 1:1 validation protocol, run the checks, package the result.
 
     Exit status: 0 when no check FAILs, 1 when one does, 2 for unusable input (a malformed list line).
     """
+    if library is not None:
+        from frvt.native import library_spec
+
+        if config_dir is None:
+            typer.echo("error: --library needs --config-dir (the folder NIST passes to initialize)", err=True)
+            raise typer.Exit(2)
+        implementation = library_spec(library)
     try:
         result = validate(implementation, input_dir, output_dir, config_dir, workers, budget_ms, org=org, seq=seq,
                           version=version, progress=progress, log=lambda text: typer.echo(f"-- {text}", err=True))

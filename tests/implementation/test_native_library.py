@@ -1,0 +1,109 @@
+"""The default implementation as a C++ NIST library: the folder, the same templates as Python, one thread."""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from native_build import ROOT, run_native
+
+from frvt.contract import ReturnCode, TemplateRole
+from frvt.driver import DecodeError, decode_image
+from implementation import template as tpl
+
+IMAGES = ROOT / "data" / "validation" / "images"
+
+
+def _validation_images() -> list:
+    files = sorted(IMAGES.glob("meds/*/*.jpg")) + sorted(IMAGES.glob("edge/*"))
+    usable = []
+    for f in files:
+        try:
+            decode_image(f)
+        except DecodeError:  # the corrupt edge cases: the driver reports them before any call
+            continue
+        usable.append(f)
+    return usable
+
+
+@pytest.fixture(scope="module")
+def relocated(native_submission, tmp_path_factory):
+    """The submission folder copied elsewhere, as a submitter uploads it."""
+    target = tmp_path_factory.mktemp("relocated") / "submission"
+    shutil.copytree(native_submission.root, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def native_run(relocated, tmp_path_factory):
+    library = next((relocated / "lib").glob("libfrvt_11_*.so"))
+    return run_native(library, relocated / "config", _validation_images(), tmp_path_factory.mktemp("native") / "run.pkl")
+
+
+def test_submission_folder_has_what_nist_asks_for(native_submission):
+    root = native_submission.root
+    assert sorted(p.name for p in (root / "lib").iterdir()) == ["libfrvt_11_frvt_001.so", "libtvm_ffi.so", "libtvm_runtime.so"]
+    assert (root / "doc" / "version.txt").read_text().strip()
+    assert (root / "config" / "native.cfg").is_file()
+    assert (root / "config" / "detector" / "model.so").is_file() and (root / "config" / "embedder" / "model.so").is_file()
+    assert not list((root / "config").rglob("*.onnx"))
+
+
+def test_relocated_library_loads_only_its_own_runtime(native_run, relocated):
+    code, info, _ = native_run["init"]
+    assert code == ReturnCode.Success, info
+    loaded = {line.split()[-1] for line in native_run["maps"].splitlines() if ".so" in line.split()[-1]}
+    tvm = sorted(p for p in loaded if "libtvm" in p)
+    assert tvm == sorted(str(relocated / "lib" / name) for name in ("libtvm_ffi.so", "libtvm_runtime.so"))
+    assert not any("site-packages/tvm" in p for p in loaded)
+
+
+def test_same_templates_as_python(native_run, face_verifier):
+    native = native_run["templates"]
+    embeddings = {}
+    for f, runs in native.items():
+        python = face_verifier.create_face_template([decode_image(f)], TemplateRole.Enrollment_11)
+        code, template, eyes = runs[0]
+        assert code == int(python.status.code), f
+        assert eyes == [tuple(vars(e).values()) for e in python.eyes], f
+        assert runs[1][1] == template, f"{f}: two calls gave different templates"
+        mine, theirs = tpl.decode(template), tpl.decode(python.template)
+        assert mine.has_face == theirs.has_face
+        if mine.has_face:
+            embeddings[f] = (mine.embedding.astype(np.float64), theirs.embedding.astype(np.float64))
+    assert len(embeddings) >= 110
+    worst = 0.0
+    for (a, b), (c, d) in itertools.combinations(embeddings.values(), 2):
+        worst = max(worst, abs(tpl.similarity(a, c) - tpl.similarity(b, d)))
+    assert worst < 1e-4
+    failures = {Path(f).name for f, runs in native.items() if runs[0][0] != ReturnCode.Success}
+    assert failures == {"all_black.png", "all_white.png", "no_face.jpg"}
+
+
+def test_matching_as_python(native_run, face_verifier):
+    first = next(iter(native_run["templates"].values()))[0][1]
+    for f, (code, score) in native_run["matches"].items():
+        template = native_run["templates"][f][0][1]
+        expected = face_verifier.match_templates(template, first)
+        assert code == int(expected.status.code), f
+        assert score == pytest.approx(expected.similarity, abs=1e-9)
+        if not tpl.decode(template).has_face:
+            assert (code, score) == (ReturnCode.VerifTemplateError, -1.0)
+
+
+def test_multi_person_form(native_run):
+    multi = {Path(f).name: value for f, value in native_run["multi"].items()}
+    code, templates, eyes = multi["two_faces_S022.jpg"]
+    assert code == ReturnCode.Success and len(templates) >= 2 and len(eyes) == len(templates)
+    assert all(tpl.decode(t).has_face for t in templates)
+    code, templates, eyes = multi["no_face.jpg"]
+    assert (code, len(templates), len(eyes)) == (ReturnCode.FaceDetectionError, 1, 1)
+    assert not tpl.decode(templates[0]).has_face
+
+
+def test_creates_no_threads(native_run):
+    before, after, after_last_call = native_run["threads"]
+    assert before == after == after_last_call
