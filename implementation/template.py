@@ -189,11 +189,13 @@ class VectorForm:
         for i, data in enumerate(templates):
             try:
                 t = decode(data, self.model_fingerprint)
+                if t.has_face and t.embedding.size != self.dim:
+                    raise TemplateFormatError(f"embedding of {t.embedding.size} values, expected {self.dim}")
             except TemplateFormatError as exc:
-                raise TemplateFormatError(f"template {i}: {exc}") from None
+                err = TemplateFormatError(f"template {i}: {exc}")
+                err.index = i
+                raise err from None
             if t.has_face:
-                if t.embedding.size != self.dim:
-                    raise TemplateFormatError(f"template {i}: embedding of {t.embedding.size} values, expected {self.dim}")
                 rows.append(i)
                 q[i] = t.embedding
                 ok[i] = True
