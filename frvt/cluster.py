@@ -10,17 +10,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                     "TVM_NUM_THREADS": "1", "MALLOC_TRIM_THRESHOLD_": "65536"}
-"""Environment of local workers: one thread for OpenMP, BLAS and TVM."""
+from frvt.settings import SINGLE_THREAD_ENV, limit_threads_by_default
 
 
 @contextlib.contextmanager
-def dask_client(scheduler: str | None = None, workers: int | None = None) -> Iterator["distributed.Client"]:  # noqa: F821
+def dask_client(scheduler: str | None = None, workers: int | None = None) -> Iterator[distributed.Client]:  # noqa: F821
     """A Dask client: on the cluster at ``scheduler`` (``tcp://host:8786``), or on a local cluster of
     ``workers`` single-threaded worker processes (default: one per core), closed on exit."""
     from distributed import Client, LocalCluster
@@ -31,7 +29,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
         return
     n = workers or os.cpu_count() or 1
     with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      silence_logs=logging.ERROR, env=dict(SINGLE_THREAD_ENV)) as cluster, Client(cluster) as client:
+                      silence_logs=logging.ERROR, env=dict(SINGLE_THREAD_ENV, MALLOC_TRIM_THRESHOLD_="65536")) as cluster, Client(cluster) as client:
         yield client
 
 
@@ -56,12 +54,11 @@ class ImplementationPlugin(WorkerPlugin):
     def setup(self, worker=None) -> None:
         from frvt.contract import load_implementation
 
-        for k, v in SINGLE_THREAD_ENV.items():
-            os.environ.setdefault(k, v)
+        limit_threads_by_default()
         try:
             impl = load_implementation(self.spec)
             status = impl.initialize(self.config_dir)
-        except Exception as exc:  # an untrusted implementation: report, do not kill the worker
+        except Exception as exc:  # noqa: BLE001 - an untrusted implementation: report, do not kill the worker
             self.error = f"{self.spec}: {type(exc).__name__}: {exc}"
             return
         if not status.ok:

@@ -14,15 +14,21 @@ template, or ``ParseError`` with the harness's reason when the image cannot be d
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
 from frvt.contract import DEFAULT_IMPLEMENTATION, ImageLabel, ReturnCode, TemplateRole
 from frvt.records import ImageEntry
-from frvt.store import NOT_MADE, StoreError, create_store, read_store_info, write_results
+from frvt.store import (
+    NOT_MADE,
+    StoreError,
+    create_store,
+    read_store_info,
+    write_results,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -69,10 +75,10 @@ def _enrol_batch(plugin: str, items: list[tuple[int, str, int]], role: int) -> l
             result = impl.create_face_template([image], TemplateRole(role))
             ms = (time.perf_counter() - t0) * 1e3
             out.append((row, int(result.status.code), bytes(result.template), ms, result.status.info))
-        except Exception as exc:  # crossed the contract: a failure of this image, the run goes on
+        except Exception as exc:  # noqa: BLE001 - crossed the contract: a failure of this image, the run goes on
             ms = (time.perf_counter() - t0) * 1e3
-            out.append((row, int(ReturnCode.UnknownError), b"", ms, f"exception crossed the contract: "
-                        f"{type(exc).__name__}: {exc}"))
+            why = f"exception crossed the contract: {type(exc).__name__}: {exc}"
+            out.append((row, int(ReturnCode.UnknownError), b"", ms, why))
     return out
 
 
@@ -116,7 +122,7 @@ def enroll(source: str | Path, store: str | Path, *, implementation: str = DEFAU
     """
     from frvt.cluster import dask_client, register_implementation
     from frvt.contract import load_implementation
-    from frvt.validate import resolve_config_dir
+    from frvt.settings import resolve_config_dir
 
     entries = read_entries(source)
     store = Path(store)
@@ -176,7 +182,11 @@ def _with_infos(store: Path, failures):
         ids = f["id"][:]
         pos = {(x.decode() if isinstance(x, bytes) else x): i for i, x in enumerate(ids)}
         infos = f["info"]
-        return [(i, c, (lambda v: v.decode() if isinstance(v, bytes) else str(v))(infos[pos[i]])) for i, c, _ in failures]
+        out = []
+        for i, c, _ in failures:
+            v = infos[pos[i]]
+            out.append((i, c, v.decode() if isinstance(v, bytes) else str(v)))
+        return out
 
 
 def _run_batches(client, plugin: str, store: Path, entries: Sequence[ImageEntry], todo: np.ndarray, role: TemplateRole,

@@ -27,13 +27,19 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from frvt.store import StoreError, StoreInfo, check_compatible, read_store_info, read_templates
+from frvt.store import (
+    StoreError,
+    StoreInfo,
+    check_compatible,
+    read_store_info,
+    read_templates,
+)
 from validation.metrics import FailureCount
 from validation.streaming import DEFAULT_CHUNK
 
@@ -341,7 +347,7 @@ class StoreComparisons:
     def __len__(self) -> int:
         return self._n
 
-    def subjects(self) -> "ImpostorSubjects":
+    def subjects(self) -> ImpostorSubjects:
         return ImpostorSubjects(self)
 
     def chunks(self, chunk_size: int = DEFAULT_CHUNK) -> Iterator[tuple[int, np.ndarray]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,21 +21,21 @@ def enroll(
     store: Path = typer.Argument(..., help="Template store (.h5) to create or continue."),
     implementation: str = typer.Option("implementation:FaceVerifier", "--implementation", "-i",
                                        help="The implementation, module:Attr."),
-    config_dir: Optional[Path] = typer.Option(None, "--config-dir", help="Config directory for initialize."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786)."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local workers (default: one per core)."),
+    config_dir: Path | None = typer.Option(None, "--config-dir", help="Config directory for initialize."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786)."),
+    workers: int | None = typer.Option(None, "--workers", "-j", help="Local workers (default: one per core)."),
     batch: int = typer.Option(16, "--batch", help="Images per Dask task."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     from frvt.enroll import enroll as run_enroll
     from frvt.records import ListFormatError
+    from frvt.settings import ConfigDirError
     from frvt.store import StoreError
-    from frvt.validate import ValidationSetupError
 
     try:
         report = run_enroll(source, store, implementation=implementation, config_dir=config_dir, scheduler=scheduler,
                             workers=workers, batch=batch, progress=progress, say=lambda s: typer.echo(s, err=True))
-    except (StoreError, ListFormatError, ValidationSetupError, ValueError, OSError) as exc:
+    except (StoreError, ListFormatError, ConfigDirError, ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     rate = report.images_per_second

@@ -7,12 +7,12 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+from scale_fixtures import make_image_folder
 from typer.testing import CliRunner
 
 from frvt.cli import app
 from frvt.enroll import enroll, folder_entries
 from frvt.store import NOT_MADE, StoreError, read_store_info, read_templates
-from scale_fixtures import make_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_a_store_of_other_images_is_refused(enrolled, default_config_dir, tmp_pa
     folder, store, _ = enrolled
     other = tmp_path / "other"
     shutil.copytree(folder, other)
-    shutil.rmtree(other / sorted(p.name for p in other.iterdir())[-1])
+    shutil.rmtree(other / max(p.name for p in other.iterdir()))
     copy = tmp_path / "t.h5"
     shutil.copy(store, copy)
     with pytest.raises(StoreError, match="another image list"):

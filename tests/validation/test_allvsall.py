@@ -10,10 +10,16 @@ import zlib
 import h5py
 import numpy as np
 import pytest
+from scale_fixtures import make_image_folder
 
 from frvt.enroll import enroll
-from frvt.store import StoreError, create_store, read_store_info, read_templates, write_results
-from scale_fixtures import make_image_folder
+from frvt.store import (
+    StoreError,
+    create_store,
+    read_store_info,
+    read_templates,
+    write_results,
+)
 from validation.allvsall import BlockContext, make_plan, materialise, score_stores
 from validation.score import ScoreInput, score
 
@@ -22,7 +28,7 @@ SKIP = {"source", "failures", "created_by", "systems", "plots", "label"}
 
 def _same_numbers(a: dict, b: dict) -> None:
     """Every field of two metrics.json documents but provenance, compared exactly (floats included)."""
-    strip = lambda m: {k: v for k, v in m.items() if k not in SKIP}  # noqa: E731
+    strip = lambda m: {k: v for k, v in m.items() if k not in SKIP}
     assert strip(a) == strip(b)
     assert [strip(s) for s in a["systems"]] == [strip(s) for s in b["systems"]]
 
