@@ -112,7 +112,7 @@ def quantise(embeddings: np.ndarray) -> np.ndarray:
     if norms.size and not np.all(norms <= 4.0):
         i = int(np.flatnonzero(~(norms <= 4.0))[0])
         raise ValueError(f"embedding {i} has norm {norms[i]:.6g}; the similarity is exact for norms up to 4")
-    return np.rint(np.ldexp(x, QUANTUM_BITS))
+    return np.rint(x * 2.0**QUANTUM_BITS)
 
 
 def similarity_matrix(qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
@@ -122,8 +122,10 @@ def similarity_matrix(qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
     higher = more alike, with ``cos`` the exact dot product of the quantised embeddings times
     ``2**-48``, rounded once to float32. The result does not depend on how the product is blocked.
     """
-    dot = qa @ qb.T  # exact: see quantise
-    s = (1.0 + np.ldexp(dot, -2 * QUANTUM_BITS)) * 0.5
+    s = qa @ qb.T  # exact: see quantise
+    s *= 2.0 ** (-2 * QUANTUM_BITS)  # exact: a power of two
+    s += 1.0
+    s *= 0.5
     np.clip(s, 0.0, 1.0, out=s)
     return s.astype(np.float32)
 

@@ -414,12 +414,15 @@ class _Pass:
 
 class _Counts:
     """Counters filled by ``bincount`` over indices gathered in batches of at least the counter
-    array's size (so that adding a large counter array per small chunk never dominates)."""
+    array's size (so that adding a large counter array per small chunk never dominates). When the
+    counters far outnumber the indices (a block of comparisons touching few of many subjects), the
+    batches are counted sparsely, as (index, count) pairs, and the dense array is made only once."""
 
     def __init__(self, size: int, flush_at: int) -> None:
         self.size = size
-        self.flush_at = max(size, flush_at)
+        self.flush_at = max(min(size, 1 << 24), flush_at)
         self.counts: np.ndarray | None = None
+        self.sparse: list[tuple[np.ndarray, np.ndarray]] = []
         self.pending: list[np.ndarray] = []
         self.n_pending = 0
 
@@ -430,22 +433,49 @@ class _Counts:
             self.flush()
 
     def flush(self) -> None:
-        if self.pending:
-            c = np.bincount(np.concatenate(self.pending), minlength=self.size)
-            self.counts = c if self.counts is None else self.counts + c
-            self.pending, self.n_pending = [], 0
+        if not self.pending:
+            return
+        idx = np.concatenate(self.pending)
+        self.pending, self.n_pending = [], 0
+        if self.counts is None and self.size > 4 * idx.size:
+            u, c = np.unique(idx, return_counts=True)
+            self.sparse.append((u, c.astype(np.int64)))
+            if len(self.sparse) > 64:
+                self.sparse = [self._sparse_sum(self.sparse)]
+            return
+        c = np.bincount(idx, minlength=self.size)
+        self.counts = c if self.counts is None else self.counts + c
+
+    @staticmethod
+    def _sparse_sum(parts):
+        u = np.concatenate([p[0] for p in parts])
+        c = np.concatenate([p[1] for p in parts])
+        if not u.size:
+            return u.astype(np.int64), c.astype(np.int64)
+        order = np.argsort(u, kind="stable")
+        u, c = u[order], c[order]
+        uu, start = np.unique(u, return_index=True)
+        return uu, np.add.reduceat(c, start)
 
     def total(self) -> np.ndarray:
         self.flush()
-        return self.counts if self.counts is not None else np.zeros(self.size, dtype=np.int64)
+        out = self.counts if self.counts is not None else np.zeros(self.size, dtype=np.int64)
+        for u, c in self.sparse:
+            np.add.at(out, u, c)
+        self.sparse = []
+        self.counts = out
+        return out
 
     def pack(self) -> tuple[np.ndarray, np.ndarray]:
         """The non-zero counters as (index, count): small when few counters are hit."""
         self.flush()
-        if self.counts is None:
+        parts = list(self.sparse)
+        if self.counts is not None:
+            nz = np.flatnonzero(self.counts)
+            parts.append((nz, self.counts[nz]))
+        if not parts:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        nz = np.flatnonzero(self.counts)
-        return nz, self.counts[nz]
+        return self._sparse_sum(parts) if len(parts) > 1 else parts[0]
 
     def merge(self, packed: tuple[np.ndarray, np.ndarray]) -> None:
         idx, c = packed

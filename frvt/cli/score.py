@@ -21,7 +21,7 @@ repeatable. Give several inputs to compare systems on one DET plot; --label name
 Template stores (`frvt enroll`): --all-vs-all STORE scores every pair of its templates, --gallery G
 --probe P every gallery x probe pair, exactly and without writing any score: blocks of similarities
 are computed and reduced on Dask workers (--scheduler tcp://host:8786, else a local cluster;
---workers 0 runs in this process)."""
+--workers 0 runs in this process). FMR targets default to 1e-8..1e-1 here."""
 
 
 @app.command(help=_HELP)
@@ -94,7 +94,7 @@ def _score_stores(all_vs_all, gallery, probe, inputs, genuine, label, out, fmr, 
             raise ValueError(f"{len(label)} --label for one system")
         report, timings = score_stores(all_vs_all or gallery, probe, out, label=label[0] if label else None,
                                        scheduler=scheduler, workers=workers, block=block, force_pairwise=pairwise,
-                                       progress=True, fmr_targets=tuple(fmr) if fmr else FMR_TARGETS,
+                                       progress=True, fmr_targets=tuple(fmr) if fmr else (1e-8, 1e-7, *FMR_TARGETS),
                                        n_resamples=bootstrap, seed=seed, confidence=confidence,
                                        min_false_matches=min_false_matches, plots=plots)
     except (StoreError, ScoreError, ValueError, OSError, RuntimeError) as exc:
