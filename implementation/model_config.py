@@ -17,6 +17,8 @@ class ModelConfig:
     The network input is ``(pixel - mean) * scale`` per channel, in ``colour_order``, laid out as
     ``layout`` with shape ``input_shape``. Pixels are 0..255. The output is one embedding of
     ``embedding_size`` floats per image (not necessarily unit length; the pipeline normalises).
+    ``similarity`` declares how two embeddings compare; ``"cosine-q24"`` is
+    :func:`implementation.template.similarity_matrix`, computed exactly in blocks.
     """
 
     name: str
@@ -28,6 +30,7 @@ class ModelConfig:
     scale: float = 1.0
     embedding_size: int = 128
     chip: dict = field(default_factory=dict)  # alignment framing, e.g. {"kind": "dlib", "size": 150, "padding": 0.25}
+    similarity: str = "cosine-q24"  # how embeddings compare (implementation.template.SIMILARITY)
 
     @property
     def input_size(self) -> tuple[int, int]:

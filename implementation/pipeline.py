@@ -204,6 +204,12 @@ class FaceVerifier:
             return MatchResult(ReturnStatus(ReturnCode.TemplateFormatError, "templates of different sizes"), -1.0)
         return MatchResult(ReturnStatus(), tpl.similarity(v.embedding, e.embedding))
 
+    def vector_form(self) -> tpl.VectorForm | None:
+        """Templates as fixed-length vectors with the declared similarity (after ``initialize``)."""
+        if self._config is None or self._config.similarity != tpl.SIMILARITY:
+            return None
+        return tpl.VectorForm(self._fingerprint, self._config.embedding_size, self._config.similarity)
+
     # -- profiling ----------------------------------------------------------------------------
     def operator_profiles(self, image: Image) -> dict[str, list[dict]]:
         """Per-operator times of the detector and embedder on one image (TVM's Relax VM profiler)."""

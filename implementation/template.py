@@ -88,14 +88,123 @@ def decode(data: bytes, model_fingerprint: bytes | None = None) -> Template:
     return Template(embedding, n_faces, fingerprint)
 
 
-def similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Similarity of two unit embeddings: ``(1 + cos) / 2`` in [0, 1], higher = more alike, symmetric.
+SIMILARITY = "cosine-q24"
+"""The declared similarity of the embeddings (see :func:`similarity_matrix`); stores record it."""
 
-    It is a monotone function of the Euclidean distance ``d`` of unit vectors
-    (``similarity = 1 - d**2 / 4``).
+QUANTUM_BITS = 24
+"""Embedding components are taken on a grid of ``2**-24`` before the dot product."""
+
+
+def quantise(embeddings: np.ndarray) -> np.ndarray:
+    """Unit embeddings (n, d) -> integers ``round(x * 2**24)`` held exactly in float64, shape (n, d).
+
+    Every product and every partial sum of a dot product of two such rows is an integer below
+    ``2**53`` in magnitude (Cauchy-Schwarz: at most ``|qa| |qb|``, about ``2**48`` for unit vectors), so
+    float64 arithmetic computes the dot product exactly in any order: a BLAS matrix product, a
+    scalar loop and any blocking give the same bits.
+
+    Raises ValueError when a row's norm exceeds 4 (the exactness bound would not hold).
+    """
+    x = np.asarray(embeddings, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be (n, d), got shape {x.shape}")
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    if norms.size and not np.all(norms <= 4.0):
+        i = int(np.flatnonzero(~(norms <= 4.0))[0])
+        raise ValueError(f"embedding {i} has norm {norms[i]:.6g}; the similarity is exact for norms up to 4")
+    return np.rint(x * 2.0**QUANTUM_BITS)
+
+
+def similarity_matrix(qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
+    """Similarities of every row of ``qa`` (n, d) with every row of ``qb`` (m, d), float32 (n, m).
+
+    ``qa``, ``qb`` come from :func:`quantise`. The similarity is ``(1 + cos) / 2`` clipped to [0, 1],
+    higher = more alike, with ``cos`` the exact dot product of the quantised embeddings times
+    ``2**-48``, rounded once to float32. The result does not depend on how the product is blocked.
+    """
+    s = qa @ qb.T  # exact: see quantise
+    s *= 2.0 ** (-2 * QUANTUM_BITS)  # exact: a power of two
+    s += 1.0
+    s *= 0.5
+    np.clip(s, 0.0, 1.0, out=s)
+    return s.astype(np.float32)
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Similarity of two unit embeddings (d,): ``(1 + cos) / 2`` in [0, 1], higher = more alike, symmetric.
+
+    The float32 value :func:`similarity_matrix` gives for the pair, as a Python float. It is a
+    monotone function of the Euclidean distance ``d`` of unit vectors (``similarity = 1 - d**2 / 4``).
 
     >>> similarity(np.array([1.0, 0.0]), np.array([1.0, 0.0]))
     1.0
     """
-    cos = float(np.dot(a.astype(np.float64), b.astype(np.float64)))
-    return min(1.0, max(0.0, (1.0 + cos) / 2.0))
+    return float(similarity_matrix(quantise(np.reshape(a, (1, -1))), quantise(np.reshape(b, (1, -1))))[0, 0])
+
+
+@dataclass(frozen=True)
+class VectorForm:
+    """How to read this implementation's templates as fixed-length vectors and compare them in blocks.
+
+    A template scorer that knows this form computes similarity blocks as matrix products instead
+    of calling ``match_templates`` pair by pair, with the same values (:func:`similarity`). It is
+    picklable and needs no model: it travels to workers that never load the networks.
+
+    Attributes
+    ----------
+    model_fingerprint : bytes
+        4 bytes; a template of another model is refused.
+    dim : int
+        Embedding size.
+    similarity : str
+        The declared similarity (:data:`SIMILARITY`).
+    """
+
+    model_fingerprint: bytes
+    dim: int
+    similarity: str = SIMILARITY
+
+    def header(self) -> dict:
+        """What a template store records to check compatibility."""
+        return {"template_format": f"frvt-template/{FORMAT_VERSION}", "model_fingerprint": self.model_fingerprint.hex(),
+                "dim": self.dim, "similarity": self.similarity,
+                "vector_form": f"{__name__}:{type(self).__name__}"}
+
+    @classmethod
+    def from_header(cls, header: dict) -> "VectorForm":
+        fmt = header.get("template_format")
+        if fmt != f"frvt-template/{FORMAT_VERSION}":
+            raise TemplateFormatError(f"template format {fmt!r}, this implementation reads frvt-template/{FORMAT_VERSION}")
+        if header.get("similarity") != SIMILARITY:
+            raise TemplateFormatError(f"declared similarity {header.get('similarity')!r}, this implementation computes {SIMILARITY!r}")
+        return cls(bytes.fromhex(header["model_fingerprint"]), int(header["dim"]), SIMILARITY)
+
+    def vectors(self, templates) -> tuple[np.ndarray, np.ndarray]:
+        """Templates (sequence of bytes) -> quantised embeddings (n, dim) float64 and a has-face mask (n,).
+
+        A no-face template gives a zero row and False. Raises :class:`TemplateFormatError` with the
+        template's position for bytes that are not a template of this model and dimension.
+        """
+        q = np.zeros((len(templates), self.dim), np.float64)
+        ok = np.zeros(len(templates), bool)
+        rows = []
+        for i, data in enumerate(templates):
+            try:
+                t = decode(data, self.model_fingerprint)
+                if t.has_face and t.embedding.size != self.dim:
+                    raise TemplateFormatError(f"embedding of {t.embedding.size} values, expected {self.dim}")
+            except TemplateFormatError as exc:
+                err = TemplateFormatError(f"template {i}: {exc}")
+                err.index = i
+                raise err from None
+            if t.has_face:
+                rows.append(i)
+                q[i] = t.embedding
+                ok[i] = True
+        if rows:
+            q[rows] = quantise(q[rows])
+        return q, ok
+
+    def similarity_matrix(self, qa: np.ndarray, qb: np.ndarray) -> np.ndarray:
+        """See :func:`similarity_matrix`."""
+        return similarity_matrix(qa, qb)

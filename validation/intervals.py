@@ -37,8 +37,10 @@ from validation.streaming import (
     ArrayScores,
     ScoreSource,
     StreamingEvaluation,
+    _Counts,
     _similarity,
     evaluate,
+    run_pass,
     target_window_ranks,
 )
 
@@ -124,7 +126,39 @@ def _as_source(ids, name: str) -> ScoreSource:
     return ids if hasattr(ids, "chunks") else ArrayScores(np.asarray(ids), name)
 
 
+class SubjectEdgePass:
+    """Impostor counts per (subject, number of ``edges`` strictly below the score), flattened."""
+
+    def __init__(self, subjects: np.ndarray, edges: np.ndarray, higher_is_better: bool, chunk_size: int) -> None:
+        self.subjects, self.edges, self.higher_is_better = subjects, edges, higher_is_better
+        self.width = edges.size + 1
+        self.chunk_size = chunk_size
+
+    def start(self):
+        return _Counts(self.subjects.size * self.width, self.chunk_size)
+
+    def add(self, acc, x, ids):
+        s = _similarity(np.asarray(x), self.higher_is_better)
+        sid = np.searchsorted(self.subjects, ids)
+        idx = np.searchsorted(self.edges, s, side="left")  # edges strictly below the score
+        acc.add(sid.astype(np.int64) * self.width + idx)
+        return acc
+
+    def pack(self, acc):
+        return acc.pack()
+
+    def merge(self, acc, packed):
+        acc.merge(packed)
+        return acc
+
+    def finish(self, acc):
+        return acc.total()
+
+
 def _subject_universe(genuine_subject: np.ndarray, impostor_subject: ScoreSource, chunk_size: int) -> np.ndarray:
+    own = getattr(impostor_subject, "unique", None)
+    if own is not None:
+        return np.unique(np.concatenate([np.unique(genuine_subject), own()]))
     parts = [np.unique(genuine_subject)]
     for _, ids in impostor_subject.chunks(chunk_size):
         parts.append(np.unique(ids))
@@ -194,21 +228,8 @@ def subject_bootstrap(evaluation: StreamingEvaluation, genuine_subject, impostor
     subjects = _subject_universe(gid, isrc, chunk_size)
     n_sub = subjects.size
     width = n_edges + 1
-    imp_counts = np.zeros(n_sub * width, dtype=np.int64)
-    pending: list[np.ndarray] = []
-    n_pending = 0
-    flush_at = max(imp_counts.size, chunk_size)
-    for (_, x), (_, ids) in zip(source.chunks(chunk_size), isrc.chunks(chunk_size)):
-        s = _similarity(np.asarray(x), ev.higher_is_better)
-        sid = np.searchsorted(subjects, ids)
-        idx = np.searchsorted(edges, s, side="left")  # edges strictly below the score
-        pending.append(sid.astype(np.int64) * width + idx)
-        n_pending += s.size
-        if n_pending >= flush_at:
-            imp_counts += np.bincount(np.concatenate(pending), minlength=imp_counts.size)
-            pending, n_pending = [], 0
-    if pending:
-        imp_counts += np.bincount(np.concatenate(pending), minlength=imp_counts.size)
+    imp_counts = run_pass(source, SubjectEdgePass(subjects, edges, ev.higher_is_better, chunk_size), chunk_size,
+                          ids=isrc)
     imp_counts = imp_counts.reshape(n_sub, width)
     n_imp_s = imp_counts.sum(axis=1).astype(np.float64)
     # above[s, j]: impostors of subject s strictly above edge j

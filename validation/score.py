@@ -40,7 +40,7 @@ import subprocess
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -293,8 +293,9 @@ class ScoreInput:
     """
 
     label: str
-    kind: str  # "validate", "hdf5" or "files"
+    kind: str  # "validate", "hdf5", "files" or "templates"
     paths: tuple[Path, ...]
+    loader: Callable[[], "LoadedScores"] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike, label: str | None = None) -> "ScoreInput":
@@ -322,6 +323,8 @@ class ScoreInput:
 
 def load_input(inp: ScoreInput, higher_is_better: bool | None = None) -> LoadedScores:
     """Read one input (validated; see the module docstring). ``None`` direction: the file's or similarity."""
+    if inp.loader is not None:  # e.g. comparisons computed from template stores (validation.allvsall)
+        return inp.loader()
     if inp.kind == "validate":
         loaded = read_validate_output(inp.paths[0])
         if higher_is_better is False:
@@ -625,7 +628,7 @@ def format_report(report: ScoreReport) -> str:
         if m["failures"]:
             f = {k: f"{v['n_failed']:,}/{v['n_attempts']:,} = {_pct(v['rate'])}" for k, v in m["failures"].items()}
             lines.append(f"   FTE: enrolment templates {f['enroll']}, verification templates {f['verif']}; "
-                         f"FTM (comparisons with a non-success code): {f['match']}")
+                         f"FTM (comparisons with a non-success code): {f.get('match', 'not counted')}")
         if m["eer"] is None:
             lines.append("   EER: not defined (see warnings)")
         else:

@@ -360,6 +360,244 @@ def _raw_top16_to_key_top16() -> np.ndarray:
     return np.where(r < 0x8000, r ^ 0x8000, r ^ 0xFFFF)
 
 
+class Reduction(Protocol):
+    """One pass over a score source as a reduction, so that a source may run it where its scores are.
+
+    ``add`` folds one chunk (scores in the caller's units, NaN = failed; ``ids`` the chunk's subject
+    ids when the pass reads them) into an accumulator from ``start``; ``pack`` makes an accumulator
+    compact for shipping; ``merge`` folds a packed accumulator into another; ``finish`` gives the
+    pass's result. Every reduction here counts, keeps or takes extremes, so the result does not
+    depend on how the scores are chunked or in which order the chunks come.
+    """
+
+    def start(self): ...
+
+    def add(self, acc, x: np.ndarray, ids: np.ndarray | None): ...
+
+    def pack(self, acc): ...
+
+    def merge(self, acc, packed): ...
+
+    def finish(self, acc): ...
+
+
+def run_pass(source: ScoreSource, reduction: Reduction, chunk_size: int = DEFAULT_CHUNK,
+             ids: ScoreSource | None = None):
+    """Run ``reduction`` over every score of ``source`` (with the aligned subject ids of ``ids``).
+
+    A source with a ``run_pass(reduction, chunk_size, ids)`` method runs the pass itself (e.g.
+    block by block on a cluster, without the scores ever leaving the workers); otherwise the
+    chunks are read here in order.
+    """
+    own = getattr(source, "run_pass", None)
+    if own is not None:
+        return own(reduction, chunk_size, ids)
+    acc = reduction.start()
+    if ids is None:
+        for _, chunk in source.chunks(chunk_size):
+            acc = reduction.add(acc, chunk, None)
+    else:
+        for (_, x), (_, chunk_ids) in zip(source.chunks(chunk_size), ids.chunks(chunk_size)):
+            acc = reduction.add(acc, x, chunk_ids)
+    return reduction.finish(acc)
+
+
+class _Pass:
+    """Defaults: nothing to pack, ``finish`` returns the accumulator."""
+
+    def pack(self, acc):
+        return acc
+
+    def finish(self, acc):
+        return acc
+
+
+class _Counts:
+    """Counters filled by ``bincount`` over indices gathered in batches of at least the counter
+    array's size (so that adding a large counter array per small chunk never dominates). When the
+    counters far outnumber the indices (a block of comparisons touching few of many subjects), the
+    batches are counted sparsely, as (index, count) pairs, and the dense array is made only once."""
+
+    def __init__(self, size: int, flush_at: int) -> None:
+        self.size = size
+        self.flush_at = max(min(size, 1 << 24), flush_at)
+        self.counts: np.ndarray | None = None
+        self.sparse: list[tuple[np.ndarray, np.ndarray]] = []
+        self.pending: list[np.ndarray] = []
+        self.n_pending = 0
+
+    def add(self, idx: np.ndarray) -> None:
+        self.pending.append(idx)
+        self.n_pending += idx.size
+        if self.n_pending >= self.flush_at:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        idx = np.concatenate(self.pending)
+        self.pending, self.n_pending = [], 0
+        if self.counts is None and self.size > 4 * idx.size:
+            u, c = np.unique(idx, return_counts=True)
+            self.sparse.append((u, c.astype(np.int64)))
+            if len(self.sparse) > 64:
+                self.sparse = [self._sparse_sum(self.sparse)]
+            return
+        c = np.bincount(idx, minlength=self.size)
+        self.counts = c if self.counts is None else self.counts + c
+
+    @staticmethod
+    def _sparse_sum(parts):
+        u = np.concatenate([p[0] for p in parts])
+        c = np.concatenate([p[1] for p in parts])
+        if not u.size:
+            return u.astype(np.int64), c.astype(np.int64)
+        order = np.argsort(u, kind="stable")
+        u, c = u[order], c[order]
+        uu, start = np.unique(u, return_index=True)
+        return uu, np.add.reduceat(c, start)
+
+    def total(self) -> np.ndarray:
+        self.flush()
+        out = self.counts if self.counts is not None else np.zeros(self.size, dtype=np.int64)
+        for u, c in self.sparse:
+            np.add.at(out, u, c)
+        self.sparse = []
+        self.counts = out
+        return out
+
+    def pack(self) -> tuple[np.ndarray, np.ndarray]:
+        """The non-zero counters as (index, count): small when few counters are hit."""
+        self.flush()
+        parts = list(self.sparse)
+        if self.counts is not None:
+            nz = np.flatnonzero(self.counts)
+            parts.append((nz, self.counts[nz]))
+        if not parts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return self._sparse_sum(parts) if len(parts) > 1 else parts[0]
+
+    def merge(self, packed: tuple[np.ndarray, np.ndarray]) -> None:
+        idx, c = packed
+        if idx.size:
+            if self.counts is None:
+                self.counts = np.zeros(self.size, dtype=np.int64)
+            np.add.at(self.counts, idx, c)
+
+
+class TopBinPass(_Pass):
+    """Pass 1 of :func:`kth_largest`: scores per top-16-bit key bin (raw bit order), failures, range."""
+
+    def __init__(self, dtype: np.dtype, higher_is_better: bool) -> None:
+        self.dtype, self.higher_is_better = np.dtype(dtype), higher_is_better
+
+    def start(self):
+        return [np.zeros(1 << 16, dtype=np.int64), 0, math.inf, -math.inf]
+
+    def add(self, acc, x, ids):
+        bits = 32 if self.dtype == np.float32 else 64
+        ukey = np.uint32 if bits == 32 else np.uint64
+        x = _similarity(np.asarray(x, dtype=self.dtype), self.higher_is_better)
+        if not x.size:
+            return acc
+        lo, hi = float(x.min()), float(x.max())
+        if lo == -math.inf:
+            finite = x[x != -np.inf]
+            acc[1] += x.size - finite.size
+            lo = float(finite.min()) if finite.size else math.inf
+            hi = float(finite.max()) if finite.size else -math.inf
+        acc[2], acc[3] = min(acc[2], lo), max(acc[3], hi)
+        acc[0] += np.bincount((x.view(ukey) >> ukey(bits - 16)).astype(np.intp), minlength=1 << 16)
+        return acc
+
+    def merge(self, acc, packed):
+        acc[0] += packed[0]
+        acc[1] += packed[1]
+        acc[2], acc[3] = min(acc[2], packed[2]), max(acc[3], packed[3])
+        return acc
+
+
+class KeepBinsPass(_Pass):
+    """Pass 2 of :func:`kth_largest`: the similarities whose raw top 16 bits are ``wanted``."""
+
+    def __init__(self, dtype: np.dtype, higher_is_better: bool, wanted: np.ndarray) -> None:
+        self.dtype, self.higher_is_better, self.wanted = np.dtype(dtype), higher_is_better, wanted
+
+    def start(self):
+        return []
+
+    def add(self, acc, x, ids):
+        bits = 32 if self.dtype == np.float32 else 64
+        ukey = np.uint32 if bits == 32 else np.uint64
+        x = _similarity(np.asarray(x, dtype=self.dtype), self.higher_is_better)
+        acc.append(x[self.wanted[(x.view(ukey) >> ukey(bits - 16)).astype(np.intp)]])
+        return acc
+
+    def pack(self, acc):
+        return [np.concatenate(acc)] if acc else []
+
+    def merge(self, acc, packed):
+        acc.extend(packed)
+        return acc
+
+    def finish(self, acc):
+        return np.concatenate(acc) if acc else np.zeros(0, dtype=self.dtype)
+
+
+class DigitPass(_Pass):
+    """A radix pass of :func:`kth_largest`: counts of the next ``d`` key bits inside the chosen prefixes."""
+
+    def __init__(self, dtype: np.dtype, higher_is_better: bool, slots: np.ndarray, known: int, d: int,
+                 chunk_size: int) -> None:
+        self.dtype, self.higher_is_better = np.dtype(dtype), higher_is_better
+        self.slots, self.known, self.d, self.chunk_size = slots, known, d, chunk_size
+        self.lut = None
+        self.top16 = None
+        if known <= 16:
+            self.lut = np.full(1 << known, -1, dtype=np.int64)
+            self.lut[slots.astype(np.int64)] = np.arange(slots.size)
+        else:
+            self.top16 = np.zeros(1 << 16, dtype=bool)
+            self.top16[(slots >> np.uint64(known - 16)).astype(np.int64)] = True
+
+    def start(self):
+        size = self.slots.size << self.d
+        return _Counts(size, self.chunk_size)
+
+    def add(self, acc, x, ids):
+        bits = 32 if self.dtype == np.float32 else 64
+        ukey = np.uint32 if bits == 32 else np.uint64
+        n_slots, known, d = self.slots.size, self.known, self.d
+        shift = bits - known - d
+        dmask = ukey((1 << d) - 1)
+        key = float_keys(_similarity(np.asarray(x, dtype=self.dtype), self.higher_is_better))
+        if self.lut is not None:
+            pos = self.lut[(key >> ukey(bits - known)).astype(np.intp)]
+            sel = pos >= 0
+            pos = pos[sel]
+            sub = key[sel]
+        else:
+            slots_k = self.slots.astype(ukey)
+            sub = key[self.top16[(key >> ukey(bits - 16)).astype(np.intp)]]
+            p = sub >> ukey(bits - known)
+            pos = np.minimum(np.searchsorted(slots_k, p), n_slots - 1)
+            sel = slots_k[pos] == p
+            pos = pos[sel]
+            sub = sub[sel]
+        acc.add((pos.astype(np.int64) << d) | ((sub >> ukey(shift)) & dmask).astype(np.int64))
+        return acc
+
+    def pack(self, acc):
+        return acc.pack()
+
+    def merge(self, acc, packed):
+        acc.merge(packed)
+        return acc
+
+    def finish(self, acc):
+        return acc.total()
+
+
 COLLECT_LIMIT = 1 << 24
 """Most scores the second pass may hold in memory (128 MiB as float64); beyond, radix passes."""
 
@@ -404,21 +642,7 @@ def kth_largest(source: ScoreSource, ks: Sequence[int] | np.ndarray, *, higher_i
     m = ks.size
 
     # pass 1: histogram of the top 16 key bits, range and failures
-    raw_hist = np.zeros(1 << 16, dtype=np.int64)
-    n_failed = 0
-    fmin, fmax = math.inf, -math.inf
-    for _, chunk in source.chunks(chunk_size):
-        x = _similarity(np.asarray(chunk, dtype=dtype), higher_is_better)
-        if not x.size:
-            continue
-        lo, hi = float(x.min()), float(x.max())
-        if lo == -math.inf:
-            finite = x[x != -np.inf]
-            n_failed += x.size - finite.size
-            lo = float(finite.min()) if finite.size else math.inf
-            hi = float(finite.max()) if finite.size else -math.inf
-        fmin, fmax = min(fmin, lo), max(fmax, hi)
-        raw_hist += np.bincount((x.view(ukey) >> ukey(bits - 16)).astype(np.intp), minlength=1 << 16)
+    raw_hist, n_failed, fmin, fmax = run_pass(source, TopBinPass(dtype, higher_is_better), chunk_size)
     passes = 1
     key_of_raw = _raw_top16_to_key_top16()
     hist = np.zeros(1 << 16, dtype=np.int64)
@@ -442,12 +666,9 @@ def kth_largest(source: ScoreSource, ks: Sequence[int] | np.ndarray, *, higher_i
         raw_of_key[key_of_raw] = np.arange(1 << 16)
         wanted = np.zeros(1 << 16, dtype=bool)
         wanted[raw_of_key[cand]] = True
-        kept = []
-        for _, chunk in source.chunks(chunk_size):
-            x = _similarity(np.asarray(chunk, dtype=dtype), higher_is_better)
-            kept.append(x[wanted[(x.view(ukey) >> ukey(bits - 16)).astype(np.intp)]])
+        kept = run_pass(source, KeepBinsPass(dtype, higher_is_better, wanted), chunk_size)
         passes += 1
-        keys = np.sort(float_keys(np.concatenate(kept)))
+        keys = np.sort(float_keys(kept))
         key_top = (keys >> ukey(bits - 16)).astype(np.int64)
         end = np.searchsorted(key_top, prefix.astype(np.int64), side="right")
         found = keys[end - 1 - rank]
@@ -462,43 +683,7 @@ def kth_largest(source: ScoreSource, ks: Sequence[int] | np.ndarray, *, higher_i
         n_slots = slots.size
         d = int(math.floor(math.log2(max(counter_budget // max(n_slots, 1), 2))))
         d = max(1, min(d, 16, bits - known))
-        counts = np.zeros(n_slots << d, dtype=np.int64)
-        shift = bits - known - d
-        dmask = ukey((1 << d) - 1)
-        slots_k = slots.astype(ukey)
-        lut = None
-        if known <= 16:
-            lut = np.full(1 << known, -1, dtype=np.int64)
-            lut[slots.astype(np.int64)] = np.arange(n_slots)
-        else:
-            top16 = np.zeros(1 << 16, dtype=bool)
-            top16[(slots >> np.uint64(known - 16)).astype(np.int64)] = True
-        # indices are binned in batches of at least the counter array's size, so that adding a
-        # large counter array per small chunk never dominates
-        pending: list[np.ndarray] = []
-        n_pending = 0
-        flush_at = max(counts.size, chunk_size)
-        for _, chunk in source.chunks(chunk_size):
-            key = float_keys(_similarity(np.asarray(chunk, dtype=dtype), higher_is_better))
-            if lut is not None:
-                pos = lut[(key >> ukey(bits - known)).astype(np.intp)]
-                sel = pos >= 0
-                pos = pos[sel]
-                sub = key[sel]
-            else:
-                sub = key[top16[(key >> ukey(bits - 16)).astype(np.intp)]]
-                p = sub >> ukey(bits - known)
-                pos = np.minimum(np.searchsorted(slots_k, p), n_slots - 1)
-                sel = slots_k[pos] == p
-                pos = pos[sel]
-                sub = sub[sel]
-            pending.append((pos.astype(np.int64) << d) | ((sub >> ukey(shift)) & dmask).astype(np.int64))
-            n_pending += pending[-1].size
-            if n_pending >= flush_at:
-                counts += np.bincount(np.concatenate(pending), minlength=counts.size)
-                pending, n_pending = [], 0
-        if pending:
-            counts += np.bincount(np.concatenate(pending), minlength=counts.size)
+        counts = run_pass(source, DigitPass(dtype, higher_is_better, slots, known, d, chunk_size), chunk_size)
         passes += 1
         counts = counts.reshape(n_slots, 1 << d)
         digits_from_top = np.cumsum(counts[:, ::-1], axis=1)  # [s, j]: keys with digit >= 2^d-1-j
@@ -577,43 +762,61 @@ class StreamingEvaluation:
         return int(self.selection.n)
 
 
-def _collect_bracket(source: ScoreSource, lo: float, hi: float, higher_is_better: bool,
-                     chunk_size: int, merge_at: int = 1 << 22) -> tuple[np.ndarray, np.ndarray, float]:
-    """Distinct impostor similarities ``v`` with ``lo <= v < hi``, their counts, and the lowest
-    impostor similarity ``>= hi`` (``inf`` if none). Memory: the distinct values only."""
-    lo, hi = np.float64(lo), np.float64(hi)  # numpy scalars: float32 chunks compare in float64
-    values: list[np.ndarray] = []
-    counts: list[np.ndarray] = []
-    held = 0
-    next_above = math.inf
+class BracketPass(_Pass):
+    """Distinct similarities ``v`` with ``lo <= v < hi`` and their counts, and the lowest similarity
+    ``>= hi``; memory: the distinct values only."""
 
-    def merge() -> None:
-        u = np.concatenate(values)
-        c = np.concatenate(counts)
+    def __init__(self, lo: float, hi: float, higher_is_better: bool, merge_at: int = 1 << 22) -> None:
+        self.lo, self.hi = np.float64(lo), np.float64(hi)  # numpy scalars: float32 chunks compare in float64
+        self.higher_is_better, self.merge_at = higher_is_better, merge_at
+
+    def start(self):
+        return {"values": [], "counts": [], "held": 0, "next_above": math.inf}
+
+    @staticmethod
+    def _merge(acc) -> None:
+        u = np.concatenate(acc["values"])
+        c = np.concatenate(acc["counts"])
         order = np.argsort(u, kind="stable")
         u, c = u[order], c[order]
         uu, start = np.unique(u, return_index=True)
-        values[:] = [uu]
-        counts[:] = [np.add.reduceat(c, start)]
+        acc["values"], acc["counts"] = [uu], [np.add.reduceat(c, start)]
+        acc["held"] = uu.size
 
-    for _, chunk in source.chunks(chunk_size):
-        x = _similarity(np.asarray(chunk), higher_is_better)
-        inside = x[(x >= lo) & (x < hi)]
+    def add(self, acc, x, ids):
+        x = _similarity(np.asarray(x), self.higher_is_better)
+        inside = x[(x >= self.lo) & (x < self.hi)]
         if inside.size:
             u, c = np.unique(inside.astype(np.float64), return_counts=True)
-            values.append(u)
-            counts.append(c)
-            held += u.size
-            if held > merge_at:
-                merge()
-                held = values[0].size
-        above = x[x >= hi]
+            acc["values"].append(u)
+            acc["counts"].append(c)
+            acc["held"] += u.size
+            if acc["held"] > self.merge_at:
+                self._merge(acc)
+        above = x[x >= self.hi]
         if above.size:
-            next_above = min(next_above, float(above.min()))
-    if not values:
-        return np.zeros(0), np.zeros(0, dtype=np.int64), next_above
-    merge()
-    return values[0], counts[0], next_above
+            acc["next_above"] = min(acc["next_above"], float(above.min()))
+        return acc
+
+    def pack(self, acc):
+        if acc["values"]:
+            self._merge(acc)
+        return acc
+
+    def merge(self, acc, packed):
+        acc["values"] += packed["values"]
+        acc["counts"] += packed["counts"]
+        acc["held"] += packed["held"]
+        acc["next_above"] = min(acc["next_above"], packed["next_above"])
+        if acc["held"] > self.merge_at:
+            self._merge(acc)
+        return acc
+
+    def finish(self, acc):
+        if not acc["values"]:
+            return np.zeros(0), np.zeros(0, dtype=np.int64), acc["next_above"]
+        self._merge(acc)
+        return acc["values"][0], acc["counts"][0], acc["next_above"]
 
 
 def _det_on_grid(sel: Selection) -> tuple[np.ndarray, np.ndarray]:
@@ -732,7 +935,7 @@ def evaluate(genuine, impostor: ScoreSource | np.ndarray, fmr_targets: Sequence[
                 eer = eer_from_points(t_sim[:1], fm[:1], fnm[:1], n, g.size)
             else:
                 lo, hi = float(t_sim[b - 1]), float(t_sim[b])
-                u, c, next_imp = _collect_bracket(source, lo, hi, higher_is_better, chunk_size)
+                u, c, next_imp = run_pass(source, BracketPass(lo, hi, higher_is_better), chunk_size)
                 passes += 1
                 g_in = g_sorted[(g_sorted >= lo) & (g_sorted < hi)]
                 g_above = g_sorted[g_sorted >= hi]
@@ -769,15 +972,31 @@ def histogram(source: ScoreSource, edges: np.ndarray, *, chunk_size: int = DEFAU
     n_failed : int
         Failed comparisons (NaN in the source), not binned.
     """
-    counts = np.zeros(len(edges) - 1, dtype=np.int64)
-    n_failed = 0
-    for _, chunk in source.chunks(chunk_size):
-        x = np.asarray(chunk)
-        fin = np.isfinite(x)
-        n_failed += int(x.size - np.count_nonzero(fin))
-        c, _ = np.histogram(x[fin] if not fin.all() else x, bins=edges)
-        counts += c
+    counts, n_failed = run_pass(source, HistogramPass(edges), chunk_size)
     return counts, n_failed
+
+
+class HistogramPass(_Pass):
+    """Counts in the bins ``edges`` (caller's units) and the number of failures (NaN)."""
+
+    def __init__(self, edges: np.ndarray) -> None:
+        self.edges = np.asarray(edges)
+
+    def start(self):
+        return [np.zeros(len(self.edges) - 1, dtype=np.int64), 0]
+
+    def add(self, acc, x, ids):
+        x = np.asarray(x)
+        fin = np.isfinite(x)
+        acc[1] += int(x.size - np.count_nonzero(fin))
+        c, _ = np.histogram(x[fin] if not fin.all() else x, bins=self.edges)
+        acc[0] += c
+        return acc
+
+    def merge(self, acc, packed):
+        acc[0] += packed[0]
+        acc[1] += packed[1]
+        return acc
 
 
 class HDF5ScoreWriter:

@@ -16,7 +16,12 @@ INPUTS are `frvt validate` output directories or HDF5 score files (datasets `gen
 optional `genuine_subject`/`impostor_subject`, `genuine_failed`/`impostor_failed`). Plain score
 files (one number per line, or .npy/.f32/.f64 binary) go in pairs: --genuine G --impostor I,
 repeatable. Give several inputs to compare systems on one DET plot; --label names them in order
-(INPUTS first, then the --genuine/--impostor pairs). Exit status 2 on bad input."""
+(INPUTS first, then the --genuine/--impostor pairs). Exit status 2 on bad input.
+
+Template stores (`frvt enroll`): --all-vs-all STORE scores every pair of its templates, --gallery G
+--probe P every gallery x probe pair, exactly and without writing any score: blocks of similarities
+are computed and reduced on Dask workers (--scheduler tcp://host:8786, else a local cluster;
+--workers 0 runs in this process). FMR targets default to 1e-8..1e-1 here."""
 
 
 @app.command(help=_HELP)
@@ -35,11 +40,24 @@ def score(
     min_false_matches: int = typer.Option(
         1, "--min-false-matches", help="An FMR target needs n_impostor >= ceil(this / FMR) to be estimated."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write DET and histogram PNG/SVG."),
+    all_vs_all: Optional[Path] = typer.Option(None, "--all-vs-all", help="Template store: every pair of its templates."),
+    gallery: Optional[Path] = typer.Option(None, "--gallery", help="Template store of enrolled templates (with --probe)."),
+    probe: Optional[Path] = typer.Option(None, "--probe", help="Template store of probe templates (with --gallery)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local Dask workers (default: one per core; 0: "
+                                          "no Dask)."),
+    block: int = typer.Option(2048, "--block", help="Templates per block side."),
+    pairwise: bool = typer.Option(False, "--pairwise", help="Call match_templates for every pair even when the "
+                                  "templates declare a vector similarity."),
 ) -> None:
     from validation.metrics import FMR_TARGETS, ScoreError
     from validation.score import ScoreInput, format_report, score as run_score
 
     genuine, impostor, label = genuine or [], impostor or [], label or []
+    if all_vs_all is not None or gallery is not None or probe is not None:
+        _score_stores(all_vs_all, gallery, probe, inputs, genuine, label, out, fmr, bootstrap, seed, confidence,
+                      min_false_matches, plots, scheduler, workers, block, pairwise)
+        return
     try:
         if len(genuine) != len(impostor):
             raise ValueError(f"--genuine given {len(genuine)} times and --impostor {len(impostor)} times: give pairs")
@@ -56,3 +74,33 @@ def score(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     typer.echo(format_report(report))
+
+
+def _score_stores(all_vs_all, gallery, probe, inputs, genuine, label, out, fmr, bootstrap, seed, confidence,
+                  min_false_matches, plots, scheduler, workers, block, pairwise) -> None:
+    from frvt.store import StoreError
+    from validation.allvsall import score_stores
+    from validation.metrics import FMR_TARGETS, ScoreError
+    from validation.score import format_report
+
+    try:
+        if inputs or genuine:
+            raise ValueError("template stores are scored on their own: drop the other inputs")
+        if all_vs_all is not None and (gallery is not None or probe is not None):
+            raise ValueError("give --all-vs-all STORE, or --gallery and --probe, not both")
+        if all_vs_all is None and (gallery is None or probe is None):
+            raise ValueError("--gallery and --probe go together")
+        if len(label) > 1:
+            raise ValueError(f"{len(label)} --label for one system")
+        report, timings = score_stores(all_vs_all or gallery, probe, out, label=label[0] if label else None,
+                                       scheduler=scheduler, workers=workers, block=block, force_pairwise=pairwise,
+                                       progress=True, fmr_targets=tuple(fmr) if fmr else (1e-8, 1e-7, *FMR_TARGETS),
+                                       n_resamples=bootstrap, seed=seed, confidence=confidence,
+                                       min_false_matches=min_false_matches, plots=plots)
+    except (StoreError, ScoreError, ValueError, OSError, RuntimeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    typer.echo(format_report(report))
+    for t in timings:
+        typer.echo(f"pass {t['pass']}: {t['comparisons']:,} comparisons in {t['seconds']:.1f} s "
+                   f"({t['comparisons_per_second']:.3g}/s)")

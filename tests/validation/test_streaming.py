@@ -209,3 +209,23 @@ def test_writer_validates_lengths(tmp_path):
         w.append("impostor", [0.5, 0.1], subjects=[3, 4])
     with h5py.File(tmp_path / "w.h5") as f:
         assert f.attrs["schema"] == "frvt.scores/1" and list(f["impostor_subject"][:]) == [3, 4]
+
+
+def test_counters_are_the_same_dense_sparse_packed_and_merged():
+    from validation.streaming import _Counts
+
+    rng = np.random.default_rng(0)
+    for size in (10, 1000, 10**6):
+        idx = [rng.integers(0, size, rng.integers(0, 5000)) for _ in range(30)]
+        ref = np.bincount(np.concatenate(idx), minlength=size)
+        whole = _Counts(size, 100)
+        for i in idx:
+            whole.add(i)
+        assert (whole.total() == ref).all()
+        first, second = _Counts(size, 100), _Counts(size, 100)
+        for i in idx[:15]:
+            first.add(i)
+        for i in idx[15:]:
+            second.add(i)
+        first.merge(second.pack())
+        assert (first.total() == ref).all()

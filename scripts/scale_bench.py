@@ -1,0 +1,200 @@
+"""Scoring at scale: comparisons per second against the machine's matrix-multiply peak, and memory.
+
+Usage::
+
+    # an existing store (e.g. LFW's, from `frvt enroll`), scored all-vs-all, the GEMM peak measured alongside
+    python scripts/scale_bench.py --store lfw.h5 --json docs/results/scale_lfw.json
+
+    # synthetic stores: random unit templates with a planted genuine structure, sizes chosen by
+    # their number of comparisons
+    python scripts/scale_bench.py --synthetic 1e7 1e8 1e9 --json docs/results/scale_synthetic.json
+
+For each run: the time of each pass over every comparison (the key histogram, the kept bins or
+radix digits, the EER bracket, the subject bootstrap's counts, the plot histogram), comparisons
+per second per pass, and the peak resident memory of this process and its Dask workers together
+(sampled every 0.2 s). The single-thread float32 and float64 matrix-multiply peaks are measured in
+the same run (median of 5 products of 2048 x 2048 matrices); the machine peak is that times the
+number of workers. A comparison costs ``2 d`` floating-point operations of matrix product
+(``d`` = template dimension), so the product alone would run at ``peak / (2 d)`` comparisons per second.
+
+Synthetic templates: ``n / per_identity`` identities, each a random unit centre; each image is its
+centre plus Gaussian noise (``noise`` per unit of norm), normalised, encoded as the default
+implementation's templates with the model fingerprint ``SYN1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def gemm_peak(dtype, n: int = 2048, k: int = 2048, repeats: int = 5) -> float:
+    """Single-thread GFLOP/s of an ``n x k`` by ``k x n`` product (median of ``repeats``)."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    times = []
+    with threadpool_limits(1):
+        a @ b
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t0)
+    return 2.0 * n * n * k / float(np.median(times)) / 1e9
+
+
+class PeakMemory:
+    """Peak of the summed resident memory of this process and its children, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        import psutil
+
+        self.proc = psutil.Process()
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        total = 0
+        for p in [self.proc, *self.proc.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except Exception:  # noqa: BLE001 - a child that just exited
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakMemory":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def n_for_comparisons(c: float) -> int:
+    """Templates whose all-vs-all holds about ``c`` comparisons: ``n (n - 1) / 2 = c``."""
+    return int(round((1 + math.sqrt(1 + 8 * c)) / 2))
+
+
+def synthetic_store(path: Path, n: int, *, dim: int = 128, per_identity: int = 4, noise: float = 0.9,
+                    seed: int = 0, batch: int = 50_000) -> Path:
+    """Write (or reuse) a store of ``n`` synthetic templates (see the module docstring)."""
+    from frvt.store import create_store, read_store_info, write_results
+    from implementation import template as tpl
+
+    if path.exists() and read_store_info(path).complete:
+        return path
+    path.unlink(missing_ok=True)
+    fingerprint = b"SYN1"
+    rng = np.random.default_rng(seed)
+    n_id = max(1, n // per_identity)
+    identity = np.arange(n) // per_identity % n_id
+    ids = [f"s{i:09d}" for i in range(n)]
+    create_store(path, ids, [f"id{k:08d}" for k in identity], ids, implementation="synthetic",
+                 implementation_version=f"random unit centres + noise {noise} (seed {seed})", config_dir="",
+                 role="Enrollment_11", header=tpl.VectorForm(fingerprint, dim).header())
+    centres = rng.standard_normal((n_id, dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    for start in range(0, n, batch):
+        stop = min(n, start + batch)
+        x = centres[identity[start:stop]] + noise / math.sqrt(dim) * rng.standard_normal((stop - start, dim))
+        x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+        templates = [tpl.encode(v, fingerprint) for v in x]
+        write_results(path, np.arange(start, stop), np.zeros(stop - start), templates, np.zeros(stop - start),
+                      [""] * (stop - start))
+    return path
+
+
+def score_run(store: Path, out: Path, workers: int, block: int, bootstrap: int, plots: bool,
+              progress: bool = False) -> dict:
+    from validation.allvsall import score_stores
+
+    t0 = time.perf_counter()
+    with PeakMemory() as mem:
+        report, timings = score_stores(store, None, out, workers=workers, block=block, n_resamples=bootstrap,
+                                       plots=plots, progress=progress)
+    wall = time.perf_counter() - t0
+    m = report.metrics
+    n_pairs = m["n_genuine"] + m["n_impostor"]
+    return {"store": str(store), "n_templates": int(round((1 + math.sqrt(1 + 8 * n_pairs)) / 2)),
+            "n_comparisons": n_pairs, "n_genuine": m["n_genuine"], "n_impostor": m["n_impostor"],
+            "workers": workers, "block": block, "bootstrap": bootstrap, "wall_seconds": wall,
+            "pass_seconds": sum(t["seconds"] for t in timings), "passes": timings,
+            "peak_rss_bytes": mem.peak, "eer": m["eer"],
+            "fnmr_at_fmr": {k: v["fnmr"] for k, v in m["fnmr_at_fmr"].items()}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--store", type=Path, action="append", default=[], help="an existing template store")
+    ap.add_argument("--synthetic", type=float, nargs="*", default=[], help="comparisons of each synthetic run")
+    ap.add_argument("--synthetic-dir", type=Path, default=Path("/tmp/frvt-synthetic"))
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--block", type=int, default=2048)
+    ap.add_argument("--bootstrap", type=int, default=100)
+    ap.add_argument("--plots", action="store_true")
+    ap.add_argument("--progress", action="store_true", help="a progress bar per pass")
+    ap.add_argument("--out", type=Path, default=Path("/tmp/frvt-scale-bench"))
+    ap.add_argument("--json", type=Path, required=True)
+    args = ap.parse_args()
+
+    s_peak, d_peak = gemm_peak(np.float32), gemm_peak(np.float64)
+    print(f"single-thread GEMM peak: float32 {s_peak:.1f} GFLOP/s, float64 {d_peak:.1f} GFLOP/s")
+    runs = []
+    jobs = [("store", p) for p in args.store] + [("synthetic", c) for c in args.synthetic]
+    for kind, what in jobs:
+        if kind == "synthetic":
+            n = n_for_comparisons(what)
+            args.synthetic_dir.mkdir(parents=True, exist_ok=True)
+            t0 = time.perf_counter()
+            store = synthetic_store(args.synthetic_dir / f"synthetic_{n}.h5", n)
+            print(f"synthetic store of {n:,} templates in {time.perf_counter() - t0:.1f} s")
+        else:
+            store = what
+        r = score_run(store, args.out / store.stem, args.workers, args.block, args.bootstrap, args.plots,
+                      args.progress)
+        r["kind"] = kind
+        dim = 128
+        peak_cmp = {"float32": args.workers * s_peak * 1e9 / (2 * dim), "float64": args.workers * d_peak * 1e9 / (2 * dim)}
+        for t in r["passes"]:
+            t["fraction_of_float32_peak"] = t["comparisons_per_second"] / peak_cmp["float32"]
+            t["fraction_of_float64_peak"] = t["comparisons_per_second"] / peak_cmp["float64"]
+        r["gemm_peak_comparisons_per_second"] = peak_cmp
+        runs.append(r)
+        per = ", ".join(f"{t['pass']} {t['comparisons_per_second']:.3g}/s" for t in r["passes"])
+        print(f"{r['n_comparisons']:,} comparisons: {r['wall_seconds']:.1f} s wall, passes {r['pass_seconds']:.1f} s "
+              f"({per}); peak memory {r['peak_rss_bytes'] / 2**20:.0f} MiB")
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+    from frvt.perf.machine import machine_info
+
+    doc = {"schema": "frvt.scale-bench/1", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+           "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "git_revision": rev,
+           "gemm_single_thread_gflops": {"float32": s_peak, "float64": d_peak}, "workers": args.workers,
+           "machine": machine_info(), "runs": runs}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

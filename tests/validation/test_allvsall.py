@@ -1,0 +1,169 @@
+"""All-vs-all and gallery-vs-probe scoring of real template stores, against the materialised scores."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import zlib
+
+import h5py
+import numpy as np
+import pytest
+from scale_fixtures import make_image_folder
+
+from frvt.enroll import enroll
+from frvt.store import (
+    StoreError,
+    create_store,
+    read_store_info,
+    read_templates,
+    write_results,
+)
+from validation.allvsall import BlockContext, make_plan, materialise, score_stores
+from validation.score import ScoreInput, score
+
+SKIP = {"source", "failures", "created_by", "systems", "plots", "label"}
+
+
+def _same_numbers(a: dict, b: dict) -> None:
+    """Every field of two metrics.json documents but provenance, compared exactly (floats included)."""
+    strip = lambda m: {k: v for k, v in m.items() if k not in SKIP}
+    assert strip(a) == strip(b)
+    assert [strip(s) for s in a["systems"]] == [strip(s) for s in b["systems"]]
+
+
+@pytest.fixture(scope="module")
+def store(shared_data, default_config_dir, tmp_path_factory):
+    folder = make_image_folder(shared_data / "lfw", tmp_path_factory.mktemp("images"))
+    path = tmp_path_factory.mktemp("store") / "lfw.h5"
+    enroll(folder, path, config_dir=default_config_dir, workers=1, progress=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def materialised(store, tmp_path_factory):
+    """The slow reference: match_templates for every pair, written to an HDF5 score file, then `frvt score`."""
+    out = tmp_path_factory.mktemp("mat")
+    counts = materialise(make_plan(store), out / "scores.h5")
+    report = score([ScoreInput.from_path(out / "scores.h5", "lfw")], out / "score", n_resamples=200)
+    return counts, report.metrics
+
+
+def _split(store, tmp_path):
+    """Gallery (each person's first two images) and probe (the rest) stores with the same templates."""
+    info = read_store_info(store)
+    templates = read_templates(store, 0, info.n)
+    first = np.zeros(info.n, bool)
+    for person in np.unique(info.identities):
+        first[np.flatnonzero(info.identities == person)[:2]] = True
+    paths = []
+    for name, rows in (("gallery", np.flatnonzero(first)), ("probe", np.flatnonzero(~first))):
+        p = tmp_path / f"{name}.h5"
+        create_store(p, info.ids[rows].tolist(), info.identities[rows].tolist(), info.images[rows].tolist(),
+                     implementation=info.implementation, implementation_version=info.implementation_version,
+                     config_dir=info.config_dir, role=info.role, header=info.header)
+        write_results(p, np.arange(rows.size), info.codes[rows], [templates[r] for r in rows],
+                      np.zeros(rows.size), [""] * rows.size)
+        paths.append(p)
+    return paths
+
+
+def test_vectorised_similarity_equals_match_templates_exactly(store, face_verifier):
+    plan = make_plan(store, block=16)
+    ctx = BlockContext(plan)
+    templates = read_templates(store, 0, plan.gallery.n)
+    s, _ = ctx.block_scores(0, 16, 16, 32)
+    rng = np.random.default_rng(1)
+    i, j = rng.integers(0, plan.gallery.n, size=(2, 400))
+    pairs = ctx.pair_scores(i, j)
+    checked = 0
+    for k, (a, b) in enumerate(zip(i, j)):
+        r = face_verifier.match_templates(templates[b], templates[a])
+        if r.status.ok:
+            assert np.float32(r.similarity) == pairs[k] and float(pairs[k]) == r.similarity
+            checked += 1
+        else:
+            assert np.isnan(pairs[k])
+    for a in range(16):
+        for b in range(16):
+            r = face_verifier.match_templates(templates[16 + b], templates[a])
+            assert (r.similarity == s[a, b]) if r.status.ok else np.isnan(s[a, b])
+    assert checked > 300
+
+
+@pytest.mark.parametrize("block", [7, 2048])
+def test_all_vs_all_equals_frvt_score_on_the_materialised_scores(store, materialised, tmp_path, block):
+    counts, expected = materialised
+    report, timings = score_stores(store, None, tmp_path, label="lfw", workers=0, block=block, n_resamples=200)
+    got = report.metrics
+    assert (got["n_genuine"], got["n_impostor"]) == (counts["genuine"], counts["impostor"])
+    assert got["n_impostor_failed"] > 0 and got["n_genuine_failed"] > 0  # the unreadable image's comparisons
+    _same_numbers(expected, got)
+    assert {t["pass"] for t in timings} >= {"TopBinPass", "HistogramPass"}
+
+
+def test_a_local_dask_cluster_of_two_workers_gives_the_same_numbers(store, materialised, tmp_path):
+    _, expected = materialised
+    report, _ = score_stores(store, None, tmp_path, label="lfw", workers=2, block=9, n_resamples=200)
+    _same_numbers(expected, report.metrics)
+
+
+def test_match_templates_fallback_gives_the_same_numbers(store, materialised, tmp_path):
+    _, expected = materialised
+    report, _ = score_stores(store, None, tmp_path, label="lfw", workers=0, block=13, n_resamples=200,
+                             force_pairwise=True)
+    _same_numbers(expected, report.metrics)
+
+
+def test_gallery_vs_probe_equals_materialised(store, tmp_path):
+    gallery, probe = _split(store, tmp_path)
+    plan = make_plan(gallery, probe)
+    counts = materialise(plan, tmp_path / "gp.h5")
+    expected = score([ScoreInput.from_path(tmp_path / "gp.h5", "gp")], tmp_path / "a", n_resamples=100).metrics
+    got, _ = score_stores(gallery, probe, tmp_path / "b", label="gp", workers=0, block=5, n_resamples=100)
+    assert got.metrics["n_impostor"] + got.metrics["n_genuine"] == plan.gallery.n * plan.probe.n
+    assert got.metrics["n_genuine"] == counts["genuine"]
+    _same_numbers(expected, got.metrics)
+
+
+def test_stores_of_another_model_are_refused(store, tmp_path):
+    gallery, probe = _split(store, tmp_path)
+    with h5py.File(probe, "r+") as f:
+        header = json.loads(f.attrs["header"])
+        header["model_fingerprint"] = "00000000"
+        f.attrs["header"] = json.dumps(header, sort_keys=True)
+    with pytest.raises(StoreError, match="model_fingerprint.*00000000"):
+        make_plan(gallery, probe)
+
+
+def test_a_template_of_another_version_is_named(store, tmp_path):
+    copy = tmp_path / "mixed.h5"
+    shutil.copy(store, copy)
+    info = read_store_info(copy)
+    k = int(np.flatnonzero(info.codes == 0)[3])
+    t = bytearray(read_templates(copy, k, k + 1)[0])
+    t[4:6] = struct.pack("<H", 2)
+    t[-4:] = struct.pack("<I", zlib.crc32(bytes(t[:-4])))
+    with h5py.File(copy, "r+") as f:
+        f["template"][k] = np.frombuffer(bytes(t), np.uint8)
+    with pytest.raises(StoreError, match=f"{info.ids[k]}.*format version 2"):
+        score_stores(copy, None, tmp_path / "out", workers=0, n_resamples=0, plots=False)
+
+
+def test_a_corrupt_or_incomplete_store_is_named(store, tmp_path):
+    broken = tmp_path / "broken.h5"
+    data = bytearray(store.read_bytes())
+    data[: 512] = b"\0" * 512
+    broken.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="broken.h5"):
+        make_plan(broken)
+    partial = tmp_path / "partial.h5"
+    shutil.copy(store, partial)
+    with h5py.File(partial, "r+") as f:
+        code = f["code"][:]
+        code[2] = -1
+        f["code"][:] = code
+    with pytest.raises(StoreError, match="1 of .* still to make"):
+        make_plan(partial)
+    assert read_store_info(store).complete  # the stores scored are never written
