@@ -49,16 +49,31 @@ def score(
     block: int = typer.Option(2048, "--block", help="Templates per block side."),
     pairwise: bool = typer.Option(False, "--pairwise", help="Call match_templates for every pair even when the "
                                   "templates declare a vector similarity."),
+    demographics: Optional[Path] = typer.Option(
+        None, "--demographics", help="Labels CSV (key column + one column per attribute): FNMR and FMR per group, "
+        "cross-group FMR, ratios and Gini at the global thresholds; writes demographics.json."),
+    demographics_key: Optional[str] = typer.Option(
+        None, "--demographics-key", help="The labels' key column (default: the first); named identity/subject/"
+        "name/person: keyed by identity, else by image id."),
 ) -> None:
     from validation.metrics import FMR_TARGETS, ScoreError
     from validation.score import ScoreInput, format_report, score as run_score
 
     genuine, impostor, label = genuine or [], impostor or [], label or []
+    labels = None
     if all_vs_all is not None or gallery is not None or probe is not None:
+        if demographics is not None:
+            typer.echo("error: --demographics reads a validate folder or an HDF5 score file with each comparison's "
+                       "templates; it is not available on template stores", err=True)
+            raise typer.Exit(2)
         _score_stores(all_vs_all, gallery, probe, inputs, genuine, label, out, fmr, bootstrap, seed, confidence,
                       min_false_matches, plots, scheduler, workers, block, pairwise)
         return
     try:
+        if demographics is not None:
+            from validation.demographics import read_labels
+
+            labels = read_labels(demographics, demographics_key)
         if len(genuine) != len(impostor):
             raise ValueError(f"--genuine given {len(genuine)} times and --impostor {len(impostor)} times: give pairs")
         n_inputs = len(inputs or []) + len(genuine)
@@ -74,6 +89,16 @@ def score(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     typer.echo(format_report(report))
+    if labels is not None:
+        from validation.demographics import format_all, score_demographics
+
+        try:
+            doc, path = score_demographics(report, labels, out, n_resamples=bootstrap, seed=seed, confidence=confidence)
+        except (ScoreError, ValueError, OSError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
+        typer.echo(format_all(doc))
+        typer.echo(f"wrote {path}")
 
 
 def _score_stores(all_vs_all, gallery, probe, inputs, genuine, label, out, fmr, bootstrap, seed, confidence,

@@ -1,0 +1,868 @@
+"""Demographic differentials at one global threshold: FNMR and FMR per group, cross-group FMR,
+ratios and inequity summaries, with subject-bootstrap intervals.
+
+The conventions follow NIST's demographic studies of 1:1 verification (NIST IR 8280, and the
+summary measures discussed in NIST IR 8429):
+
+* for each target FMR the threshold is set **once, on all impostor comparisons** (the same threshold
+  ``frvt score`` reports); every group is then measured at that threshold;
+* **FNMR per group**: genuine comparisons whose two templates carry that group;
+* **FMR per group**: impostor comparisons whose enrolled and probe templates both carry that
+  group (same-group impostors), and the **cross-group matrix** ``fmr[e, p]``: impostors whose
+  enrolled template is in group ``e`` and whose probe is in group ``p``;
+* **relative rates**: each group's FMR and FNMR over the overall FMR and FNMR (all comparisons of
+  the run, labelled or not); **max/min** ratios across groups;
+* **Gini coefficient** across the groups' rates, with the small-sample factor ``n / (n - 1)``
+  that makes it reach 1 when one of ``n`` groups holds all the error (the form used in the GARBE
+  proposal discussed in NIST IR 8429), and **GARBE** = ``alpha * Gini(FMR) + (1 - alpha) * Gini(FNMR)``.
+
+Counts first: everything is computed from per-subject counts (subjects are the enrolled
+identities, the bootstrap unit of :mod:`validation.intervals`), accumulated chunk by chunk by
+:class:`DemographicCounter`, so 87 million impostors cost one pass and memory proportional to
+subjects x groups^2 x thresholds. Intervals: the subjects are resampled with replacement and every
+statistic recomputed at the fixed global threshold (percentile intervals); a statistic undefined
+in a resample (no comparison, a zero denominator) is left out and the number of valid resamples is
+recorded.
+
+Labels come from a CSV (:func:`read_labels`) keyed by image id or by identity, one column per
+attribute. A template with no label, or with two different labels for the same attribute, is
+counted and reported, and its comparisons are left out of that attribute's groups (they stay in the
+overall rates).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from validation.intervals import clopper_pearson
+from validation.metrics import ScoreError, fmr_key
+
+SCHEMA = "frvt.demographics/1"
+UNLABELLED = -1
+CONFLICT = -2
+IDENTITY_COLUMNS = ("identity", "subject", "name", "person")
+FEW_GENUINE = 100
+"""Below this many genuine comparisons a group's FNMR gets a note."""
+
+
+class LabelError(ScoreError):
+    """A labels file that cannot be used: names the file, the line and the value."""
+
+
+# --- labels ---------------------------------------------------------------------------------------
+
+def _stem(name: str) -> str:
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    return base.rsplit(".", 1)[0] if "." in base else base
+
+
+@dataclass
+class Labels:
+    """Demographic labels read from a CSV.
+
+    Attributes
+    ----------
+    path : str
+    key : str
+        The key column's name.
+    key_kind : str
+        ``"identity"`` (keys are identities) or ``"image"`` (keys are image or template ids,
+        compared without folder and extension).
+    attributes : list of str
+        The other columns, in file order.
+    values : dict
+        ``values[attribute][key]`` -> the group (a string), or None when the file gives the key two
+        different values for that attribute (a conflict).
+    conflicts : dict
+        ``conflicts[attribute]`` -> sorted keys with two or more different values.
+    n_rows : int
+    empty : dict
+        ``empty[attribute]`` -> how many rows leave the attribute blank.
+    """
+
+    path: str
+    key: str
+    key_kind: str
+    attributes: list[str]
+    values: dict[str, dict[str, str | None]]
+    conflicts: dict[str, list[str]]
+    n_rows: int
+    empty: dict[str, int]
+
+    def groups(self, attribute: str) -> list[str]:
+        """The attribute's groups, sorted."""
+        return sorted({v for v in self.values[attribute].values() if v is not None})
+
+
+def read_labels(path: str | os.PathLike, key: str | None = None, key_kind: str | None = None) -> Labels:
+    """Read a labels CSV: a header, a key column, one column per attribute.
+
+    Parameters
+    ----------
+    path : path-like
+    key : str, optional
+        The key column (default: the first column).
+    key_kind : {"image", "identity"}, optional
+        Default: ``"identity"`` when the key column is named identity/subject/name/person, else
+        ``"image"``.
+
+    Raises
+    ------
+    LabelError
+        Missing file, no header, the key column absent (the columns found are named), no
+        attribute column, a row with the wrong number of fields.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise LabelError(str(p), None, str(p), "labels file missing")
+    with open(p, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if not header or not any(h.strip() for h in header):
+            raise LabelError(str(p), 1, "", "expected a header row naming the key and attribute columns", "line")
+        header = [h.strip() for h in header]
+        key = header[0] if key is None else key
+        if key not in header:
+            raise LabelError(str(p), 1, ",".join(header), f"no key column {key!r} (columns: {', '.join(header)})",
+                             "line")
+        if len(set(header)) != len(header):
+            raise LabelError(str(p), 1, ",".join(header), "duplicate column names", "line")
+        k = header.index(key)
+        attrs = [h for i, h in enumerate(header) if i != k]
+        if not attrs:
+            raise LabelError(str(p), 1, ",".join(header), "no attribute column besides the key", "line")
+        if key_kind is None:
+            key_kind = "identity" if key.lower() in IDENTITY_COLUMNS else "image"
+        if key_kind not in ("image", "identity"):
+            raise ValueError(f"key_kind must be 'image' or 'identity', not {key_kind!r}")
+        values: dict[str, dict[str, str | None]] = {a: {} for a in attrs}
+        conflicts: dict[str, set[str]] = {a: set() for a in attrs}
+        empty = {a: 0 for a in attrs}
+        n = 0
+        for no, row in enumerate(reader, 2):
+            if not row or not any(c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise LabelError(str(p), no, ",".join(row), f"expected {len(header)} fields, found {len(row)}", "line")
+            raw_key = row[k].strip()
+            if not raw_key:
+                raise LabelError(str(p), no, ",".join(row), f"empty {key!r}", "line")
+            kk = raw_key if key_kind == "identity" else _stem(raw_key)
+            n += 1
+            for i, a in enumerate(header):
+                if i == k:
+                    continue
+                v = row[i].strip()
+                if not v:
+                    empty[a] += 1
+                    continue
+                old = values[a].get(kk, v)
+                if kk in values[a] and old != v:
+                    values[a][kk] = None
+                    conflicts[a].add(kk)
+                elif kk not in conflicts[a]:
+                    values[a][kk] = v
+    return Labels(str(p), key, key_kind, attrs, values, {a: sorted(c) for a, c in conflicts.items()}, n, empty)
+
+
+@dataclass
+class TemplateGroups:
+    """Each template's group for one attribute, and what could not be labelled.
+
+    ``group[i]`` is an index into ``groups``, ``UNLABELLED`` (-1) or ``CONFLICT`` (-2).
+    """
+
+    attribute: str
+    groups: list[str]
+    group: np.ndarray
+    unlabelled: list[str]
+    conflicting: list[str]
+    unused_keys: int
+
+
+def assign_groups(labels: Labels, attribute: str, template_ids: Sequence[str],
+                  template_identities: Sequence[str] | None) -> TemplateGroups:
+    """Map templates to groups of ``attribute`` by image id or identity (see :class:`Labels`)."""
+    if labels.key_kind == "identity":
+        if template_identities is None:
+            raise LabelError(labels.path, None, labels.key, "labels are keyed by identity but the run has no "
+                             "identities for its templates")
+        keys = list(template_identities)
+    else:
+        keys = [_stem(t) for t in template_ids]
+    vals = labels.values[attribute]
+    groups = labels.groups(attribute)
+    index = {g: i for i, g in enumerate(groups)}
+    out = np.full(len(keys), UNLABELLED, dtype=np.int64)
+    unlabelled, conflicting = [], []
+    for i, kk in enumerate(keys):
+        if kk not in vals:
+            unlabelled.append(template_ids[i])
+        elif vals[kk] is None:
+            out[i] = CONFLICT
+            conflicting.append(template_ids[i])
+        else:
+            out[i] = index[vals[kk]]
+    used = set(keys)
+    unused = sum(1 for kk in vals if kk not in used) + sum(1 for kk in labels.conflicts[attribute] if kk not in used
+                                                           and kk not in vals)
+    return TemplateGroups(attribute, groups, out, unlabelled, conflicting, unused)
+
+
+# --- counting -------------------------------------------------------------------------------------
+
+class DemographicCounter:
+    """Per-subject counts of comparisons and errors by group, at fixed similarity thresholds.
+
+    The reducer every scoring path feeds: call :meth:`add_genuine` and :meth:`add_impostors` with
+    chunks of comparisons (any order, any chunking; the result depends only on the multiset), then
+    :func:`summarise`.
+
+    Parameters
+    ----------
+    thresholds : sequence of float
+        Similarity thresholds (a comparison with similarity ``>= t`` is a match), one per FMR target.
+    template_group : numpy.ndarray of int, shape (n_templates,)
+        Group index per template, or a negative code (unlabelled / conflicting).
+    n_groups : int
+    n_subjects : int
+        Subject ids passed to the ``add_*`` calls lie in ``[0, n_subjects)``.
+    """
+
+    def __init__(self, thresholds: Sequence[float], template_group: np.ndarray, n_groups: int, n_subjects: int) -> None:
+        self.thresholds = np.asarray(thresholds, dtype=np.float64)
+        self.template_group = np.asarray(template_group, dtype=np.int64)
+        self.G = int(n_groups)
+        self.S = int(n_subjects)
+        T = self.thresholds.size
+        # cell layout: group cells 0..G*G-1 (impostor: enrolled*G + probe; genuine: g*G + g),
+        # then "mixed" (the two templates in different labelled groups; genuine only),
+        # then "unlabelled" (either side unlabelled or conflicting)
+        self.n_cells = self.G * self.G + 2
+        self.gen_n = np.zeros((self.S, self.n_cells), dtype=np.int64)
+        self.gen_fnm = np.zeros((T, self.S, self.n_cells), dtype=np.int64)
+        self.imp_n = np.zeros((self.S, self.n_cells), dtype=np.int64)
+        self.imp_fm = np.zeros((T, self.S, self.n_cells), dtype=np.int64)
+
+    def _cells(self, enrol: np.ndarray, probe: np.ndarray) -> np.ndarray:
+        ge = self.template_group[enrol]
+        gp = self.template_group[probe]
+        cell = ge * self.G + gp
+        cell[(ge < 0) | (gp < 0)] = self.G * self.G + 1
+        return cell
+
+    def _add(self, n, err, sim, enrol, probe, subject, genuine: bool) -> None:
+        sim = np.asarray(sim, dtype=np.float64)
+        if sim.size == 0:
+            return
+        cell = self._cells(np.asarray(enrol, dtype=np.int64), np.asarray(probe, dtype=np.int64))
+        if genuine:
+            diag = np.arange(self.G) * (self.G + 1)
+            is_group = cell < self.G * self.G
+            off = is_group & ~np.isin(cell, diag)
+            cell[off] = self.G * self.G
+        subject = np.asarray(subject, dtype=np.int64)
+        flat = subject * self.n_cells + cell
+        size = self.S * self.n_cells
+        n += np.bincount(flat, minlength=size).reshape(n.shape)
+        sim = np.where(np.isnan(sim), -np.inf, sim)
+        for t, thr in enumerate(self.thresholds):
+            hit = sim < thr if genuine else sim >= thr
+            err[t] += np.bincount(flat[hit], minlength=size).reshape(n.shape)
+
+    def add_genuine(self, similarity, enrol, probe, subject) -> None:
+        """Genuine comparisons: similarities (NaN or -inf = failed), template indices, subject ids."""
+        self._add(self.gen_n, self.gen_fnm, similarity, enrol, probe, subject, True)
+
+    def add_impostors(self, similarity, enrol, probe, subject) -> None:
+        """Impostor comparisons: similarities (NaN or -inf = failed), template indices, enrolled subject ids."""
+        self._add(self.imp_n, self.imp_fm, similarity, enrol, probe, subject, False)
+
+
+# --- statistics -----------------------------------------------------------------------------------
+
+def gini(x: np.ndarray) -> np.ndarray:
+    """Gini coefficient of non-negative rates along the last axis, with the factor ``n / (n - 1)``.
+
+    0 when all groups have the same rate, 1 when one group holds all the error. NaN for fewer than
+    two groups or all rates zero.
+
+    >>> float(gini(np.array([0.0, 0.0, 1.0])))
+    1.0
+    >>> float(gini(np.array([0.2, 0.2])))
+    0.0
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[-1]
+    if n < 2:
+        return np.full(x.shape[:-1], np.nan)
+    total = np.abs(x[..., :, None] - x[..., None, :]).sum(axis=(-1, -2))
+    mean = x.mean(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(mean > 0, total / (2 * n * n * np.where(mean > 0, mean, 1)) * n / (n - 1), np.nan)
+
+
+def _ratio(a, b):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)
+
+
+def _stats(gen_n, gen_fnm, imp_n, imp_fm, tot_gen, tot_fnm, tot_imp, tot_fm, G: int, alpha: float) -> dict:
+    """Every statistic from summed counts; arrays carry leading axes (resamples, thresholds)."""
+    diag = np.arange(G) * (G + 1)
+    gn = gen_n[..., diag]
+    gf = gen_fnm[..., diag]
+    inn = imp_n[..., :G * G]
+    ifm = imp_fm[..., :G * G]
+    fnmr = _ratio(gf, gn)
+    fmr_matrix = _ratio(ifm, inn)
+    fmr_matrix = fmr_matrix.reshape(fmr_matrix.shape[:-1] + (G, G))
+    fmr = fmr_matrix[..., np.arange(G), np.arange(G)]
+    fmr_all = _ratio(tot_fm, tot_imp)[..., None]
+    fnmr_all = _ratio(tot_fnm, tot_gen)[..., None]
+    rel_fmr = _ratio(fmr, fmr_all)
+    rel_fnmr = _ratio(fnmr, fnmr_all)
+    with np.errstate(invalid="ignore"):
+        def maxmin(r):
+            ok = np.all(np.isfinite(r), axis=-1) & (r.shape[-1] >= 2)
+            mx, mn = np.max(np.where(ok[..., None], r, 0), axis=-1), np.min(np.where(ok[..., None], r, 0), axis=-1)
+            return np.where(ok & (mn > 0), mx / np.where(mn > 0, mn, 1), np.nan)
+
+        def gini_ok(r):
+            ok = np.all(np.isfinite(r), axis=-1)
+            return np.where(ok, gini(np.where(np.isfinite(r), r, 0)), np.nan)
+
+        g_fmr, g_fnmr = gini_ok(fmr), gini_ok(fnmr)
+    return {"fnmr": fnmr, "fmr": fmr, "fmr_matrix": fmr_matrix, "fmr_overall": fmr_all[..., 0],
+            "fnmr_overall": fnmr_all[..., 0], "fmr_relative": rel_fmr, "fnmr_relative": rel_fnmr,
+            "fmr_max_min": maxmin(fmr), "fnmr_max_min": maxmin(fnmr), "gini_fmr": g_fmr, "gini_fnmr": g_fnmr,
+            "garbe": alpha * g_fmr + (1 - alpha) * g_fnmr}
+
+
+def _num(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _tolist(a):
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 0:
+        return _num(a)
+    return [_tolist(v) for v in a]
+
+
+@dataclass
+class AttributeResult:
+    """One attribute's differentials (see :func:`summarise`); ``doc`` is its JSON form."""
+
+    attribute: str
+    groups: list[str]
+    doc: dict
+    notes: list[str] = field(default_factory=list)
+
+
+def summarise(counter: DemographicCounter, fmr_targets: Sequence[float], groups: Sequence[str], *,
+              attribute: str = "group", n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95,
+              alpha: float = 0.5, user_thresholds: Sequence[float] | None = None) -> AttributeResult:
+    """Point estimates, intervals and notes from a filled :class:`DemographicCounter`.
+
+    Returns
+    -------
+    AttributeResult
+        ``doc`` holds, per FMR key (``"1e-05"``...): ``threshold``, ``overall`` (fmr, fnmr and
+        counts), ``groups`` (per group: ``n_genuine``, ``false_non_matches``, ``fnmr``,
+        ``fnmr_relative``, ``n_impostor`` and ``false_matches`` of same-group impostors, ``fmr``,
+        ``fmr_relative``, ``n_subjects``, each rate with ``ci``, and ``notes``), ``fmr_matrix``
+        (enrolled group x probe group: ``fmr``, ``false_matches``, ``n_impostor``, ``ci_low``,
+        ``ci_high``), ``summary`` (``fmr_max_min``, ``fnmr_max_min``, ``gini_fmr``, ``gini_fnmr``,
+        ``garbe``, each ``value``, ``ci_low``, ``ci_high``, ``n_valid``).
+    """
+    c = counter
+    G = c.G
+    tot = dict(tot_gen=c.gen_n.sum(), tot_fnm=c.gen_fnm.sum(axis=(1, 2)), tot_imp=c.imp_n.sum(),
+               tot_fm=c.imp_fm.sum(axis=(1, 2)))
+    point = _stats(c.gen_n.sum(0)[None, None], c.gen_fnm.sum(1)[None], c.imp_n.sum(0)[None, None],
+                   c.imp_fm.sum(1)[None], np.reshape(tot["tot_gen"], (1, 1)), tot["tot_fnm"][None],
+                   np.reshape(tot["tot_imp"], (1, 1)), tot["tot_fm"][None], G, alpha)
+    # subjects that contributed anything
+    active = (c.gen_n.sum(1) + c.imp_n.sum(1)) > 0
+    S_act = int(active.sum())
+    boot = None
+    if n_resamples > 0 and S_act > 0:
+        rng = np.random.default_rng(seed)
+        idx = np.flatnonzero(active)
+        W = rng.multinomial(S_act, np.full(S_act, 1.0 / S_act), size=n_resamples).astype(np.float64)  # (R, S)
+        gn = W @ c.gen_n[idx]                                   # (R, C)
+        im = W @ c.imp_n[idx]
+        gf = np.einsum("rs,tsc->rtc", W, c.gen_fnm[:, idx])    # (R, T, C)
+        fm = np.einsum("rs,tsc->rtc", W, c.imp_fm[:, idx])
+        boot = _stats(gn[:, None], gf, im[:, None], fm, gn.sum(1)[:, None], gf.sum(2), im.sum(1)[:, None],
+                      fm.sum(2), G, alpha)
+    assert point["fnmr"].shape == (1, len(fmr_targets), G)
+    lo_q, hi_q = (1 - confidence) / 2, 1 - (1 - confidence) / 2
+
+    def interval(name, t, *where):
+        if boot is None:
+            return None, None, 0
+        v = boot[name][(slice(None), t) + where]
+        v = v[np.isfinite(v)]
+        if v.size < max(1, int(math.ceil(confidence * n_resamples))):
+            return None, None, int(v.size)
+        return _num(np.quantile(v, lo_q)), _num(np.quantile(v, hi_q)), int(v.size)
+
+    subj_gen = (c.gen_n[:, :G * G][:, np.arange(G) * (G + 1)] > 0)
+    subj_imp = (c.imp_n[:, :G * G][:, np.arange(G) * (G + 1)] > 0)
+    n_subj = (subj_gen | subj_imp).sum(0)
+    per_fmr = {}
+    notes_all: list[str] = []
+    for t, f in enumerate(fmr_targets):
+        key = fmr_key(f)
+        need = int(math.ceil(1 / f))
+        gdoc = {}
+        for g, name in enumerate(groups):
+            d = g * (G + 1)
+            ng, nfnm = int(c.gen_n[:, d].sum()), int(c.gen_fnm[t, :, d].sum())
+            ni, nfm = int(c.imp_n[:, d].sum()), int(c.imp_fm[t, :, d].sum())
+            notes = []
+            if ng == 0 and ni == 0:
+                notes.append("no comparison in this group")
+            if ni and ni < need:
+                notes.append(f"{ni:,} same-group impostor comparisons, fewer than the {need:,} needed to "
+                             f"estimate FMR {key}: its FMR is a count, not an estimate of that level")
+            if ni and nfm == 0:
+                hi_cp = clopper_pearson(0, ni, confidence)[1]
+                notes.append(f"no false match among {ni:,} same-group impostors (FMR 0, upper {confidence:.0%} "
+                             f"bound {hi_cp:.2g}): its ratios are 0 or undefined")
+            if 0 < ng < FEW_GENUINE:
+                notes.append(f"only {ng} genuine comparisons: its FNMR is coarse")
+            if n_subj[g] == 1:
+                notes.append("one subject: the subject bootstrap cannot vary this group")
+            entry = {"n_subjects": int(n_subj[g]), "n_genuine": ng, "false_non_matches": nfnm,
+                     "fnmr": _num(point["fnmr"][0, t, g]) if ng else None,
+                     "n_impostor": ni, "false_matches": nfm,
+                     "fmr": _num(point["fmr"][0, t, g]) if ni else None,
+                     "fmr_relative": _num(point["fmr_relative"][0, t, g]),
+                     "fnmr_relative": _num(point["fnmr_relative"][0, t, g]), "notes": notes}
+            for stat in ("fnmr", "fmr", "fmr_relative", "fnmr_relative"):
+                lo, hi, nv = interval(stat, t, g)
+                entry[f"{stat}_ci"] = [lo, hi]
+            gdoc[name] = entry
+            notes_all += [f"FMR {key}, {attribute}={name}: {n}" for n in notes]
+        mat = []
+        for e in range(G):
+            row = []
+            for p in range(G):
+                cell = e * G + p
+                ni, nfm = int(c.imp_n[:, cell].sum()), int(c.imp_fm[t, :, cell].sum())
+                lo, hi, _ = interval("fmr_matrix", t, e, p)
+                row.append({"fmr": _num(point["fmr_matrix"][0, t, e, p]) if ni else None, "false_matches": nfm,
+                            "n_impostor": ni, "ci_low": lo, "ci_high": hi})
+            mat.append(row)
+        summary = {}
+        for stat in ("fmr_max_min", "fnmr_max_min", "gini_fmr", "gini_fnmr", "garbe"):
+            lo, hi, nv = interval(stat, t)
+            summary[stat] = {"value": _num(point[stat][0, t]), "ci_low": lo, "ci_high": hi, "n_valid": nv}
+        ov_fnm, ov_fm = int(tot["tot_fnm"][t]), int(tot["tot_fm"][t])
+        per_fmr[key] = {
+            "threshold": None if user_thresholds is None else _num(user_thresholds[t]),
+            "threshold_similarity": _num(c.thresholds[t]),
+            "overall": {"fmr": _num(point["fmr_overall"][0, t]), "false_matches": ov_fm,
+                        "n_impostor": int(tot["tot_imp"]), "fnmr": _num(point["fnmr_overall"][0, t]),
+                        "false_non_matches": ov_fnm, "n_genuine": int(tot["tot_gen"])},
+            "groups": gdoc,
+            "fmr_matrix": mat,
+            "summary": summary,
+        }
+    unl = G * G + 1
+    doc = {
+        "attribute": attribute,
+        "groups": list(groups),
+        "excluded": {
+            "genuine_unlabelled": int(c.gen_n[:, unl].sum()),
+            "genuine_mixed_groups": int(c.gen_n[:, G * G].sum()),
+            "impostor_unlabelled": int(c.imp_n[:, unl].sum()),
+        },
+        "n_subjects": S_act,
+        "bootstrap": None if boot is None else {
+            "n_resamples": n_resamples, "seed": seed, "confidence": confidence,
+            "unit": "subject (enrolled identity), threshold fixed at the global one", "method": "percentile"},
+        "garbe_alpha": alpha,
+        "fmr": per_fmr,
+    }
+    return AttributeResult(attribute, list(groups), doc, notes_all)
+
+
+# --- reading comparisons with their templates -------------------------------------------------------
+
+@dataclass
+class PairedComparisons:
+    """Comparisons with the templates on both sides, chunk by chunk.
+
+    ``template_ids`` (image or template names) and ``template_identities`` name the templates;
+    ``genuine``/``impostor`` yield ``(similarity, enrol_index, probe_index, subject)`` chunks
+    (similarity: higher = more alike, NaN = failed; subject in ``[0, n_subjects)``).
+    """
+
+    template_ids: list[str]
+    template_identities: list[str] | None
+    n_subjects: int
+    genuine: object
+    impostor: object
+
+
+PAIR_DATASETS = ("genuine_enrol", "genuine_probe", "impostor_enrol", "impostor_probe")
+
+
+def write_pair_templates(path: str | os.PathLike, templates: Sequence[str], identities: Sequence[str] | None = None) -> None:
+    """Add ``templates`` (and ``template_identity``) to an HDF5 score file written by :class:`HDF5PairWriter`."""
+    import h5py
+
+    with h5py.File(path, "a") as f:
+        for name, values in (("templates", templates), ("template_identity", identities)):
+            if values is None:
+                continue
+            if name in f:
+                del f[name]
+            f.create_dataset(name, data=np.array([str(v).encode() for v in values], dtype=object),
+                             dtype=h5py.string_dtype())
+
+
+class HDF5PairWriter:
+    """An :class:`validation.streaming.HDF5ScoreWriter` that also stores each comparison's two templates.
+
+    ``append(cls, scores, subjects, enrol, probe, failed=None)``; the template names go in with
+    :func:`write_pair_templates` (or ``templates=`` here, written on close).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, templates: Sequence[str] | None = None,
+                 identities: Sequence[str] | None = None, with_failed: bool = True, **kwargs) -> None:
+        from validation.streaming import HDF5ScoreWriter
+
+        self.path = Path(path)
+        self._w = HDF5ScoreWriter(path, with_subjects=True, with_failed=with_failed, **kwargs)
+        self._templates, self._identities = templates, identities
+        for name in PAIR_DATASETS:
+            self._w._f.create_dataset(name, shape=(0,), maxshape=(None,), dtype="int32", chunks=(1 << 18,))
+
+    def append(self, cls: str, scores, subjects, enrol, probe, failed=None) -> None:
+        self._w.append(cls, scores, subjects=subjects, failed=failed)
+        n = np.asarray(scores).size
+        for side, a in (("enrol", enrol), ("probe", probe)):
+            a = np.asarray(a, dtype=np.int32).reshape(-1)
+            if a.size != n:
+                raise ValueError(f"{cls}_{side} has {a.size} values for {n} scores")
+            d = self._w._f[f"{cls}_{side}"]
+            n0 = d.shape[0]
+            d.resize((n0 + n,))
+            d[n0:] = a
+
+    def close(self) -> None:
+        self._w.close()
+        if self._templates is not None:
+            write_pair_templates(self.path, self._templates, self._identities)
+
+    def __enter__(self) -> "HDF5PairWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def hdf5_pairs(path: str | os.PathLike, higher_is_better: bool = True, chunk_size: int = 1 << 20) -> PairedComparisons:
+    """Paired comparisons from an HDF5 score file with template indices.
+
+    Besides the datasets of :mod:`validation.score`'s HDF5 layout the file needs ``templates``
+    (one name per template, strings), optional ``template_identity`` (strings), and integer
+    ``genuine_enrol``, ``genuine_probe``, ``impostor_enrol``, ``impostor_probe`` (template indices,
+    one per score). The subject of a comparison is its enrolled template's identity.
+    """
+    import h5py
+
+    p = Path(path)
+    try:
+        f = h5py.File(p, "r")
+    except OSError as exc:
+        raise ScoreError(str(p), None, str(p), f"not a readable HDF5 file ({exc})") from None
+    with f:
+        missing = [d for d in ("templates",) + PAIR_DATASETS if d not in f]
+        if missing:
+            raise ScoreError(str(p), None, ", ".join(missing),
+                             "demographics need the templates of each comparison: datasets missing "
+                             "(scripts/lfw_all_pairs.py writes them)")
+        ids = [x.decode() if isinstance(x, bytes) else str(x) for x in f["templates"][:]]
+        idents = None
+        if "template_identity" in f:
+            idents = [x.decode() if isinstance(x, bytes) else str(x) for x in f["template_identity"][:]]
+        n_fail = {cls: f"{cls}_failed" in f for cls in ("genuine", "impostor")}
+        for cls in ("genuine", "impostor"):
+            for side in ("enrol", "probe"):
+                if f[f"{cls}_{side}"].shape != f[cls].shape:
+                    raise ScoreError(f"{p}:{cls}_{side}", None, str(f[f"{cls}_{side}"].shape),
+                                     f"must have the shape of {cls} {f[cls].shape}")
+    subj_names = idents if idents is not None else ids
+    uniq, subject_of = np.unique(np.array(subj_names), return_inverse=True)
+    sign = 1.0 if higher_is_better else -1.0
+    n_t = len(ids)
+
+    def reader(cls):
+        def gen():
+            with h5py.File(p, "r") as f:
+                d, e, q = f[cls], f[f"{cls}_enrol"], f[f"{cls}_probe"]
+                fd = f[f"{cls}_failed"] if n_fail[cls] else None
+                for start in range(0, d.shape[0], chunk_size):
+                    s = sign * d[start:start + chunk_size].astype(np.float64)
+                    ei = e[start:start + chunk_size].astype(np.int64)
+                    pi = q[start:start + chunk_size].astype(np.int64)
+                    bad = (ei < 0) | (ei >= n_t) | (pi < 0) | (pi >= n_t)
+                    if bad.any():
+                        i = int(np.flatnonzero(bad)[0])
+                        raise ScoreError(f"{p}:{cls}_enrol/probe", start + i, f"{ei[i]}, {pi[i]}",
+                                         f"template index outside [0, {n_t})")
+                    if fd is not None:
+                        s[fd[start:start + chunk_size].astype(bool)] = np.nan
+                    yield s, ei, pi, subject_of[ei]
+        return gen
+
+    return PairedComparisons(ids, idents, int(uniq.size), reader("genuine"), reader("impostor"))
+
+
+def validate_pairs(directory: str | os.PathLike) -> PairedComparisons:
+    """Paired comparisons from an ``frvt validate`` output directory (lists, logs, ``match.log``).
+
+    Template ids are the list ids with their image file names as aliases: a label keyed by image
+    matches either. Identities as in :func:`validation.score.read_validate_output`.
+    """
+    from validation.score import MATCH_HEADER, _read_list, _read_table, _resolve
+
+    d = Path(directory)
+    lists = {}
+    images = {}
+    for side in ("enroll", "verif"):
+        path = d / "lists" / f"{side}.txt"
+        lists[side] = _read_list(path)
+        for _, cols in _read_table(path, None, 3, 4):
+            images[(side, cols[0])] = cols[1]
+    codes = {}
+    for side in ("enroll", "verif"):
+        for _, cols in _read_table(d / "validation" / f"{side}.log", None, 10, 10):
+            if cols[0] != "id":
+                codes[(side, cols[0])] = cols[3]
+    names, idents, index = [], [], {}
+    for side in ("enroll", "verif"):
+        for tid, ident in lists[side].items():
+            index[(side, tid)] = len(names)
+            names.append(_stem(images[(side, tid)]))
+            idents.append(ident)
+    match_log = d / "validation" / "match.log"
+    rows = {"genuine": ([], [], [], []), "impostor": ([], [], [], [])}
+    for no, cols in _read_table(match_log, MATCH_HEADER, 4, 4):
+        e, v = _resolve(cols[0], lists["enroll"]), _resolve(cols[1], lists["verif"])
+        if e is None or v is None:
+            raise ScoreError(str(match_log), no, cols[0] if e is None else cols[1], "unknown template", "line")
+        try:
+            s = float(cols[2])
+        except ValueError:
+            raise ScoreError(str(match_log), no, cols[2], "score is not a number", "line") from None
+        failed = cols[3] != "0" or codes.get(("enroll", e), "0") != "0" or codes.get(("verif", v), "0") != "0"
+        cls = "genuine" if lists["enroll"][e] == lists["verif"][v] else "impostor"
+        r = rows[cls]
+        r[0].append(math.nan if failed else s)
+        r[1].append(index[("enroll", e)])
+        r[2].append(index[("verif", v)])
+        r[3].append(lists["enroll"][e])
+    uniq = sorted(set(idents))
+    sid = {u: i for i, u in enumerate(uniq)}
+
+    def chunks(cls):
+        r = rows[cls]
+
+        def gen():
+            if r[0]:
+                yield (np.array(r[0], dtype=np.float64), np.array(r[1]), np.array(r[2]),
+                       np.array([sid[x] for x in r[3]], dtype=np.int64))
+        return gen
+
+    return PairedComparisons(names, idents, len(uniq), chunks("genuine"), chunks("impostor"))
+
+
+# --- the whole computation ----------------------------------------------------------------------------
+
+def demographic_differentials(pairs: PairedComparisons, labels: Labels, similarity_thresholds: Sequence[float],
+                              fmr_targets: Sequence[float], *, user_thresholds: Sequence[float] | None = None,
+                              attributes: Iterable[str] | None = None, n_resamples: int = 1000, seed: int = 0,
+                              confidence: float = 0.95, alpha: float = 0.5) -> dict:
+    """Differentials for every attribute of ``labels`` at the global thresholds (one pass over the pairs).
+
+    Parameters
+    ----------
+    pairs : PairedComparisons
+    labels : Labels
+    similarity_thresholds : sequence of float
+        The global thresholds on the similarity scale, one per FMR target (NaN: target not
+        estimable on all impostors; its group numbers are then left out).
+    fmr_targets : sequence of float
+    user_thresholds : sequence of float, optional
+        The same thresholds in the input's own units, for the record.
+
+    Returns
+    -------
+    dict
+        The ``demographics.json`` document (schema ``frvt.demographics/1``).
+    """
+    attrs = list(labels.attributes if attributes is None else attributes)
+    for a in attrs:
+        if a not in labels.attributes:
+            raise LabelError(labels.path, 1, a, f"no attribute column {a!r} (columns: {', '.join(labels.attributes)})",
+                             "line")
+    keep = [i for i, t in enumerate(similarity_thresholds) if math.isfinite(t)]
+    targets = [fmr_targets[i] for i in keep]
+    thr = [similarity_thresholds[i] for i in keep]
+    uthr = None if user_thresholds is None else [user_thresholds[i] for i in keep]
+    assigned = {a: assign_groups(labels, a, pairs.template_ids, pairs.template_identities) for a in attrs}
+    counters = {a: DemographicCounter(thr, assigned[a].group, len(assigned[a].groups), pairs.n_subjects)
+                for a in attrs}
+    for cls in ("genuine", "impostor"):
+        for s, e, p, subj in pairs.genuine() if cls == "genuine" else pairs.impostor():
+            for a in attrs:
+                add = counters[a].add_genuine if cls == "genuine" else counters[a].add_impostors
+                add(s, e, p, subj)
+    out = {"schema": SCHEMA, "labels": {"path": labels.path, "key": labels.key, "key_kind": labels.key_kind,
+                                        "n_rows": labels.n_rows},
+           "fmr_targets": [fmr_key(f) for f in fmr_targets],
+           "not_estimable_overall": [fmr_key(f) for i, f in enumerate(fmr_targets) if i not in keep],
+           "attributes": {}}
+    for a in attrs:
+        tg = assigned[a]
+        r = summarise(counters[a], targets, tg.groups, attribute=a, n_resamples=n_resamples, seed=seed,
+                      confidence=confidence, alpha=alpha, user_thresholds=uthr)
+        empty_groups = [g for g, e in r.doc["fmr"][next(iter(r.doc["fmr"]))]["groups"].items()
+                        if e["n_genuine"] == 0 and e["n_impostor"] == 0] if r.doc["fmr"] else []
+        r.doc["labels"] = {
+            "templates": len(pairs.template_ids),
+            "unlabelled_templates": len(tg.unlabelled), "unlabelled_examples": tg.unlabelled[:10],
+            "conflicting_templates": len(tg.conflicting), "conflicting_examples": tg.conflicting[:10],
+            "conflicting_keys": len(labels.conflicts[a]),
+            "keys_not_in_run": tg.unused_keys, "blank_values": labels.empty[a],
+            "empty_groups": empty_groups,
+        }
+        r.doc["notes"] = r.notes
+        out["attributes"][a] = r.doc
+    return out
+
+
+def format_demographics(doc: dict) -> str:
+    """The table ``frvt score --demographics`` prints."""
+    def pct(x, d=3):
+        return "-" if x is None else f"{100 * x:.{d}g}%"
+
+    def ci(pair):
+        return "" if not pair or pair[0] is None else f" [{pct(pair[0])}, {pct(pair[1])}]"
+
+    lines = []
+    for a, r in doc["attributes"].items():
+        lab = r["labels"]
+        lines.append(f"== demographics: {a} (groups {', '.join(r['groups']) or 'none'})")
+        lines.append(f"   templates {lab['templates']:,}: unlabelled {lab['unlabelled_templates']:,}, conflicting "
+                     f"{lab['conflicting_templates']:,}; labels for ids not in the run {lab['keys_not_in_run']:,}")
+        ex = r["excluded"]
+        lines.append(f"   left out of the groups: genuine unlabelled {ex['genuine_unlabelled']:,}, genuine across "
+                     f"groups {ex['genuine_mixed_groups']:,}, impostor unlabelled {ex['impostor_unlabelled']:,}")
+        if lab["empty_groups"]:
+            lines.append(f"   groups with no comparison: {', '.join(lab['empty_groups'])}")
+        for key, e in r["fmr"].items():
+            thr = e["threshold"] if e["threshold"] is not None else e["threshold_similarity"]
+            o = e["overall"]
+            lines.append(f"   FMR {key}: threshold {thr:.6g} (overall FMR {pct(o['fmr'])}, FNMR {pct(o['fnmr'])})")
+            for g, v in e["groups"].items():
+                lines.append(f"     {g:>12}: FNMR {pct(v['fnmr'])}{ci(v['fnmr_ci'])} ({v['false_non_matches']:,}/"
+                             f"{v['n_genuine']:,}), FMR {pct(v['fmr'])}{ci(v['fmr_ci'])} ({v['false_matches']:,}/"
+                             f"{v['n_impostor']:,}), x{_fmt(v['fmr_relative'])} FMR, x{_fmt(v['fnmr_relative'])} FNMR")
+            names = r["groups"]
+            for i, row in enumerate(e["fmr_matrix"]):
+                for j, cell in enumerate(row):
+                    if i != j:
+                        lines.append(f"     {names[i]} enrolled x {names[j]} probe: FMR {pct(cell['fmr'])}"
+                                     f"{ci([cell['ci_low'], cell['ci_high']])} ({cell['false_matches']:,}/"
+                                     f"{cell['n_impostor']:,})")
+            s = e["summary"]
+            parts = []
+            for k, label in (("fmr_max_min", "FMR max/min"), ("fnmr_max_min", "FNMR max/min"),
+                             ("gini_fmr", "Gini FMR"), ("gini_fnmr", "Gini FNMR"), ("garbe", "GARBE")):
+                v = s[k]
+                iv = "" if v["ci_low"] is None else f" [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]"
+                parts.append(f"{label} {_fmt(v['value'])}{iv}")
+            lines.append("     " + "; ".join(parts))
+        for n in r["notes"]:
+            lines.append(f"   note: {n}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+# --- with frvt score ----------------------------------------------------------------------------------
+
+def pairs_for_input(inp, higher_is_better: bool = True) -> PairedComparisons:
+    """The paired comparisons behind a :class:`validation.score.ScoreInput`.
+
+    Raises
+    ------
+    ScoreError
+        Plain score files: they carry no templates to label.
+    """
+    if inp.kind == "validate":
+        return validate_pairs(inp.paths[0])
+    if inp.kind == "hdf5":
+        return hdf5_pairs(inp.paths[0], higher_is_better)
+    raise ScoreError(str(inp.paths[0]), None, inp.label, "plain score files carry no templates: demographics need "
+                     "a validate output directory or an HDF5 score file with template indices")
+
+
+def score_demographics(report, labels: Labels, out_dir: str | os.PathLike, *, attributes: Iterable[str] | None = None,
+                       n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95,
+                       alpha: float = 0.5) -> tuple[dict, Path]:
+    """Differentials of every system of a :class:`validation.score.ScoreReport`; writes ``demographics.json``.
+
+    The thresholds are the report's FNMR-at-FMR thresholds (set on all impostors of each system).
+    A system whose input has no templates gets an ``error`` entry instead of numbers.
+    """
+    import json
+
+    out = {"schema": SCHEMA, "systems": []}
+    for s in report.systems:
+        hib = s.evaluation.higher_is_better
+        targets = list(s.evaluation.operating_points)
+        user = [s.evaluation.operating_points[f].threshold if s.evaluation.operating_points[f].estimable
+                else math.nan for f in targets]
+        sim = [t if hib else -t for t in user]
+        try:
+            pairs = pairs_for_input(s.input, hib)
+            doc = demographic_differentials(pairs, labels, sim, targets, user_thresholds=user, attributes=attributes,
+                                            n_resamples=n_resamples, seed=seed, confidence=confidence, alpha=alpha)
+        except ScoreError as exc:
+            doc = {"schema": SCHEMA, "error": str(exc)}
+        doc["label"] = s.input.label
+        out["systems"].append(doc)
+    path = Path(out_dir) / "demographics.json"
+    path.write_text(json.dumps(out, indent=1, allow_nan=False) + "\n")
+    return out, path
+
+
+def format_all(doc: dict) -> str:
+    """:func:`format_demographics` for each system of a ``demographics.json``."""
+    parts = []
+    for s in doc["systems"]:
+        if "error" in s:
+            parts.append(f"== demographics of {s['label']}: not computed: {s['error']}\n")
+        else:
+            parts.append(f"== demographics of {s['label']}\n" + format_demographics(s))
+    return "\n".join(parts)
