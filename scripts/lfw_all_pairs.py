@@ -8,8 +8,11 @@ Usage (after ``frvt lfw --all-images --cache-dir DIR`` has made every template):
 It decodes every template (``implementation.template``), computes the similarity of every pair
 i < j in blocks with the same formula as ``FaceVerifier.match_templates`` (checked on a random
 sample of pairs against the real call), writes the 87.5 million scores to an HDF5 score file
-(subject ids for the bootstrap, failed templates flagged and scored -1), then runs ``frvt score``'s
-library on it: FNMR at FMR 1e-6 ... 1e-1 with intervals, EER, DET plot, ``metrics.json``.
+(subject ids for the bootstrap, the two templates of every pair for demographics, failed templates
+flagged and scored -1), then runs ``frvt score``'s library on it: FNMR at FMR 1e-6 ... 1e-1 with
+intervals, EER, DET plot, ``metrics.json``; with ``--demographics LABELS.csv`` also the demographic
+differentials (``demographics.json``), as ``frvt score --demographics`` does. ``--skip-write`` scores
+an existing ``--scores`` file again.
 """
 
 from __future__ import annotations
@@ -68,13 +71,13 @@ def check_against_matcher(cache: Path, ids, emb, failed, config_dir: str, n: int
 
 
 def write_scores(path: Path, ids, emb, failed, block: int = 512) -> dict:
-    from validation.streaming import HDF5ScoreWriter
+    from validation.demographics import HDF5PairWriter
 
     names = np.array([i.rsplit("_", 1)[0] for i in ids])
     _, subject = np.unique(names, return_inverse=True)
     n = len(ids)
     counts = {"genuine": 0, "impostor": 0}
-    with HDF5ScoreWriter(path, with_subjects=True, with_failed=True) as w:
+    with HDF5PairWriter(path, templates=ids, identities=list(names)) as w:
         for start in range(0, n, block):
             stop = min(n, start + block)
             sims = (1.0 + emb[start:stop] @ emb.T) / 2.0  # (b, n) float32
@@ -89,7 +92,8 @@ def write_scores(path: Path, ids, emb, failed, block: int = 512) -> dict:
                 same = subject[j] == subject[i]
                 for cls, mask in (("genuine", same), ("impostor", ~same)):
                     if mask.any():
-                        w.append(cls, s[mask], subjects=np.full(mask.sum(), subject[i]), failed=f[mask])
+                        w.append(cls, s[mask], np.full(mask.sum(), subject[i]), np.full(mask.sum(), i), j[mask],
+                                 failed=f[mask])
                         counts[cls] += int(mask.sum())
     return counts
 
@@ -101,6 +105,9 @@ def main() -> None:
     ap.add_argument("--scores", type=Path, default=Path("/tmp/lfw_all_pairs.h5"))
     ap.add_argument("--out", type=Path, default=Path("docs/results/lfw_all_pairs"))
     ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--demographics", type=Path, default=None, help="labels CSV (e.g. scripts/lfw_sex_labels.py)")
+    ap.add_argument("--fmr", type=float, action="append", default=None, help="FMR targets (default 1e-6..1e-1)")
+    ap.add_argument("--skip-write", action="store_true", help="score an existing --scores file")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -111,14 +118,28 @@ def main() -> None:
         print(f"vectorised similarity vs match_templates on 2000 random pairs: max abs diff {worst:.2e}")
         assert worst < 1e-5, worst
     t0 = time.perf_counter()
-    counts = write_scores(args.scores, ids, emb, failed)
-    print(f"wrote {counts} to {args.scores} in {time.perf_counter() - t0:.1f} s")
+    if args.skip_write:
+        import h5py
 
+        with h5py.File(args.scores, "r") as f:
+            counts = {"genuine": int(f["genuine"].shape[0]), "impostor": int(f["impostor"].shape[0])}
+    else:
+        counts = write_scores(args.scores, ids, emb, failed)
+        print(f"wrote {counts} to {args.scores} in {time.perf_counter() - t0:.1f} s")
+
+    from validation.metrics import FMR_TARGETS
     from validation.score import ScoreInput, format_report, score
 
     t0 = time.perf_counter()
-    report = score([ScoreInput.from_path(args.scores, "frvt-default on LFW all pairs")], args.out, n_resamples=args.bootstrap)
+    report = score([ScoreInput.from_path(args.scores, "frvt-default on LFW all pairs")], args.out,
+                   n_resamples=args.bootstrap, fmr_targets=tuple(args.fmr) if args.fmr else FMR_TARGETS)
     print(format_report(report))
+    if args.demographics:
+        from validation.demographics import format_all, read_labels, score_demographics
+
+        doc, path = score_demographics(report, read_labels(args.demographics), args.out, n_resamples=args.bootstrap)
+        print(format_all(doc))
+        print(f"wrote {path}")
     print(f"scored in {time.perf_counter() - t0:.1f} s; metrics in {args.out}/metrics.json")
     (args.out / "provenance.json").write_text(json.dumps({
         "command": " ".join(sys.argv), "n_images": len(ids), "failed_templates": int(failed.sum()), **counts}, indent=2) + "\n")
