@@ -17,7 +17,7 @@ def main() -> None:
 
 
 # Each module below owns one command (or group) and registers it on ``app`` when imported.
-for _name in ("validate", "score", "enroll", "profile", "compile", "bench", "lfw", "submission"):
+for _name in ("validate", "score", "enroll", "profile", "compile", "bench", "lfw", "submission", "report"):
     try:
         importlib.import_module(f"frvt.cli.{_name}")
     except ModuleNotFoundError as exc:  # a command still being written
