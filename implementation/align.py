@@ -175,8 +175,49 @@ def warp_to_chip(image: np.ndarray, matrix: np.ndarray, size: int = CHIP_SIZE) -
     return resample.warp_bilinear(image, matrix, size)
 
 
-def align(image: np.ndarray, landmarks: np.ndarray, size: int = CHIP_SIZE) -> np.ndarray:
-    """Cut the face chip the dlib embedder expects.
+ARCFACE_SIZE = 112
+ARCFACE_TEMPLATE = np.array([
+    [38.2946, 51.6963],
+    [73.5318, 51.5014],
+    [56.0252, 71.7366],
+    [41.5493, 92.3655],
+    [70.7299, 92.2041],
+], dtype=np.float64)
+"""The 5-point template of the ArcFace family's 112x112 crops (insightface; OpenCV's SFace aligns
+to the same points): image-left eye, image-right eye, nose tip, image-left and image-right mouth
+corner, in chip pixels."""
+ARCFACE_TEMPLATE.setflags(write=False)
+
+
+def framing_transform(landmarks: np.ndarray, size: int, chip: dict | None = None) -> np.ndarray:
+    """Image -> chip matrix for a model config's ``chip`` framing.
+
+    ``chip["kind"]``: ``"dlib"`` (default: :data:`CHIP_TEMPLATE`, eye-weighted fit),
+    ``"arcface"`` (:data:`ARCFACE_TEMPLATE`, equal weights), or any kind with ``"points"``: five
+    ``[x, y]`` targets in a chip of side ``chip["template_size"]`` (default ``size``), same order as
+    the landmarks, fitted with equal weights. The template is scaled to ``size``.
+    """
+    chip = chip or {}
+    kind = chip.get("kind", "dlib")
+    if "points" in chip:
+        points = np.asarray(chip["points"], np.float64)
+        if points.shape != (5, 2):
+            raise ValueError(f"chip points must be 5 [x, y] pairs, got shape {points.shape}")
+        base = float(chip.get("template_size", size))
+    elif kind == "arcface":
+        points, base = ARCFACE_TEMPLATE, float(ARCFACE_SIZE)
+    elif kind == "dlib":
+        return chip_transform(landmarks, size)
+    else:
+        raise ValueError(f"unknown chip kind {kind!r} (dlib, arcface, or give 'points')")
+    landmarks = np.asarray(landmarks, np.float64)
+    if landmarks.shape != (5, 2) or not np.all(np.isfinite(landmarks)):
+        raise ValueError(f"landmarks must be finite (5, 2), got shape {landmarks.shape}")
+    return similarity_transform(landmarks - 0.5, points * (size / base), np.ones(5))
+
+
+def align(image: np.ndarray, landmarks: np.ndarray, size: int = CHIP_SIZE, chip: dict | None = None) -> np.ndarray:
+    """Cut the face chip the embedder expects.
 
     Parameters
     ----------
@@ -186,9 +227,11 @@ def align(image: np.ndarray, landmarks: np.ndarray, size: int = CHIP_SIZE) -> np
         RetinaFace landmarks of the face in ``image`` (continuous pixel coordinates).
     size : int
         Chip side; 150 for dlib's ResNet.
+    chip : dict, optional
+        The model config's framing (see :func:`framing_transform`); default dlib's.
 
     Returns
     -------
     np.ndarray, shape (size, size, 3), uint8, RGB
     """
-    return warp_to_chip(image, chip_transform(landmarks, size), size)
+    return warp_to_chip(image, framing_transform(landmarks, size, chip), size)

@@ -168,7 +168,7 @@ class FaceVerifier:
                 (xr, yr), (xl, yl) = landmarks[0], landmarks[1]  # subject's right eye, subject's left eye
                 clip = lambda v, n: int(min(max(round(float(v)), 0), n - 1))  # noqa: E731
                 eyes.append(EyePair(True, True, clip(xl, w), clip(yl, h), clip(xr, w), clip(yr, h)))
-                chip = align(rgb, landmarks, self._chip_size)
+                chip = align(rgb, landmarks, self._chip_size, self._config.chip)
                 t4 = time.perf_counter()
                 times["align"] += (t4 - t3) * 1e3
                 embeddings.append(self._embed(chip))
@@ -219,6 +219,6 @@ class FaceVerifier:
         out = {"detector": [asdict(op) for op in self._detector_model.profile(x)]}
         landmarks = self._detect(rgb)
         size = self._chip_size
-        chip = align(rgb, landmarks, size) if landmarks is not None else np.zeros((size, size, 3), np.uint8)
+        chip = align(rgb, landmarks, size, self._config.chip) if landmarks is not None else np.zeros((size, size, 3), np.uint8)
         out["embedder"] = [asdict(op) for op in self._embedder.profile(self._batch(self._network_input(chip)))]
         return out

@@ -339,12 +339,14 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def onnx_input_spec(onnx_path: str | Path) -> tuple[str, tuple[int, ...]]:
-    """(name, static shape) of the ONNX model's single graph input (initialisers excluded)."""
+    """(name, static shape) of the ONNX model's single graph input (initialisers and inputs no node
+    reads excluded)."""
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     initializers = {init.name for init in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
+    read = {x for n in model.graph.node for x in n.input}
+    inputs = [i for i in model.graph.input if i.name not in initializers and i.name in read]
     if len(inputs) != 1:
         raise CompileError(f"{onnx_path}: expected one graph input, found {len(inputs)}")
     dims = inputs[0].type.tensor_type.shape.dim
@@ -370,7 +372,10 @@ def import_onnx(onnx_path: str | Path, input_shape: tuple[int, ...] | None = Non
         shape = tuple(int(s) for s in input_shape)
     if any(s <= 0 for s in shape):
         raise CompileError(f"{onnx_path}: input {name!r} has a dynamic shape {shape}; give one")
+    from frvt.compiler.onnx_fold import fold_constant_dequantize  # pylint: disable=import-outside-toplevel
+
     model = onnx.load(str(onnx_path))
+    fold_constant_dequantize(model)  # weight-only (also blocked) quantisation -> float32 weights
     try:
         return from_onnx(model, shape_dict={name: list(shape)}, keep_params_in_input=False)
     except Exception as exc:  # the frontend raises many types
