@@ -286,6 +286,43 @@ class DemographicCounter:
         self._add(self.imp_n, self.imp_fm, similarity, enrol, probe, subject, False)
 
 
+    def add_block(self, similarity: np.ndarray, rows: np.ndarray, cols: np.ndarray, subject: np.ndarray,
+                  owned: np.ndarray | None = None) -> None:
+        """A block of an all-vs-all or gallery-vs-probe comparison, as the block is computed.
+
+        Parameters
+        ----------
+        similarity : numpy.ndarray, shape (r, c)
+            Similarities of templates ``rows`` (enrolled) against ``cols`` (probe); NaN = failed.
+        rows, cols : numpy.ndarray of int, shapes (r,), (c,)
+            Template indices (into ``template_group``) of the block's rows and columns.
+        subject : numpy.ndarray of int, shape (n_templates,)
+            Subject of every template; a pair is genuine when the two subjects are equal.
+        owned : numpy.ndarray of bool, shape (r, c), optional
+            The pairs this block counts (e.g. ``i < j`` on the diagonal blocks of all-vs-all).
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        cols = np.asarray(cols, dtype=np.int64)
+        subject = np.asarray(subject, dtype=np.int64)
+        s = np.asarray(similarity)
+        m = np.ones(s.shape, bool) if owned is None else np.asarray(owned, bool)
+        same = subject[rows][:, None] == subject[cols][None, :]
+        e = np.broadcast_to(rows[:, None], s.shape)
+        p = np.broadcast_to(cols[None, :], s.shape)
+        for gen, mask in ((True, m & same), (False, m & ~same)):
+            if mask.any():
+                add = self.add_genuine if gen else self.add_impostors
+                add(s[mask], e[mask], p[mask], subject[e[mask]])
+
+    def merge(self, other: "DemographicCounter") -> "DemographicCounter":
+        """Add another counter's counts (same thresholds, groups and subjects): partial results of workers."""
+        if other.gen_n.shape != self.gen_n.shape or not np.array_equal(other.thresholds, self.thresholds):
+            raise ValueError("counters differ in thresholds, groups or subjects")
+        for name in ("gen_n", "gen_fnm", "imp_n", "imp_fm"):
+            getattr(self, name).__iadd__(getattr(other, name))
+        return self
+
+
 # --- statistics -----------------------------------------------------------------------------------
 
 def gini(x: np.ndarray) -> np.ndarray:

@@ -222,3 +222,30 @@ def test_frvt_score_demographics_on_hdf5(tmp_path):
         w.append("impostor", np.linspace(0, 0.5, 2000))
     r = CliRunner().invoke(app, ["score", str(plain), "--demographics", str(labels), "-o", str(out), "--no-plots"])
     assert r.exit_code == 0 and "not computed" in r.output and "datasets missing" in r.output
+
+
+def test_block_reducer_equals_the_pairwise_one():
+    """The all-vs-all path: blocks of a similarity matrix, counted where computed, merged."""
+    templates, identity, sex, e, p, same, sim, sid = _world(seed=5, n_subjects=25, per=3)
+    n = len(templates)
+    mat = np.full((n, n), np.nan)
+    mat[e, p] = sim
+    subj_names = sorted(set(identity))
+    subject = np.array([subj_names.index(i) for i in identity])
+    group = np.array([0 if sex[i] == "F" else 1 for i in identity])
+    group[4] = -1
+    thr = [0.5, 0.6]
+    whole = DemographicCounter(thr, group, 2, len(subj_names))
+    whole.add_genuine(sim[same], e[same], p[same], sid[same])
+    whole.add_impostors(sim[~same], e[~same], p[~same], sid[~same])
+    merged = DemographicCounter(thr, group, 2, len(subj_names))
+    b = 16
+    for r0 in range(0, n, b):
+        for c0 in range(r0, n, b):
+            rows, cols = np.arange(r0, min(n, r0 + b)), np.arange(c0, min(n, c0 + b))
+            part = DemographicCounter(thr, group, 2, len(subj_names))
+            part.add_block(mat[np.ix_(rows, cols)], rows, cols, subject, rows[:, None] < cols[None, :])
+            merged.merge(part)
+    for name in ("gen_n", "gen_fnm", "imp_n", "imp_fm"):
+        np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name))
+    assert merged.imp_n.sum() == (~same).sum()
