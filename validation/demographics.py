@@ -22,7 +22,9 @@ identities, the bootstrap unit of :mod:`validation.intervals`), accumulated chun
 subjects x groups^2 x thresholds. Intervals: the subjects are resampled with replacement and every
 statistic recomputed at the fixed global threshold (percentile intervals); a statistic undefined
 in a resample (no comparison, a zero denominator) is left out and the number of valid resamples is
-recorded.
+recorded. Max/min ratios and Gini coefficients of resampled rates are biased upwards (sampling
+noise alone spreads the groups apart), so their percentile interval can lie above a point value
+near 1 (max/min) or 0 (Gini): read such an interval as "no differential beyond the noise".
 
 Labels come from a CSV (:func:`read_labels`) keyed by image id or by identity, one column per
 attribute. A template with no label, or with two different labels for the same attribute, is

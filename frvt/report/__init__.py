@@ -242,7 +242,7 @@ def _demographics(runs: Runs) -> str:
                     parts.append(_img(figures.heatmap_figure(values, groups, counts,
                                                              f"{label}: impostor FMR by group at FMR {key}"),
                                       f"cross-group FMR heatmap, {attr}, FMR {key}",
-                                      "Cells: FMR (false matches / impostor comparisons); grey cells have no "
+                                      "Cells: FMR (false matches / impostor comparisons); blank cells have no "
                                       "false match or no comparison."))
                 rows, rel = [], {"FMR / overall": ([], [], []), "FNMR / overall": ([], [], [])}
                 for g in groups:
