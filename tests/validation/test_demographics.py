@@ -249,3 +249,63 @@ def test_block_reducer_equals_the_pairwise_one():
     for name in ("gen_n", "gen_fnm", "imp_n", "imp_fm"):
         np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name))
     assert merged.imp_n.sum() == (~same).sum()
+
+
+def test_frvt_score_demographics_on_a_validate_folder(tmp_path):
+    """A validate output: identities from the lists, failures from the logs, labels by identity and by image."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from frvt.cli.app import app
+    from tests.validation.test_score import make_validate_dir
+
+    d = tmp_path / "run"
+    make_validate_dir(d, n_id=8)
+    sex = {f"Person_{p}": "F" if p < 3 else "M" for p in range(8)}
+    by_id = tmp_path / "by_identity.csv"
+    by_id.write_text("identity,sex\n" + "".join(f"{k},{v}\n" for k, v in sex.items()))
+    out = tmp_path / "out"
+    r = CliRunner().invoke(app, ["score", str(d), "--demographics", str(by_id), "-o", str(out), "--fmr", "1e-1",
+                                 "--bootstrap", "20", "--no-plots"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((out / "demographics.json").read_text())["systems"][0]["attributes"]["sex"]
+    thr = doc["fmr"]["1e-01"]["threshold"]
+    # oracle over match.log
+    enroll = {ln.split()[0]: ln.split()[1].split("/")[-1].rsplit("_", 1)[0]
+              for ln in (d / "lists" / "enroll.txt").read_text().splitlines()}
+    verif = {ln.split()[0]: ln.split()[1].split("/")[-1].rsplit("_", 1)[0]
+             for ln in (d / "lists" / "verif.txt").read_text().splitlines()}
+    logs = {}
+    for f in ("enroll.log", "verif.log"):
+        for ln in (d / "validation" / f).read_text().splitlines()[1:]:
+            logs[ln.split()[0]] = ln.split()[3]
+    fm, ni = {}, {}
+    fnm, ng = {}, {}
+    for ln in (d / "validation" / "match.log").read_text().splitlines()[1:]:
+        e, v, s, code = ln.split()
+        ok = code == "0" and logs[e] == "0" and logs[v] == "0"
+        match = ok and float(s) >= thr
+        ge, gv = sex[enroll[e]], sex[verif[v]]
+        if enroll[e] == verif[v]:
+            ng[ge] = ng.get(ge, 0) + 1
+            fnm[ge] = fnm.get(ge, 0) + (not match)
+        else:
+            ni[(ge, gv)] = ni.get((ge, gv), 0) + 1
+            fm[(ge, gv)] = fm.get((ge, gv), 0) + match
+    e1 = doc["fmr"]["1e-01"]
+    for a, ga in enumerate(doc["groups"]):
+        assert e1["groups"][ga]["n_genuine"] == ng[ga] and e1["groups"][ga]["false_non_matches"] == fnm[ga]
+        for b, gb in enumerate(doc["groups"]):
+            assert e1["fmr_matrix"][a][b]["n_impostor"] == ni[(ga, gb)]
+            assert e1["fmr_matrix"][a][b]["false_matches"] == fm[(ga, gb)]
+    # keyed by image file name: one image unlabelled
+    by_image = tmp_path / "by_image.csv"
+    rows = [f"images/x/{name}_e.jpg,{g}" for name, g in sex.items() if name != "Person_2"]
+    rows += [f"{name}_{j}.jpg,{g}" for name, g in sex.items() for j in range(2)]
+    by_image.write_text("image,sex\n" + "\n".join(rows) + "\n")
+    r = CliRunner().invoke(app, ["score", str(d), "--demographics", str(by_image), "-o", str(out), "--fmr", "1e-1",
+                                 "--bootstrap", "0", "--no-plots"])
+    assert r.exit_code == 0, r.output
+    lab = json.loads((out / "demographics.json").read_text())["systems"][0]["attributes"]["sex"]["labels"]
+    assert lab["unlabelled_templates"] == 1 and lab["unlabelled_examples"] == ["Person_2_e"]
