@@ -678,41 +678,33 @@ def validate_pairs(directory: str | os.PathLike) -> PairedComparisons:
     Template ids are the list ids with their image file names as aliases: a label keyed by image
     matches either. Identities as in :func:`validation.score.read_validate_output`.
     """
-    from validation.score import MATCH_HEADER, _read_list, _read_table, _resolve
+    from frvt.records import read_image_list, read_match_log, read_template_log
+    from validation.score import _nist_file, _resolve
 
     d = Path(directory)
-    lists = {}
-    images = {}
-    for side in ("enroll", "verif"):
-        path = d / "lists" / f"{side}.txt"
-        lists[side] = _read_list(path)
-        for _, cols in _read_table(path, None, 3, 4):
-            images[(side, cols[0])] = cols[1]
+    entries = {side: _nist_file(read_image_list, d / "lists" / f"{side}.txt") for side in ("enroll", "verif")}
+    lists = {side: {e.id: e.identity for e in entries[side]} for side in entries}
     codes = {}
     for side in ("enroll", "verif"):
-        for _, cols in _read_table(d / "validation" / f"{side}.log", None, 10, 10):
-            if cols[0] != "id":
-                codes[(side, cols[0])] = cols[3]
+        for row in _nist_file(read_template_log, d / "validation" / f"{side}.log"):
+            codes[(side, row.id)] = row.code
     names, idents, index = [], [], {}
     for side in ("enroll", "verif"):
-        for tid, ident in lists[side].items():
-            index[(side, tid)] = len(names)
-            names.append(_stem(images[(side, tid)]))
-            idents.append(ident)
+        for e in entries[side]:
+            index[(side, e.id)] = len(names)
+            names.append(_stem(e.image))
+            idents.append(e.identity)
     match_log = d / "validation" / "match.log"
     rows = {"genuine": ([], [], [], []), "impostor": ([], [], [], [])}
-    for no, cols in _read_table(match_log, MATCH_HEADER, 4, 4):
-        e, v = _resolve(cols[0], lists["enroll"]), _resolve(cols[1], lists["verif"])
+    for no, row in enumerate(_nist_file(read_match_log, match_log), start=2):
+        e, v = _resolve(row.enroll_id, lists["enroll"]), _resolve(row.verif_id, lists["verif"])
         if e is None or v is None:
-            raise ScoreError(str(match_log), no, cols[0] if e is None else cols[1], "unknown template", "line")
-        try:
-            s = float(cols[2])
-        except ValueError:
-            raise ScoreError(str(match_log), no, cols[2], "score is not a number", "line") from None
-        failed = cols[3] != "0" or codes.get(("enroll", e), "0") != "0" or codes.get(("verif", v), "0") != "0"
+            raise ScoreError(str(match_log), no, row.enroll_id if e is None else row.verif_id, "unknown template",
+                             "line")
+        failed = row.code != 0 or codes.get(("enroll", e), 0) != 0 or codes.get(("verif", v), 0) != 0
         cls = "genuine" if lists["enroll"][e] == lists["verif"][v] else "impostor"
         r = rows[cls]
-        r[0].append(math.nan if failed else s)
+        r[0].append(math.nan if failed else row.score)
         r[1].append(index[("enroll", e)])
         r[2].append(index[("verif", v)])
         r[3].append(lists["enroll"][e])

@@ -122,7 +122,7 @@ def test_bad_inputs_are_marked_not_raised(tmp_path):
 
 def test_report_in_a_real_browser(tmp_path):
     pytest.importorskip("selenium")
-    from tests.browser import find_browser, open_page, page_facts
+    from browser import find_browser, open_page, page_facts
 
     if find_browser() is None:
         pytest.skip("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")

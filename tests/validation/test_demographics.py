@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -258,7 +259,12 @@ def test_frvt_score_demographics_on_a_validate_folder(tmp_path):
     from typer.testing import CliRunner
 
     from frvt.cli.app import app
-    from tests.validation.test_score import make_validate_dir
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("score_tests", Path(__file__).with_name("test_score.py"))
+    score_tests = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(score_tests)
+    make_validate_dir = score_tests.make_validate_dir
 
     d = tmp_path / "run"
     make_validate_dir(d, n_id=8)

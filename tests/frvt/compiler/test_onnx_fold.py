@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from implementation.align import ARCFACE_TEMPLATE, align, framing_transform
 from frvt.compiler.onnx_fold import dequantize, fold_constant_dequantize
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SFACE = ROOT / "data" / "models" / "face_recognition_sface_2021dec_int8bq.onnx"
 
 
