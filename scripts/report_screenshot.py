@@ -24,13 +24,19 @@ def main() -> None:
     ap.add_argument("png", type=Path)
     ap.add_argument("--width", type=int, default=1200)
     ap.add_argument("--max-height", type=int, default=20000)
+    ap.add_argument("--start", default=None, help="section id the picture starts at (default: the top)")
+    ap.add_argument("--stop", default=None, help="section id the picture stops before (default: the bottom)")
     args = ap.parse_args()
     with open_page(args.page, args.width) as driver:
         facts = page_facts(driver)
-        height = min(int(driver.execute_script("return document.documentElement.scrollHeight")), args.max_height)
+        top_of = "return document.getElementById(arguments[0]).getBoundingClientRect().top + window.scrollY"
+        total = int(driver.execute_script("return document.documentElement.scrollHeight"))
+        y0 = int(driver.execute_script(top_of, args.start)) if args.start else 0
+        y1 = int(driver.execute_script(top_of, args.stop)) if args.stop else total
+        height = min(y1 - y0, args.max_height)
         shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
             "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": args.width, "height": height, "scale": 1}})
+            "clip": {"x": 0, "y": y0, "width": args.width, "height": height, "scale": 1}})
     args.png.parent.mkdir(parents=True, exist_ok=True)
     args.png.write_bytes(base64.b64decode(shot["data"]))
     print(f"sections {facts['sections']}, images {facts['n_images']} (undecoded {facts['undecoded']}), "

@@ -240,9 +240,9 @@ def _demographics(runs: Runs) -> str:
                 counts = [[f"{c.get('false_matches', 0):,}/{c.get('n_impostor', 0):,}" for c in row] for row in mat]
                 if any(v is not None for row in values for v in row):
                     parts.append(_img(figures.heatmap_figure(values, groups, counts,
-                                                             f"{label}: impostor FMR by group at FMR {key}"),
+                                                             f"impostor FMR by group at FMR {key}"),
                                       f"cross-group FMR heatmap, {attr}, FMR {key}",
-                                      "Cells: FMR (false matches / impostor comparisons); blank cells have no "
+                                      f"{label}, {attr}: cells are FMR (false matches / impostor comparisons); blank cells have no "
                                       "false match or no comparison."))
                 rows, rel = [], {"FMR / overall": ([], [], []), "FNMR / overall": ([], [], [])}
                 for g in groups:
