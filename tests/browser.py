@@ -10,15 +10,25 @@ import shutil
 import tempfile
 from pathlib import Path
 
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+)
 
 
 def find_browser() -> tuple[str, str] | None:
     """(chromium, chromedriver) paths, or None when either is not installed."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None)
+    driver = shutil.which("chromedriver") or (
+        "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None
+    )
     return (browser, driver) if browser and driver else None
 
 
@@ -53,10 +63,18 @@ def page_facts(driver) -> dict:
     """Section ids, images (count, those not decoded), console errors, external resources."""
     sections = driver.execute_script("return Array.from(document.querySelectorAll('section')).map(s => s.id)")
     images = driver.execute_script(
-        "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.src.slice(0, 22)])")
+        "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.src.slice(0, 22)])"
+    )
     undecoded = [i for i, (complete, w, _) in enumerate(images) if not complete or w <= 0]
     external = driver.execute_script(
-        "return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith('data:'))")
+        "return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith('data:'))"
+    )
     errors = [e for e in driver.get_log("browser") if e.get("level") in ("SEVERE", "ERROR")]
-    return {"sections": sections, "n_images": len(images), "undecoded": undecoded, "errors": errors,
-            "external": external, "srcs": [s for _, _, s in images]}
+    return {
+        "sections": sections,
+        "n_images": len(images),
+        "undecoded": undecoded,
+        "errors": errors,
+        "external": external,
+        "srcs": [s for _, _, s in images],
+    }

@@ -60,6 +60,7 @@ class LabelError(ScoreError):
 
 # --- labels ---------------------------------------------------------------------------------------
 
+
 def _stem(name: str) -> str:
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     return base.rsplit(".", 1)[0] if "." in base else base
@@ -132,8 +133,9 @@ def read_labels(path: str | os.PathLike, key: str | None = None, key_kind: str |
         header = [h.strip() for h in header]
         key = header[0] if key is None else key
         if key not in header:
-            raise LabelError(str(p), 1, ",".join(header), f"no key column {key!r} (columns: {', '.join(header)})",
-                             "line")
+            raise LabelError(
+                str(p), 1, ",".join(header), f"no key column {key!r} (columns: {', '.join(header)})", "line"
+            )
         if len(set(header)) != len(header):
             raise LabelError(str(p), 1, ",".join(header), "duplicate column names", "line")
         k = header.index(key)
@@ -189,13 +191,18 @@ class TemplateGroups:
     unused_keys: int
 
 
-def assign_groups(labels: Labels, attribute: str, template_ids: Sequence[str],
-                  template_identities: Sequence[str] | None) -> TemplateGroups:
+def assign_groups(
+    labels: Labels, attribute: str, template_ids: Sequence[str], template_identities: Sequence[str] | None
+) -> TemplateGroups:
     """Map templates to groups of ``attribute`` by image id or identity (see :class:`Labels`)."""
     if labels.key_kind == "identity":
         if template_identities is None:
-            raise LabelError(labels.path, None, labels.key, "labels are keyed by identity but the run has no "
-                             "identities for its templates")
+            raise LabelError(
+                labels.path,
+                None,
+                labels.key,
+                "labels are keyed by identity but the run has no identities for its templates",
+            )
         keys = list(template_identities)
     else:
         keys = [_stem(t) for t in template_ids]
@@ -213,12 +220,14 @@ def assign_groups(labels: Labels, attribute: str, template_ids: Sequence[str],
         else:
             out[i] = index[vals[kk]]
     used = set(keys)
-    unused = sum(1 for kk in vals if kk not in used) + sum(1 for kk in labels.conflicts[attribute] if kk not in used
-                                                           and kk not in vals)
+    unused = sum(1 for kk in vals if kk not in used) + sum(
+        1 for kk in labels.conflicts[attribute] if kk not in used and kk not in vals
+    )
     return TemplateGroups(attribute, groups, out, unlabelled, conflicting, unused)
 
 
 # --- counting -------------------------------------------------------------------------------------
+
 
 class DemographicCounter:
     """Per-subject counts of comparisons and errors by group, at fixed similarity thresholds.
@@ -287,9 +296,14 @@ class DemographicCounter:
         """Impostor comparisons: similarities (NaN or -inf = failed), template indices, enrolled subject ids."""
         self._add(self.imp_n, self.imp_fm, similarity, enrol, probe, subject, False)
 
-
-    def add_block(self, similarity: np.ndarray, rows: np.ndarray, cols: np.ndarray, subject: np.ndarray,
-                  owned: np.ndarray | None = None) -> None:
+    def add_block(
+        self,
+        similarity: np.ndarray,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        subject: np.ndarray,
+        owned: np.ndarray | None = None,
+    ) -> None:
         """A block of an all-vs-all or gallery-vs-probe comparison, as the block is computed.
 
         Parameters
@@ -327,6 +341,7 @@ class DemographicCounter:
 
 # --- statistics -----------------------------------------------------------------------------------
 
+
 def gini(x: np.ndarray) -> np.ndarray:
     """Gini coefficient of non-negative rates along the last axis, with the factor ``n / (n - 1)``.
 
@@ -358,8 +373,8 @@ def _stats(gen_n, gen_fnm, imp_n, imp_fm, tot_gen, tot_fnm, tot_imp, tot_fm, G: 
     diag = np.arange(G) * (G + 1)
     gn = gen_n[..., diag]
     gf = gen_fnm[..., diag]
-    inn = imp_n[..., :G * G]
-    ifm = imp_fm[..., :G * G]
+    inn = imp_n[..., : G * G]
+    ifm = imp_fm[..., : G * G]
     fnmr = _ratio(gf, gn)
     fmr_matrix = _ratio(ifm, inn)
     fmr_matrix = fmr_matrix.reshape(fmr_matrix.shape[:-1] + (G, G))
@@ -369,6 +384,7 @@ def _stats(gen_n, gen_fnm, imp_n, imp_fm, tot_gen, tot_fnm, tot_imp, tot_fm, G: 
     rel_fmr = _ratio(fmr, fmr_all)
     rel_fnmr = _ratio(fnmr, fnmr_all)
     with np.errstate(invalid="ignore"):
+
         def maxmin(r):
             ok = np.all(np.isfinite(r), axis=-1) & (r.shape[-1] >= 2)
             mx, mn = np.max(np.where(ok[..., None], r, 0), axis=-1), np.min(np.where(ok[..., None], r, 0), axis=-1)
@@ -379,10 +395,20 @@ def _stats(gen_n, gen_fnm, imp_n, imp_fm, tot_gen, tot_fnm, tot_imp, tot_fm, G: 
             return np.where(ok, gini(np.where(np.isfinite(r), r, 0)), np.nan)
 
         g_fmr, g_fnmr = gini_ok(fmr), gini_ok(fnmr)
-    return {"fnmr": fnmr, "fmr": fmr, "fmr_matrix": fmr_matrix, "fmr_overall": fmr_all[..., 0],
-            "fnmr_overall": fnmr_all[..., 0], "fmr_relative": rel_fmr, "fnmr_relative": rel_fnmr,
-            "fmr_max_min": maxmin(fmr), "fnmr_max_min": maxmin(fnmr), "gini_fmr": g_fmr, "gini_fnmr": g_fnmr,
-            "garbe": alpha * g_fmr + (1 - alpha) * g_fnmr}
+    return {
+        "fnmr": fnmr,
+        "fmr": fmr,
+        "fmr_matrix": fmr_matrix,
+        "fmr_overall": fmr_all[..., 0],
+        "fnmr_overall": fnmr_all[..., 0],
+        "fmr_relative": rel_fmr,
+        "fnmr_relative": rel_fnmr,
+        "fmr_max_min": maxmin(fmr),
+        "fnmr_max_min": maxmin(fnmr),
+        "gini_fmr": g_fmr,
+        "gini_fnmr": g_fnmr,
+        "garbe": alpha * g_fmr + (1 - alpha) * g_fnmr,
+    }
 
 
 def _num(x) -> float | None:
@@ -407,9 +433,18 @@ class AttributeResult:
     notes: list[str] = field(default_factory=list)
 
 
-def summarise(counter: DemographicCounter, fmr_targets: Sequence[float], groups: Sequence[str], *,
-              attribute: str = "group", n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95,
-              alpha: float = 0.5, user_thresholds: Sequence[float] | None = None) -> AttributeResult:
+def summarise(
+    counter: DemographicCounter,
+    fmr_targets: Sequence[float],
+    groups: Sequence[str],
+    *,
+    attribute: str = "group",
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    alpha: float = 0.5,
+    user_thresholds: Sequence[float] | None = None,
+) -> AttributeResult:
     """Point estimates, intervals and notes from a filled :class:`DemographicCounter`.
 
     Returns
@@ -425,11 +460,24 @@ def summarise(counter: DemographicCounter, fmr_targets: Sequence[float], groups:
     """
     c = counter
     G = c.G
-    tot = dict(tot_gen=c.gen_n.sum(), tot_fnm=c.gen_fnm.sum(axis=(1, 2)), tot_imp=c.imp_n.sum(),
-               tot_fm=c.imp_fm.sum(axis=(1, 2)))
-    point = _stats(c.gen_n.sum(0)[None, None], c.gen_fnm.sum(1)[None], c.imp_n.sum(0)[None, None],
-                   c.imp_fm.sum(1)[None], np.reshape(tot["tot_gen"], (1, 1)), tot["tot_fnm"][None],
-                   np.reshape(tot["tot_imp"], (1, 1)), tot["tot_fm"][None], G, alpha)
+    tot = dict(
+        tot_gen=c.gen_n.sum(),
+        tot_fnm=c.gen_fnm.sum(axis=(1, 2)),
+        tot_imp=c.imp_n.sum(),
+        tot_fm=c.imp_fm.sum(axis=(1, 2)),
+    )
+    point = _stats(
+        c.gen_n.sum(0)[None, None],
+        c.gen_fnm.sum(1)[None],
+        c.imp_n.sum(0)[None, None],
+        c.imp_fm.sum(1)[None],
+        np.reshape(tot["tot_gen"], (1, 1)),
+        tot["tot_fnm"][None],
+        np.reshape(tot["tot_imp"], (1, 1)),
+        tot["tot_fm"][None],
+        G,
+        alpha,
+    )
     # subjects that contributed anything
     active = (c.gen_n.sum(1) + c.imp_n.sum(1)) > 0
     S_act = int(active.sum())
@@ -438,12 +486,13 @@ def summarise(counter: DemographicCounter, fmr_targets: Sequence[float], groups:
         rng = np.random.default_rng(seed)
         idx = np.flatnonzero(active)
         W = rng.multinomial(S_act, np.full(S_act, 1.0 / S_act), size=n_resamples).astype(np.float64)  # (R, S)
-        gn = W @ c.gen_n[idx]                                   # (R, C)
+        gn = W @ c.gen_n[idx]  # (R, C)
         im = W @ c.imp_n[idx]
-        gf = np.einsum("rs,tsc->rtc", W, c.gen_fnm[:, idx])    # (R, T, C)
+        gf = np.einsum("rs,tsc->rtc", W, c.gen_fnm[:, idx])  # (R, T, C)
         fm = np.einsum("rs,tsc->rtc", W, c.imp_fm[:, idx])
-        boot = _stats(gn[:, None], gf, im[:, None], fm, gn.sum(1)[:, None], gf.sum(2), im.sum(1)[:, None],
-                      fm.sum(2), G, alpha)
+        boot = _stats(
+            gn[:, None], gf, im[:, None], fm, gn.sum(1)[:, None], gf.sum(2), im.sum(1)[:, None], fm.sum(2), G, alpha
+        )
     assert point["fnmr"].shape == (1, len(fmr_targets), G)
     lo_q, hi_q = (1 - confidence) / 2, 1 - (1 - confidence) / 2
 
@@ -456,8 +505,8 @@ def summarise(counter: DemographicCounter, fmr_targets: Sequence[float], groups:
             return None, None, int(v.size)
         return _num(np.quantile(v, lo_q)), _num(np.quantile(v, hi_q)), int(v.size)
 
-    subj_gen = (c.gen_n[:, :G * G][:, np.arange(G) * (G + 1)] > 0)
-    subj_imp = (c.imp_n[:, :G * G][:, np.arange(G) * (G + 1)] > 0)
+    subj_gen = c.gen_n[:, : G * G][:, np.arange(G) * (G + 1)] > 0
+    subj_imp = c.imp_n[:, : G * G][:, np.arange(G) * (G + 1)] > 0
     n_subj = (subj_gen | subj_imp).sum(0)
     per_fmr = {}
     notes_all: list[str] = []
@@ -473,22 +522,32 @@ def summarise(counter: DemographicCounter, fmr_targets: Sequence[float], groups:
             if ng == 0 and ni == 0:
                 notes.append("no comparison in this group")
             if ni and ni < need:
-                notes.append(f"{ni:,} same-group impostor comparisons, fewer than the {need:,} needed to "
-                             f"estimate FMR {key}: its FMR is a count, not an estimate of that level")
+                notes.append(
+                    f"{ni:,} same-group impostor comparisons, fewer than the {need:,} needed to "
+                    f"estimate FMR {key}: its FMR is a count, not an estimate of that level"
+                )
             if ni and nfm == 0:
                 hi_cp = clopper_pearson(0, ni, confidence)[1]
-                notes.append(f"no false match among {ni:,} same-group impostors (FMR 0, upper {confidence:.0%} "
-                             f"bound {hi_cp:.2g}): its ratios are 0 or undefined")
+                notes.append(
+                    f"no false match among {ni:,} same-group impostors (FMR 0, upper {confidence:.0%} "
+                    f"bound {hi_cp:.2g}): its ratios are 0 or undefined"
+                )
             if 0 < ng < FEW_GENUINE:
                 notes.append(f"only {ng} genuine comparisons: its FNMR is coarse")
             if n_subj[g] == 1:
                 notes.append("one subject: the subject bootstrap cannot vary this group")
-            entry = {"n_subjects": int(n_subj[g]), "n_genuine": ng, "false_non_matches": nfnm,
-                     "fnmr": _num(point["fnmr"][0, t, g]) if ng else None,
-                     "n_impostor": ni, "false_matches": nfm,
-                     "fmr": _num(point["fmr"][0, t, g]) if ni else None,
-                     "fmr_relative": _num(point["fmr_relative"][0, t, g]),
-                     "fnmr_relative": _num(point["fnmr_relative"][0, t, g]), "notes": notes}
+            entry = {
+                "n_subjects": int(n_subj[g]),
+                "n_genuine": ng,
+                "false_non_matches": nfnm,
+                "fnmr": _num(point["fnmr"][0, t, g]) if ng else None,
+                "n_impostor": ni,
+                "false_matches": nfm,
+                "fmr": _num(point["fmr"][0, t, g]) if ni else None,
+                "fmr_relative": _num(point["fmr_relative"][0, t, g]),
+                "fnmr_relative": _num(point["fnmr_relative"][0, t, g]),
+                "notes": notes,
+            }
             for stat in ("fnmr", "fmr", "fmr_relative", "fnmr_relative"):
                 lo, hi, nv = interval(stat, t, g)
                 entry[f"{stat}_ci"] = [lo, hi]
@@ -501,8 +560,15 @@ def summarise(counter: DemographicCounter, fmr_targets: Sequence[float], groups:
                 cell = e * G + p
                 ni, nfm = int(c.imp_n[:, cell].sum()), int(c.imp_fm[t, :, cell].sum())
                 lo, hi, _ = interval("fmr_matrix", t, e, p)
-                row.append({"fmr": _num(point["fmr_matrix"][0, t, e, p]) if ni else None, "false_matches": nfm,
-                            "n_impostor": ni, "ci_low": lo, "ci_high": hi})
+                row.append(
+                    {
+                        "fmr": _num(point["fmr_matrix"][0, t, e, p]) if ni else None,
+                        "false_matches": nfm,
+                        "n_impostor": ni,
+                        "ci_low": lo,
+                        "ci_high": hi,
+                    }
+                )
             mat.append(row)
         summary = {}
         for stat in ("fmr_max_min", "fnmr_max_min", "gini_fmr", "gini_fnmr", "garbe"):
@@ -512,9 +578,14 @@ def summarise(counter: DemographicCounter, fmr_targets: Sequence[float], groups:
         per_fmr[key] = {
             "threshold": None if user_thresholds is None else _num(user_thresholds[t]),
             "threshold_similarity": _num(c.thresholds[t]),
-            "overall": {"fmr": _num(point["fmr_overall"][0, t]), "false_matches": ov_fm,
-                        "n_impostor": int(tot["tot_imp"]), "fnmr": _num(point["fnmr_overall"][0, t]),
-                        "false_non_matches": ov_fnm, "n_genuine": int(tot["tot_gen"])},
+            "overall": {
+                "fmr": _num(point["fmr_overall"][0, t]),
+                "false_matches": ov_fm,
+                "n_impostor": int(tot["tot_imp"]),
+                "fnmr": _num(point["fnmr_overall"][0, t]),
+                "false_non_matches": ov_fnm,
+                "n_genuine": int(tot["tot_gen"]),
+            },
             "groups": gdoc,
             "fmr_matrix": mat,
             "summary": summary,
@@ -529,9 +600,15 @@ def summarise(counter: DemographicCounter, fmr_targets: Sequence[float], groups:
             "impostor_unlabelled": int(c.imp_n[:, unl].sum()),
         },
         "n_subjects": S_act,
-        "bootstrap": None if boot is None else {
-            "n_resamples": n_resamples, "seed": seed, "confidence": confidence,
-            "unit": "subject (enrolled identity), threshold fixed at the global one", "method": "percentile"},
+        "bootstrap": None
+        if boot is None
+        else {
+            "n_resamples": n_resamples,
+            "seed": seed,
+            "confidence": confidence,
+            "unit": "subject (enrolled identity), threshold fixed at the global one",
+            "method": "percentile",
+        },
         "garbe_alpha": alpha,
         "fmr": per_fmr,
     }
@@ -539,6 +616,7 @@ def summarise(counter: DemographicCounter, fmr_targets: Sequence[float], groups:
 
 
 # --- reading comparisons with their templates -------------------------------------------------------
+
 
 @dataclass
 class PairedComparisons:
@@ -559,7 +637,9 @@ class PairedComparisons:
 PAIR_DATASETS = ("genuine_enrol", "genuine_probe", "impostor_enrol", "impostor_probe")
 
 
-def write_pair_templates(path: str | os.PathLike, templates: Sequence[str], identities: Sequence[str] | None = None) -> None:
+def write_pair_templates(
+    path: str | os.PathLike, templates: Sequence[str], identities: Sequence[str] | None = None
+) -> None:
     """Add ``templates`` (and ``template_identity``) to an HDF5 score file written by :class:`HDF5PairWriter`."""
     import h5py
 
@@ -569,8 +649,9 @@ def write_pair_templates(path: str | os.PathLike, templates: Sequence[str], iden
                 continue
             if name in f:
                 del f[name]
-            f.create_dataset(name, data=np.array([str(v).encode() for v in values], dtype=object),
-                             dtype=h5py.string_dtype())
+            f.create_dataset(
+                name, data=np.array([str(v).encode() for v in values], dtype=object), dtype=h5py.string_dtype()
+            )
 
 
 class HDF5PairWriter:
@@ -580,8 +661,15 @@ class HDF5PairWriter:
     :func:`write_pair_templates` (or ``templates=`` here, written on close).
     """
 
-    def __init__(self, path: str | os.PathLike, *, templates: Sequence[str] | None = None,
-                 identities: Sequence[str] | None = None, with_failed: bool = True, **kwargs) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        templates: Sequence[str] | None = None,
+        identities: Sequence[str] | None = None,
+        with_failed: bool = True,
+        **kwargs,
+    ) -> None:
         from validation.streaming import HDF5ScoreWriter
 
         self.path = Path(path)
@@ -632,9 +720,13 @@ def hdf5_pairs(path: str | os.PathLike, higher_is_better: bool = True, chunk_siz
     with f:
         missing = [d for d in ("templates",) + PAIR_DATASETS if d not in f]
         if missing:
-            raise ScoreError(str(p), None, ", ".join(missing),
-                             "demographics need the templates of each comparison: datasets missing "
-                             "(scripts/lfw_all_pairs.py writes them)")
+            raise ScoreError(
+                str(p),
+                None,
+                ", ".join(missing),
+                "demographics need the templates of each comparison: datasets missing "
+                "(scripts/lfw_all_pairs.py writes them)",
+            )
         ids = [x.decode() if isinstance(x, bytes) else str(x) for x in f["templates"][:]]
         idents = None
         if "template_identity" in f:
@@ -643,8 +735,12 @@ def hdf5_pairs(path: str | os.PathLike, higher_is_better: bool = True, chunk_siz
         for cls in ("genuine", "impostor"):
             for side in ("enrol", "probe"):
                 if f[f"{cls}_{side}"].shape != f[cls].shape:
-                    raise ScoreError(f"{p}:{cls}_{side}", None, str(f[f"{cls}_{side}"].shape),
-                                     f"must have the shape of {cls} {f[cls].shape}")
+                    raise ScoreError(
+                        f"{p}:{cls}_{side}",
+                        None,
+                        str(f[f"{cls}_{side}"].shape),
+                        f"must have the shape of {cls} {f[cls].shape}",
+                    )
     subj_names = idents if idents is not None else ids
     uniq, subject_of = np.unique(np.array(subj_names), return_inverse=True)
     sign = 1.0 if higher_is_better else -1.0
@@ -656,17 +752,22 @@ def hdf5_pairs(path: str | os.PathLike, higher_is_better: bool = True, chunk_siz
                 d, e, q = f[cls], f[f"{cls}_enrol"], f[f"{cls}_probe"]
                 fd = f[f"{cls}_failed"] if n_fail[cls] else None
                 for start in range(0, d.shape[0], chunk_size):
-                    s = sign * d[start:start + chunk_size].astype(np.float64)
-                    ei = e[start:start + chunk_size].astype(np.int64)
-                    pi = q[start:start + chunk_size].astype(np.int64)
+                    s = sign * d[start : start + chunk_size].astype(np.float64)
+                    ei = e[start : start + chunk_size].astype(np.int64)
+                    pi = q[start : start + chunk_size].astype(np.int64)
                     bad = (ei < 0) | (ei >= n_t) | (pi < 0) | (pi >= n_t)
                     if bad.any():
                         i = int(np.flatnonzero(bad)[0])
-                        raise ScoreError(f"{p}:{cls}_enrol/probe", start + i, f"{ei[i]}, {pi[i]}",
-                                         f"template index outside [0, {n_t})")
+                        raise ScoreError(
+                            f"{p}:{cls}_enrol/probe",
+                            start + i,
+                            f"{ei[i]}, {pi[i]}",
+                            f"template index outside [0, {n_t})",
+                        )
                     if fd is not None:
-                        s[fd[start:start + chunk_size].astype(bool)] = np.nan
+                        s[fd[start : start + chunk_size].astype(bool)] = np.nan
                     yield s, ei, pi, subject_of[ei]
+
         return gen
 
     return PairedComparisons(ids, idents, int(uniq.size), reader("genuine"), reader("impostor"))
@@ -699,8 +800,9 @@ def validate_pairs(directory: str | os.PathLike) -> PairedComparisons:
     for no, row in enumerate(_nist_file(read_match_log, match_log), start=2):
         e, v = _resolve(row.enroll_id, lists["enroll"]), _resolve(row.verif_id, lists["verif"])
         if e is None or v is None:
-            raise ScoreError(str(match_log), no, row.enroll_id if e is None else row.verif_id, "unknown template",
-                             "line")
+            raise ScoreError(
+                str(match_log), no, row.enroll_id if e is None else row.verif_id, "unknown template", "line"
+            )
         failed = row.code != 0 or codes.get(("enroll", e), 0) != 0 or codes.get(("verif", v), 0) != 0
         cls = "genuine" if lists["enroll"][e] == lists["verif"][v] else "impostor"
         r = rows[cls]
@@ -716,8 +818,13 @@ def validate_pairs(directory: str | os.PathLike) -> PairedComparisons:
 
         def gen():
             if r[0]:
-                yield (np.array(r[0], dtype=np.float64), np.array(r[1]), np.array(r[2]),
-                       np.array([sid[x] for x in r[3]], dtype=np.int64))
+                yield (
+                    np.array(r[0], dtype=np.float64),
+                    np.array(r[1]),
+                    np.array(r[2]),
+                    np.array([sid[x] for x in r[3]], dtype=np.int64),
+                )
+
         return gen
 
     return PairedComparisons(names, idents, len(uniq), chunks("genuine"), chunks("impostor"))
@@ -725,10 +832,20 @@ def validate_pairs(directory: str | os.PathLike) -> PairedComparisons:
 
 # --- the whole computation ----------------------------------------------------------------------------
 
-def demographic_differentials(pairs: PairedComparisons, labels: Labels, similarity_thresholds: Sequence[float],
-                              fmr_targets: Sequence[float], *, user_thresholds: Sequence[float] | None = None,
-                              attributes: Iterable[str] | None = None, n_resamples: int = 1000, seed: int = 0,
-                              confidence: float = 0.95, alpha: float = 0.5) -> dict:
+
+def demographic_differentials(
+    pairs: PairedComparisons,
+    labels: Labels,
+    similarity_thresholds: Sequence[float],
+    fmr_targets: Sequence[float],
+    *,
+    user_thresholds: Sequence[float] | None = None,
+    attributes: Iterable[str] | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    alpha: float = 0.5,
+) -> dict:
     """Differentials for every attribute of ``labels`` at the global thresholds (one pass over the pairs).
 
     Parameters
@@ -750,37 +867,58 @@ def demographic_differentials(pairs: PairedComparisons, labels: Labels, similari
     attrs = list(labels.attributes if attributes is None else attributes)
     for a in attrs:
         if a not in labels.attributes:
-            raise LabelError(labels.path, 1, a, f"no attribute column {a!r} (columns: {', '.join(labels.attributes)})",
-                             "line")
+            raise LabelError(
+                labels.path, 1, a, f"no attribute column {a!r} (columns: {', '.join(labels.attributes)})", "line"
+            )
     keep = [i for i, t in enumerate(similarity_thresholds) if math.isfinite(t)]
     targets = [fmr_targets[i] for i in keep]
     thr = [similarity_thresholds[i] for i in keep]
     uthr = None if user_thresholds is None else [user_thresholds[i] for i in keep]
     assigned = {a: assign_groups(labels, a, pairs.template_ids, pairs.template_identities) for a in attrs}
-    counters = {a: DemographicCounter(thr, assigned[a].group, len(assigned[a].groups), pairs.n_subjects)
-                for a in attrs}
+    counters = {a: DemographicCounter(thr, assigned[a].group, len(assigned[a].groups), pairs.n_subjects) for a in attrs}
     for cls in ("genuine", "impostor"):
         for s, e, p, subj in pairs.genuine() if cls == "genuine" else pairs.impostor():
             for a in attrs:
                 add = counters[a].add_genuine if cls == "genuine" else counters[a].add_impostors
                 add(s, e, p, subj)
-    out = {"schema": SCHEMA, "labels": {"path": labels.path, "key": labels.key, "key_kind": labels.key_kind,
-                                        "n_rows": labels.n_rows},
-           "fmr_targets": [fmr_key(f) for f in fmr_targets],
-           "not_estimable_overall": [fmr_key(f) for i, f in enumerate(fmr_targets) if i not in keep],
-           "attributes": {}}
+    out = {
+        "schema": SCHEMA,
+        "labels": {"path": labels.path, "key": labels.key, "key_kind": labels.key_kind, "n_rows": labels.n_rows},
+        "fmr_targets": [fmr_key(f) for f in fmr_targets],
+        "not_estimable_overall": [fmr_key(f) for i, f in enumerate(fmr_targets) if i not in keep],
+        "attributes": {},
+    }
     for a in attrs:
         tg = assigned[a]
-        r = summarise(counters[a], targets, tg.groups, attribute=a, n_resamples=n_resamples, seed=seed,
-                      confidence=confidence, alpha=alpha, user_thresholds=uthr)
-        empty_groups = [g for g, e in r.doc["fmr"][next(iter(r.doc["fmr"]))]["groups"].items()
-                        if e["n_genuine"] == 0 and e["n_impostor"] == 0] if r.doc["fmr"] else []
+        r = summarise(
+            counters[a],
+            targets,
+            tg.groups,
+            attribute=a,
+            n_resamples=n_resamples,
+            seed=seed,
+            confidence=confidence,
+            alpha=alpha,
+            user_thresholds=uthr,
+        )
+        empty_groups = (
+            [
+                g
+                for g, e in r.doc["fmr"][next(iter(r.doc["fmr"]))]["groups"].items()
+                if e["n_genuine"] == 0 and e["n_impostor"] == 0
+            ]
+            if r.doc["fmr"]
+            else []
+        )
         r.doc["labels"] = {
             "templates": len(pairs.template_ids),
-            "unlabelled_templates": len(tg.unlabelled), "unlabelled_examples": tg.unlabelled[:10],
-            "conflicting_templates": len(tg.conflicting), "conflicting_examples": tg.conflicting[:10],
+            "unlabelled_templates": len(tg.unlabelled),
+            "unlabelled_examples": tg.unlabelled[:10],
+            "conflicting_templates": len(tg.conflicting),
+            "conflicting_examples": tg.conflicting[:10],
             "conflicting_keys": len(labels.conflicts[a]),
-            "keys_not_in_run": tg.unused_keys, "blank_values": labels.empty[a],
+            "keys_not_in_run": tg.unused_keys,
+            "blank_values": labels.empty[a],
             "empty_groups": empty_groups,
         }
         r.doc["notes"] = r.notes
@@ -790,6 +928,7 @@ def demographic_differentials(pairs: PairedComparisons, labels: Labels, similari
 
 def format_demographics(doc: dict) -> str:
     """The table ``frvt score --demographics`` prints."""
+
     def pct(x, d=3):
         return "-" if x is None else f"{100 * x:.{d}g}%"
 
@@ -800,11 +939,15 @@ def format_demographics(doc: dict) -> str:
     for a, r in doc["attributes"].items():
         lab = r["labels"]
         lines.append(f"== demographics: {a} (groups {', '.join(r['groups']) or 'none'})")
-        lines.append(f"   templates {lab['templates']:,}: unlabelled {lab['unlabelled_templates']:,}, conflicting "
-                     f"{lab['conflicting_templates']:,}; labels for ids not in the run {lab['keys_not_in_run']:,}")
+        lines.append(
+            f"   templates {lab['templates']:,}: unlabelled {lab['unlabelled_templates']:,}, conflicting "
+            f"{lab['conflicting_templates']:,}; labels for ids not in the run {lab['keys_not_in_run']:,}"
+        )
         ex = r["excluded"]
-        lines.append(f"   left out of the groups: genuine unlabelled {ex['genuine_unlabelled']:,}, genuine across "
-                     f"groups {ex['genuine_mixed_groups']:,}, impostor unlabelled {ex['impostor_unlabelled']:,}")
+        lines.append(
+            f"   left out of the groups: genuine unlabelled {ex['genuine_unlabelled']:,}, genuine across "
+            f"groups {ex['genuine_mixed_groups']:,}, impostor unlabelled {ex['impostor_unlabelled']:,}"
+        )
         if lab["empty_groups"]:
             lines.append(f"   groups with no comparison: {', '.join(lab['empty_groups'])}")
         for key, e in r["fmr"].items():
@@ -812,20 +955,29 @@ def format_demographics(doc: dict) -> str:
             o = e["overall"]
             lines.append(f"   FMR {key}: threshold {thr:.6g} (overall FMR {pct(o['fmr'])}, FNMR {pct(o['fnmr'])})")
             for g, v in e["groups"].items():
-                lines.append(f"     {g:>12}: FNMR {pct(v['fnmr'])}{ci(v['fnmr_ci'])} ({v['false_non_matches']:,}/"
-                             f"{v['n_genuine']:,}), FMR {pct(v['fmr'])}{ci(v['fmr_ci'])} ({v['false_matches']:,}/"
-                             f"{v['n_impostor']:,}), x{_fmt(v['fmr_relative'])} FMR, x{_fmt(v['fnmr_relative'])} FNMR")
+                lines.append(
+                    f"     {g:>12}: FNMR {pct(v['fnmr'])}{ci(v['fnmr_ci'])} ({v['false_non_matches']:,}/"
+                    f"{v['n_genuine']:,}), FMR {pct(v['fmr'])}{ci(v['fmr_ci'])} ({v['false_matches']:,}/"
+                    f"{v['n_impostor']:,}), x{_fmt(v['fmr_relative'])} FMR, x{_fmt(v['fnmr_relative'])} FNMR"
+                )
             names = r["groups"]
             for i, row in enumerate(e["fmr_matrix"]):
                 for j, cell in enumerate(row):
                     if i != j:
-                        lines.append(f"     {names[i]} enrolled x {names[j]} probe: FMR {pct(cell['fmr'])}"
-                                     f"{ci([cell['ci_low'], cell['ci_high']])} ({cell['false_matches']:,}/"
-                                     f"{cell['n_impostor']:,})")
+                        lines.append(
+                            f"     {names[i]} enrolled x {names[j]} probe: FMR {pct(cell['fmr'])}"
+                            f"{ci([cell['ci_low'], cell['ci_high']])} ({cell['false_matches']:,}/"
+                            f"{cell['n_impostor']:,})"
+                        )
             s = e["summary"]
             parts = []
-            for k, label in (("fmr_max_min", "FMR max/min"), ("fnmr_max_min", "FNMR max/min"),
-                             ("gini_fmr", "Gini FMR"), ("gini_fnmr", "Gini FNMR"), ("garbe", "GARBE")):
+            for k, label in (
+                ("fmr_max_min", "FMR max/min"),
+                ("fnmr_max_min", "FNMR max/min"),
+                ("gini_fmr", "Gini FMR"),
+                ("gini_fnmr", "Gini FNMR"),
+                ("garbe", "GARBE"),
+            ):
                 v = s[k]
                 iv = "" if v["ci_low"] is None else f" [{_fmt(v['ci_low'])}, {_fmt(v['ci_high'])}]"
                 parts.append(f"{label} {_fmt(v['value'])}{iv}")
@@ -842,6 +994,7 @@ def _fmt(x) -> str:
 
 # --- with frvt score ----------------------------------------------------------------------------------
 
+
 def pairs_for_input(inp, higher_is_better: bool = True) -> PairedComparisons:
     """The paired comparisons behind a :class:`validation.score.ScoreInput`.
 
@@ -854,13 +1007,26 @@ def pairs_for_input(inp, higher_is_better: bool = True) -> PairedComparisons:
         return validate_pairs(inp.paths[0])
     if inp.kind == "hdf5":
         return hdf5_pairs(inp.paths[0], higher_is_better)
-    raise ScoreError(str(inp.paths[0]), None, inp.label, "plain score files carry no templates: demographics need "
-                     "a validate output directory or an HDF5 score file with template indices")
+    raise ScoreError(
+        str(inp.paths[0]),
+        None,
+        inp.label,
+        "plain score files carry no templates: demographics need "
+        "a validate output directory or an HDF5 score file with template indices",
+    )
 
 
-def score_demographics(report, labels: Labels, out_dir: str | os.PathLike, *, attributes: Iterable[str] | None = None,
-                       n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95,
-                       alpha: float = 0.5) -> tuple[dict, Path]:
+def score_demographics(
+    report,
+    labels: Labels,
+    out_dir: str | os.PathLike,
+    *,
+    attributes: Iterable[str] | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    alpha: float = 0.5,
+) -> tuple[dict, Path]:
     """Differentials of every system of a :class:`validation.score.ScoreReport`; writes ``demographics.json``.
 
     The thresholds are the report's FNMR-at-FMR thresholds (set on all impostors of each system).
@@ -872,13 +1038,25 @@ def score_demographics(report, labels: Labels, out_dir: str | os.PathLike, *, at
     for s in report.systems:
         hib = s.evaluation.higher_is_better
         targets = list(s.evaluation.operating_points)
-        user = [s.evaluation.operating_points[f].threshold if s.evaluation.operating_points[f].estimable
-                else math.nan for f in targets]
+        user = [
+            s.evaluation.operating_points[f].threshold if s.evaluation.operating_points[f].estimable else math.nan
+            for f in targets
+        ]
         sim = [t if hib else -t for t in user]
         try:
             pairs = pairs_for_input(s.input, hib)
-            doc = demographic_differentials(pairs, labels, sim, targets, user_thresholds=user, attributes=attributes,
-                                            n_resamples=n_resamples, seed=seed, confidence=confidence, alpha=alpha)
+            doc = demographic_differentials(
+                pairs,
+                labels,
+                sim,
+                targets,
+                user_thresholds=user,
+                attributes=attributes,
+                n_resamples=n_resamples,
+                seed=seed,
+                confidence=confidence,
+                alpha=alpha,
+            )
         except ScoreError as exc:
             doc = {"schema": SCHEMA, "error": str(exc)}
         doc["label"] = s.input.label

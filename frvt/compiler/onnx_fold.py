@@ -20,8 +20,9 @@ import numpy as np
 DEQUANTIZE = "DequantizeLinear"
 
 
-def dequantize(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int = 1,
-               block_size: int = 0) -> np.ndarray:
+def dequantize(
+    x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int = 1, block_size: int = 0
+) -> np.ndarray:
     """ONNX ``DequantizeLinear``: ``(x - zero_point) * scale`` with per-tensor, per-axis or blocked scales.
 
     Parameters
@@ -94,8 +95,13 @@ def fold_constant_dequantize(model) -> int:
             ins = [value(x) if x else None for x in n.input]
             if ins[0] is not None and ins[1] is not None and (len(ins) < 3 or not n.input[2] or ins[2] is not None):
                 attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
-                w = dequantize(ins[0], ins[1], ins[2] if len(ins) > 2 else None, int(attrs.get("axis", 1)),
-                               int(attrs.get("block_size", 0)))
+                w = dequantize(
+                    ins[0],
+                    ins[1],
+                    ins[2] if len(ins) > 2 else None,
+                    int(attrs.get("axis", 1)),
+                    int(attrs.get("block_size", 0)),
+                )
                 new_inits.append(numpy_helper.from_array(w, n.output[0]))
                 folded += 1
                 continue

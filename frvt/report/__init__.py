@@ -70,8 +70,12 @@ def _img(data: bytes, alt: str, caption: str = "") -> str:
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: Sequence[int] = ()) -> str:
     """Cells are HTML already (escape before)."""
     head = "".join(f"<th>{h}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>"
-                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>"
+        + "".join(f'<td class="num">{c}</td>' if i in numeric else f"<td>{c}</td>" for i, c in enumerate(r))
+        + "</tr>"
+        for r in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -88,10 +92,17 @@ def _where(r: Result) -> str:
 
 # --- sections -------------------------------------------------------------------------------------------
 
+
 def _inputs(runs: Runs) -> str:
-    rows = [[_e(r.kind), f"<code>{_e(r.path)}</code>", _e(r.doc.get("schema")),
-             _e(r.doc.get("created") or (r.doc.get("created_by") or {}).get("git_revision") or "")]
-            for r in runs.results]
+    rows = [
+        [
+            _e(r.kind),
+            f"<code>{_e(r.path)}</code>",
+            _e(r.doc.get("schema")),
+            _e(r.doc.get("created") or (r.doc.get("created_by") or {}).get("git_revision") or ""),
+        ]
+        for r in runs.results
+    ]
     out = _table(["kind", "file", "schema", "created / revision"], rows)
     if runs.problems:
         out += f'<p class="note">{len(runs.problems)} input(s) could not be used: see <a href="#problems">Problems</a>.</p>'
@@ -103,8 +114,10 @@ def _validation(runs: Runs) -> str:
     for r in runs.of("validate"):
         d = r.doc
         verdict = d.get("verdict", "?")
-        parts.append(f"<h3>{_e(d.get('implementation', 'implementation'))} "
-                     f"<span class=\"badge {_e(verdict)}\">{_e(verdict)}</span></h3>{_where(r)}")
+        parts.append(
+            f"<h3>{_e(d.get('implementation', 'implementation'))} "
+            f'<span class="badge {_e(verdict)}">{_e(verdict)}</span></h3>{_where(r)}'
+        )
         counts = d.get("counts") or {}
         if counts:
             parts.append("<p>" + ", ".join(f"{_e(k)} {_e(v)}" for k, v in counts.items()) + "</p>")
@@ -118,21 +131,43 @@ def _validation(runs: Runs) -> str:
             ev_text = json.dumps(ev, indent=1, default=str) if ev else ""
             if extra:
                 ev_text = (json.dumps(extra, default=str) + "\n" + ev_text).strip()
-            rows.append([f"<b>{_e(c.get('name'))}</b>", f'<span class="badge {_e(status)}">{_e(status)}</span>',
-                         _e(c.get("detail")), f'<pre class="ev">{_e(ev_text)}</pre>' if ev_text else ""])
-        parts.append(_table(["check", "status", "detail", "evidence"], rows) if rows else
-                     '<p class="problem">This summary lists no checks.</p>')
+            rows.append(
+                [
+                    f"<b>{_e(c.get('name'))}</b>",
+                    f'<span class="badge {_e(status)}">{_e(status)}</span>',
+                    _e(c.get("detail")),
+                    f'<pre class="ev">{_e(ev_text)}</pre>' if ev_text else "",
+                ]
+            )
+        parts.append(
+            _table(["check", "status", "detail", "evidence"], rows)
+            if rows
+            else '<p class="problem">This summary lists no checks.</p>'
+        )
         lat = d.get("latency") or {}
         if lat.get("median_ms") is not None:
-            parts.append(_img(__import__("frvt.report.figures", fromlist=["x"]).latency_summary_figure(
-                lat, lat.get("budget_ms"), "create_face_template per call, single-process enrolment"),
-                "latency against the budget",
-                f"create_face_template: n={lat.get('n')}, median {_num(lat.get('median_ms'), '.1f')} ms against the "
-                f"{_num(lat.get('budget_ms'), 'g')} ms budget"))
+            parts.append(
+                _img(
+                    __import__("frvt.report.figures", fromlist=["x"]).latency_summary_figure(
+                        lat, lat.get("budget_ms"), "create_face_template per call, single-process enrolment"
+                    ),
+                    "latency against the budget",
+                    f"create_face_template: n={lat.get('n')}, median {_num(lat.get('median_ms'), '.1f')} ms against the "
+                    f"{_num(lat.get('budget_ms'), 'g')} ms budget",
+                )
+            )
         fails = d.get("template_failures") or []
         if fails:
-            rows = [[_e(f.get("list")), _e(f.get("id")), f"<code>{_e(f.get('image'))}</code>",
-                     _e(f"{f.get('code_name')} ({f.get('code')})"), _e(f.get("info"))] for f in fails]
+            rows = [
+                [
+                    _e(f.get("list")),
+                    _e(f.get("id")),
+                    f"<code>{_e(f.get('image'))}</code>",
+                    _e(f"{f.get('code_name')} ({f.get('code')})"),
+                    _e(f.get("info")),
+                ]
+                for f in fails
+            ]
             parts.append("<h4>Templates that failed</h4>" + _table(["list", "id", "image", "code", "info"], rows))
     return "".join(parts) or '<p class="note">No validation run among the inputs.</p>'
 
@@ -163,14 +198,18 @@ def _accuracy(runs: Runs) -> str:
     parts = [_img(figures.det_figure(shown, conf), "DET curves", "DET curves of every scored system")]
     keys = []
     for s in shown:
-        for k in (s.get("fnmr_at_fmr") or {}):
+        for k in s.get("fnmr_at_fmr") or {}:
             if k not in keys:
                 keys.append(k)
     keys.sort(key=float)
     rows = []
     for s in shown:
-        row = [f"<b>{_e(s.get('label'))}</b>", f"{s.get('n_genuine') or 0:,}", f"{s.get('n_impostor') or 0:,}",
-               _pct(s.get("eer"))]
+        row = [
+            f"<b>{_e(s.get('label'))}</b>",
+            f"{s.get('n_genuine') or 0:,}",
+            f"{s.get('n_impostor') or 0:,}",
+            _pct(s.get("eer")),
+        ]
         for k in keys:
             v = (s.get("fnmr_at_fmr") or {}).get(k)
             if not v:
@@ -178,18 +217,26 @@ def _accuracy(runs: Runs) -> str:
             elif not v.get("estimable"):
                 row.append(f'<span class="note" title="{_e(v.get("reason"))}">n/e</span>')
             else:
-                row.append(f"{_pct(v.get('fnmr'))}<br><span class=\"note\">{_ci(v.get('ci_low'), v.get('ci_high'))}</span>")
+                row.append(
+                    f'{_pct(v.get("fnmr"))}<br><span class="note">{_ci(v.get("ci_low"), v.get("ci_high"))}</span>'
+                )
         rows.append(row)
     parts.append(f"<h3>FNMR at FMR ({conf:.0%} intervals)</h3>")
-    parts.append(_table(["system", "genuine", "impostor", "EER"] + [f"FMR {k}" for k in keys], rows,
-                        numeric=range(1, 4 + len(keys))))
-    parts.append('<p class="note">n/e: not estimable (too few impostor comparisons for the level; hover for the '
-                 'shortfall). Threshold set on all impostors; a failed comparison is a non-match.</p>')
+    parts.append(
+        _table(
+            ["system", "genuine", "impostor", "EER"] + [f"FMR {k}" for k in keys], rows, numeric=range(1, 4 + len(keys))
+        )
+    )
+    parts.append(
+        '<p class="note">n/e: not estimable (too few impostor comparisons for the level; hover for the '
+        "shortfall). Threshold set on all impostors; a failed comparison is a non-match.</p>"
+    )
     for r, s in systems:
         f = s.get("failures") or {}
         if f:
-            txt = ", ".join(f"{_e(k)} {v.get('n_failed')}/{v.get('n_attempts')}" for k, v in f.items()
-                            if isinstance(v, dict))
+            txt = ", ".join(
+                f"{_e(k)} {v.get('n_failed')}/{v.get('n_attempts')}" for k, v in f.items() if isinstance(v, dict)
+            )
             parts.append(f'<p class="note">{_e(s.get("label"))}: failures {txt}</p>')
     return "".join(parts)
 
@@ -202,8 +249,10 @@ def _demographics(runs: Runs) -> str:
         for s in r.doc.get("systems") or [r.doc]:
             docs.append((r, s))
     if not docs:
-        return ('<p class="note">No demographic result among the inputs (<code>frvt score --demographics '
-                'LABELS.csv</code> writes <code>demographics.json</code>).</p>')
+        return (
+            '<p class="note">No demographic result among the inputs (<code>frvt score --demographics '
+            "LABELS.csv</code> writes <code>demographics.json</code>).</p>"
+        )
     parts = []
     for r, s in docs:
         label = s.get("label", "system")
@@ -220,7 +269,8 @@ def _demographics(runs: Runs) -> str:
                 f"conflicting {lab.get('conflicting_templates', 0):,}; labels for ids not in the run "
                 f"{lab.get('keys_not_in_run', 0):,}. Left out of the groups: genuine unlabelled "
                 f"{ex.get('genuine_unlabelled', 0):,}, genuine across groups {ex.get('genuine_mixed_groups', 0):,}, "
-                f"impostor unlabelled {ex.get('impostor_unlabelled', 0):,}.</p>")
+                f"impostor unlabelled {ex.get('impostor_unlabelled', 0):,}.</p>"
+            )
             if lab.get("conflicting_examples"):
                 parts.append(f'<p class="note">conflicting: {_e(", ".join(lab["conflicting_examples"]))}</p>')
             if lab.get("unlabelled_examples"):
@@ -233,51 +283,91 @@ def _demographics(runs: Runs) -> str:
             for key, e in (a.get("fmr") or {}).items():
                 o = e.get("overall") or {}
                 thr = e.get("threshold") if e.get("threshold") is not None else e.get("threshold_similarity")
-                parts.append(f"<h4>FMR {key}: threshold {_num(thr, '.6g')} (overall FMR {_pct(o.get('fmr'))}, "
-                             f"FNMR {_pct(o.get('fnmr'))})</h4>")
+                parts.append(
+                    f"<h4>FMR {key}: threshold {_num(thr, '.6g')} (overall FMR {_pct(o.get('fmr'))}, "
+                    f"FNMR {_pct(o.get('fnmr'))})</h4>"
+                )
                 mat = e.get("fmr_matrix") or []
                 values = [[c.get("fmr") for c in row] for row in mat]
                 counts = [[f"{c.get('false_matches', 0):,}/{c.get('n_impostor', 0):,}" for c in row] for row in mat]
                 if any(v is not None for row in values for v in row):
-                    parts.append(_img(figures.heatmap_figure(values, groups, counts,
-                                                             f"impostor FMR by group at FMR {key}"),
-                                      f"cross-group FMR heatmap, {attr}, FMR {key}",
-                                      f"{label}, {attr}: cells are FMR (false matches / impostor comparisons); blank cells have no "
-                                      "false match or no comparison."))
+                    parts.append(
+                        _img(
+                            figures.heatmap_figure(values, groups, counts, f"impostor FMR by group at FMR {key}"),
+                            f"cross-group FMR heatmap, {attr}, FMR {key}",
+                            f"{label}, {attr}: cells are FMR (false matches / impostor comparisons); blank cells have no "
+                            "false match or no comparison.",
+                        )
+                    )
                 rows, rel = [], {"FMR / overall": ([], [], []), "FNMR / overall": ([], [], [])}
                 for g in groups:
                     v = (e.get("groups") or {}).get(g) or {}
-                    rows.append([f"<b>{_e(g)}</b>", f"{v.get('n_subjects', 0):,}",
-                                 f"{_pct(v.get('fnmr'))}{_ci(*(v.get('fnmr_ci') or [None, None]))}",
-                                 f"{v.get('false_non_matches', 0):,}/{v.get('n_genuine', 0):,}",
-                                 f"{_pct(v.get('fmr'))}{_ci(*(v.get('fmr_ci') or [None, None]))}",
-                                 f"{v.get('false_matches', 0):,}/{v.get('n_impostor', 0):,}",
-                                 f"{_num(v.get('fmr_relative'))}{_ci(*(v.get('fmr_relative_ci') or [None, None]), pct=False)}",
-                                 f"{_num(v.get('fnmr_relative'))}{_ci(*(v.get('fnmr_relative_ci') or [None, None]), pct=False)}",
-                                 _e("; ".join(v.get("notes") or []))])
+                    rows.append(
+                        [
+                            f"<b>{_e(g)}</b>",
+                            f"{v.get('n_subjects', 0):,}",
+                            f"{_pct(v.get('fnmr'))}{_ci(*(v.get('fnmr_ci') or [None, None]))}",
+                            f"{v.get('false_non_matches', 0):,}/{v.get('n_genuine', 0):,}",
+                            f"{_pct(v.get('fmr'))}{_ci(*(v.get('fmr_ci') or [None, None]))}",
+                            f"{v.get('false_matches', 0):,}/{v.get('n_impostor', 0):,}",
+                            f"{_num(v.get('fmr_relative'))}{_ci(*(v.get('fmr_relative_ci') or [None, None]), pct=False)}",
+                            f"{_num(v.get('fnmr_relative'))}{_ci(*(v.get('fnmr_relative_ci') or [None, None]), pct=False)}",
+                            _e("; ".join(v.get("notes") or [])),
+                        ]
+                    )
                     for name, field in (("FMR / overall", "fmr_relative"), ("FNMR / overall", "fnmr_relative")):
                         ci = v.get(f"{field}_ci") or [None, None]
                         rel[name][0].append(v.get(field))
                         rel[name][1].append(ci[0])
                         rel[name][2].append(ci[1])
-                parts.append(_table(["group", "subjects", "FNMR", "false non-matches", "same-group FMR",
-                                     "false matches", "FMR / overall", "FNMR / overall", "notes"], rows,
-                                    numeric=range(1, 8)))
+                parts.append(
+                    _table(
+                        [
+                            "group",
+                            "subjects",
+                            "FNMR",
+                            "false non-matches",
+                            "same-group FMR",
+                            "false matches",
+                            "FMR / overall",
+                            "FNMR / overall",
+                            "notes",
+                        ],
+                        rows,
+                        numeric=range(1, 8),
+                    )
+                )
                 if any(x is not None for vals, _, _ in rel.values() for x in vals):
-                    parts.append(_img(figures.ratio_figure(groups, rel, f"{label}: {attr}, relative rates at FMR {key}"),
-                                      f"relative rates, {attr}, FMR {key}"))
+                    parts.append(
+                        _img(
+                            figures.ratio_figure(groups, rel, f"{label}: {attr}, relative rates at FMR {key}"),
+                            f"relative rates, {attr}, FMR {key}",
+                        )
+                    )
                 srow = []
-                for k, name in (("fmr_max_min", "FMR max/min"), ("fnmr_max_min", "FNMR max/min"),
-                                ("gini_fmr", "Gini of FMR"), ("gini_fnmr", "Gini of FNMR"),
-                                ("garbe", f"GARBE (alpha {a.get('garbe_alpha', 0.5)})")):
+                for k, name in (
+                    ("fmr_max_min", "FMR max/min"),
+                    ("fnmr_max_min", "FNMR max/min"),
+                    ("gini_fmr", "Gini of FMR"),
+                    ("gini_fnmr", "Gini of FNMR"),
+                    ("garbe", f"GARBE (alpha {a.get('garbe_alpha', 0.5)})"),
+                ):
                     v = (e.get("summary") or {}).get(k) or {}
-                    srow.append([name, _num(v.get("value")), _ci(v.get("ci_low"), v.get("ci_high"), pct=False).strip(),
-                                 f"{v.get('n_valid', 0)}"])
+                    srow.append(
+                        [
+                            name,
+                            _num(v.get("value")),
+                            _ci(v.get("ci_low"), v.get("ci_high"), pct=False).strip(),
+                            f"{v.get('n_valid', 0)}",
+                        ]
+                    )
                 parts.append(_table(["summary", "value", "interval", "valid resamples"], srow, numeric=(1, 3)))
             b = a.get("bootstrap")
             if b:
-                parts.append(f'<p class="note">Intervals: {b.get("confidence", 0.95):.0%} {_e(b.get("method"))}, '
-                             f'{b.get("n_resamples")} resamples of {_e(b.get("unit"))}, seed {b.get("seed")}.</p>')
+                parts.append(
+                    f'<p class="note">Intervals: {b.get("confidence", 0.95):.0%} {_e(b.get("method"))}, '
+                    f"{b.get('n_resamples')} resamples of {_e(b.get('unit'))}, seed {b.get('seed')}.</p>"
+                )
     return "".join(parts)
 
 
@@ -289,30 +379,56 @@ def _latency(runs: Runs) -> str:
         d = r.doc
         budget = d.get("budget_ms")
         verdict = d.get("verdict", "?")
-        parts.append(f"<h3>{_e(d.get('implementation', 'profile'))} <span class=\"badge {_e(verdict)}\">"
-                     f"{_e(verdict)}</span></h3>{_where(r)}")
+        parts.append(
+            f'<h3>{_e(d.get("implementation", "profile"))} <span class="badge {_e(verdict)}">'
+            f"{_e(verdict)}</span></h3>{_where(r)}"
+        )
         for call in ("create_face_template", "match_templates"):
             st = d.get(call) or {}
             if st.get("samples_ms"):
-                parts.append(_img(figures.latency_figure(st["samples_ms"], budget if call == "create_face_template"
-                                                         else None, f"{call}: per-call latency", st),
-                                  f"{call} latency histogram"))
+                parts.append(
+                    _img(
+                        figures.latency_figure(
+                            st["samples_ms"],
+                            budget if call == "create_face_template" else None,
+                            f"{call}: per-call latency",
+                            st,
+                        ),
+                        f"{call} latency histogram",
+                    )
+                )
             if st:
-                parts.append(_table(["call", "n", "median", "p90", "p99", "max", "unstable"],
-                                    [[_e(call), _e(st.get("n")), _num(st.get("median_ms"), ".2f"),
-                                      _num(st.get("p90_ms"), ".2f"), _num(st.get("p99_ms"), ".2f"),
-                                      _num(st.get("max_ms"), ".2f"),
-                                      _e("; ".join(st.get("unstable_reasons") or []) or st.get("unstable"))]],
-                                    numeric=range(1, 6)))
+                parts.append(
+                    _table(
+                        ["call", "n", "median", "p90", "p99", "max", "unstable"],
+                        [
+                            [
+                                _e(call),
+                                _e(st.get("n")),
+                                _num(st.get("median_ms"), ".2f"),
+                                _num(st.get("p90_ms"), ".2f"),
+                                _num(st.get("p99_ms"), ".2f"),
+                                _num(st.get("max_ms"), ".2f"),
+                                _e("; ".join(st.get("unstable_reasons") or []) or st.get("unstable")),
+                            ]
+                        ],
+                        numeric=range(1, 6),
+                    )
+                )
         stages = (d.get("stages") or {}).get("stages") or {}
         if stages:
-            rows = [[_e(k), _num(v.get("mean_ms"), ".2f"), _num(v.get("median_ms"), ".2f"), _pct(v.get("share"))]
-                    for k, v in stages.items() if isinstance(v, dict)]
+            rows = [
+                [_e(k), _num(v.get("mean_ms"), ".2f"), _num(v.get("median_ms"), ".2f"), _pct(v.get("share"))]
+                for k, v in stages.items()
+                if isinstance(v, dict)
+            ]
             parts.append("<h4>Stages (ms)</h4>" + _table(["stage", "mean", "median", "share"], rows, numeric=(1, 2, 3)))
         est = d.get("estimate") or {}
         if est.get("available"):
-            parts.append(f'<p class="note">{_e(est.get("label"))}: median {_num(est.get("median_ms"), ".1f")} ms, '
-                         f'p99 {_num(est.get("p99_ms"), ".1f")} ms ({_e(est.get("basis"))})</p>')
+            parts.append(
+                f'<p class="note">{_e(est.get("label"))}: median {_num(est.get("median_ms"), ".1f")} ms, '
+                f"p99 {_num(est.get('p99_ms'), '.1f')} ms ({_e(est.get('basis'))})</p>"
+            )
     if not parts:
         return '<p class="note">No latency profile (frvt profile --json) among the inputs.</p>'
     return "".join(parts)
@@ -335,16 +451,43 @@ def _runtimes(runs: Runs) -> str:
         for m in models:
             if any(x.get("median_ms") is not None for x in rows if x.get("model") == m):
                 parts.append(_img(figures.bench_figure(rows, m), f"runtimes for {m}"))
-        table = [[_e(x.get("model")), _e(x.get("runtime")), _e(x.get("group")), _e(x.get("status")),
-                  _num(x.get("median_ms"), ".2f"), _num(x.get("p90_ms"), ".2f"), _e(x.get("n")),
-                  _e(x.get("note"))] for x in rows]
-        parts.append(_table(["model", "runtime", "group", "status", "median ms", "p90 ms", "n", "note"], table,
-                            numeric=(4, 5, 6)))
+        table = [
+            [
+                _e(x.get("model")),
+                _e(x.get("runtime")),
+                _e(x.get("group")),
+                _e(x.get("status")),
+                _num(x.get("median_ms"), ".2f"),
+                _num(x.get("p90_ms"), ".2f"),
+                _e(x.get("n")),
+                _e(x.get("note")),
+            ]
+            for x in rows
+        ]
+        parts.append(
+            _table(
+                ["model", "runtime", "group", "status", "median ms", "p90 ms", "n", "note"], table, numeric=(4, 5, 6)
+            )
+        )
         bars = d.get("bars") or []
         if bars:
-            parts.append(_table(["bar", "model", "group", "value", "met"],
-                                [[_e(b.get("bar")), _e(b.get("model")), _e(b.get("group")), _num(b.get("value")),
-                                  _e(b.get("met"))] for b in bars if isinstance(b, dict)], numeric=(3,)))
+            parts.append(
+                _table(
+                    ["bar", "model", "group", "value", "met"],
+                    [
+                        [
+                            _e(b.get("bar")),
+                            _e(b.get("model")),
+                            _e(b.get("group")),
+                            _num(b.get("value")),
+                            _e(b.get("met")),
+                        ]
+                        for b in bars
+                        if isinstance(b, dict)
+                    ],
+                    numeric=(3,),
+                )
+            )
     return "".join(parts) or '<p class="note">No runtime comparison (frvt bench --json) among the inputs.</p>'
 
 
@@ -355,20 +498,38 @@ def _machine(runs: Runs) -> str:
         created = r.doc.get("created_by") or {}
         if not isinstance(m, dict):
             if created:
-                rows.append([_e(r.kind), f"<code>{_e(r.path)}</code>", "-", "-", "-",
-                             _e(", ".join(f"{k} {v}" for k, v in created.items() if v))])
+                rows.append(
+                    [
+                        _e(r.kind),
+                        f"<code>{_e(r.path)}</code>",
+                        "-",
+                        "-",
+                        "-",
+                        _e(", ".join(f"{k} {v}" for k, v in created.items() if v)),
+                    ]
+                )
             continue
         isa = m.get("isa") or {}
         isa_text = ", ".join(k for k, v in isa.items() if v) if isinstance(isa, dict) else str(isa)
         versions = m.get("versions") or {}
         sw = ", ".join(f"{k} {v}" for k, v in versions.items()) if isinstance(versions, dict) else str(versions)
-        sw += f"; python {m.get('python')}; git {str(m.get('git_revision') or '-')[:10]}" + \
-            (" (dirty)" if m.get("git_dirty") else "")
+        sw += f"; python {m.get('python')}; git {str(m.get('git_revision') or '-')[:10]}" + (
+            " (dirty)" if m.get("git_dirty") else ""
+        )
         mem = m.get("memory_bytes")
-        rows.append([_e(r.kind), f"<code>{_e(r.path)}</code>",
-                     _e(f"{m.get('cpu_model')}, {m.get('usable_cores') or m.get('logical_cores')} cores"
-                        + (", virtualised" if m.get("hypervisor") else "")),
-                     _e(isa_text), _e(f"{mem / 2**30:.1f} GiB" if mem else "-"), _e(sw + f"; {m.get('os', '')}")])
+        rows.append(
+            [
+                _e(r.kind),
+                f"<code>{_e(r.path)}</code>",
+                _e(
+                    f"{m.get('cpu_model')}, {m.get('usable_cores') or m.get('logical_cores')} cores"
+                    + (", virtualised" if m.get("hypervisor") else "")
+                ),
+                _e(isa_text),
+                _e(f"{mem / 2**30:.1f} GiB" if mem else "-"),
+                _e(sw + f"; {m.get('os', '')}"),
+            ]
+        )
     if not rows:
         return '<p class="note">No machine description in the inputs.</p>'
     return _table(["kind", "file", "CPU", "ISA", "memory", "software"], rows)
@@ -378,17 +539,31 @@ def _problems(runs: Runs) -> str:
     notes = [f"<li><code>{_e(r.path)}</code>: {_e(r.note)}</li>" for r in runs.results if r.note]
     if not runs.problems and not notes:
         return '<p class="note">Every input was used.</p>'
-    items = "".join(f'<li><code>{_e(p.path)}</code>: {_e(p.reason)}</li>' for p in runs.problems)
+    items = "".join(f"<li><code>{_e(p.path)}</code>: {_e(p.reason)}</li>" for p in runs.problems)
     out = f'<div class="problem"><ul>{items}</ul></div>' if items else ""
     return out + (f"<ul>{''.join(notes)}</ul>" if notes else "")
 
 
-TITLES = {"inputs": "Inputs", "validation": "Validation", "accuracy": "Accuracy",
-          "demographics": "Demographic differentials", "latency": "Latency", "runtimes": "Runtimes",
-          "machine": "Machine and software", "problems": "Problems"}
+TITLES = {
+    "inputs": "Inputs",
+    "validation": "Validation",
+    "accuracy": "Accuracy",
+    "demographics": "Demographic differentials",
+    "latency": "Latency",
+    "runtimes": "Runtimes",
+    "machine": "Machine and software",
+    "problems": "Problems",
+}
 RENDER: dict[str, Callable[[Runs], str]] = {
-    "inputs": _inputs, "validation": _validation, "accuracy": _accuracy, "demographics": _demographics,
-    "latency": _latency, "runtimes": _runtimes, "machine": _machine, "problems": _problems}
+    "inputs": _inputs,
+    "validation": _validation,
+    "accuracy": _accuracy,
+    "demographics": _demographics,
+    "latency": _latency,
+    "runtimes": _runtimes,
+    "machine": _machine,
+    "problems": _problems,
+}
 
 
 def render_html(runs: Runs, title: str = "frvt report") -> str:
@@ -398,19 +573,25 @@ def render_html(runs: Runs, title: str = "frvt report") -> str:
         try:
             content = RENDER[sec](runs)
         except Exception as exc:  # one bad input must not cost the whole report
-            content = (f'<div class="problem">This section could not be drawn from the inputs: '
-                       f'{_e(type(exc).__name__)}: {_e(exc)}</div>')
+            content = (
+                f'<div class="problem">This section could not be drawn from the inputs: '
+                f"{_e(type(exc).__name__)}: {_e(exc)}</div>"
+            )
         body.append(f'<section id="{sec}"><h2>{_e(TITLES[sec])}</h2>{content}</section>')
     nav = "".join(f'<a href="#{s}">{_e(TITLES[s])}</a>' for s in SECTIONS)
     made = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<style>{CSS}</style></head><body><h1>{_e(title)}</h1>"
-            f'<p class="note">Generated {made} by frvt report from {len(runs.results)} result file(s).</p>'
-            f"<nav>{nav}</nav>{''.join(body)}</body></html>\n")
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<style>{CSS}</style></head><body><h1>{_e(title)}</h1>"
+        f'<p class="note">Generated {made} by frvt report from {len(runs.results)} result file(s).</p>'
+        f"<nav>{nav}</nav>{''.join(body)}</body></html>\n"
+    )
 
 
-def build_report(paths: Sequence[str | os.PathLike], out: str | os.PathLike, title: str = "frvt report") -> tuple[Path, Runs]:
+def build_report(
+    paths: Sequence[str | os.PathLike], out: str | os.PathLike, title: str = "frvt report"
+) -> tuple[Path, Runs]:
     """Read the runs, write the HTML page to ``out`` (atomically); return its path and what was read."""
     runs = find_runs(list(paths))
     page = render_html(runs, title)

@@ -22,8 +22,11 @@ HEATMAP = "cividis"
 
 def style(i: int) -> dict:
     """Colour, line style and marker of the ``i``-th series."""
-    return {"color": OKABE_ITO[i % len(OKABE_ITO)], "linestyle": LINE_STYLES[i % len(LINE_STYLES)],
-            "marker": MARKERS[i % len(MARKERS)]}
+    return {
+        "color": OKABE_ITO[i % len(OKABE_ITO)],
+        "linestyle": LINE_STYLES[i % len(LINE_STYLES)],
+        "marker": MARKERS[i % len(MARKERS)],
+    }
 
 
 def _figure(width: float, height: float):
@@ -75,16 +78,26 @@ def det_figure(systems: Sequence[dict], confidence: float = 0.95) -> bytes:
             lo, hi = clopper_pearson(np.asarray(fnm)[order], n_gen, confidence)
             lo, hi = _pos(lo), _pos(hi)
             ok = ~np.isnan(x) & ~np.isnan(hi)
-            ax.fill_between(x[ok], np.where(np.isnan(lo[ok]), hi[ok] * 1e-3, lo[ok]), hi[ok], color=st["color"],
-                            alpha=0.15, lw=0)
+            ax.fill_between(
+                x[ok], np.where(np.isnan(lo[ok]), hi[ok] * 1e-3, lo[ok]), hi[ok], color=st["color"], alpha=0.15, lw=0
+            )
         for key, v in (s.get("fnmr_at_fmr") or {}).items():
             if not v.get("estimable") or not (v.get("fnmr") or 0) > 0 or not (v.get("fmr") or 0) > 0:
                 continue
             yerr = None
             if v.get("ci_low") is not None and v.get("ci_high") is not None:
                 yerr = [[max(v["fnmr"] - max(v["ci_low"], 1e-12), 0)], [max(v["ci_high"] - v["fnmr"], 0)]]
-            ax.errorbar([v["fmr"]], [v["fnmr"]], yerr=yerr, fmt=st["marker"], ms=5, color=st["color"], capsize=2,
-                        lw=1, mfc="white" if i % 2 else st["color"])
+            ax.errorbar(
+                [v["fmr"]],
+                [v["fnmr"]],
+                yerr=yerr,
+                fmt=st["marker"],
+                ms=5,
+                color=st["color"],
+                capsize=2,
+                lw=1,
+                mfc="white" if i % 2 else st["color"],
+            )
         if np.any(~np.isnan(x)):
             x_lo = min(x_lo, float(np.nanmin(x)))
     ax.set_xlim(x_lo, 1.0)
@@ -95,13 +108,15 @@ def det_figure(systems: Sequence[dict], confidence: float = 0.95) -> bytes:
     ax.grid(True, which="minor", lw=0.3, alpha=0.25)
     if systems:
         ax.legend(loc="lower left", fontsize=8)
-    ax.set_title(f"DET; bands: {confidence:.0%} Clopper-Pearson per threshold; bars: interval of FNMR at FMR",
-                 fontsize=9)
+    ax.set_title(
+        f"DET; bands: {confidence:.0%} Clopper-Pearson per threshold; bars: interval of FNMR at FMR", fontsize=9
+    )
     return png(fig)
 
 
-def latency_figure(samples_ms: Sequence[float], budget_ms: float | None, title: str,
-                   stats: dict | None = None) -> bytes:
+def latency_figure(
+    samples_ms: Sequence[float], budget_ms: float | None, title: str, stats: dict | None = None
+) -> bytes:
     """Histogram of per-call latency with the budget, the median and the p99 as vertical lines."""
     x = np.asarray([v for v in samples_ms if v is not None and math.isfinite(v)], dtype=np.float64)
     fig = _figure(7.2, 3.6)
@@ -109,8 +124,7 @@ def latency_figure(samples_ms: Sequence[float], budget_ms: float | None, title: 
     if x.size:
         hi = max(float(x.max()), float(budget_ms or 0)) * 1.05
         bins = np.linspace(0, hi, 60) if budget_ms and budget_ms > 4 * x.max() else 40
-        ax.hist(x, bins=bins, color=OKABE_ITO[0], alpha=0.75, edgecolor="white", lw=0.3,
-                label=f"calls (n={x.size})")
+        ax.hist(x, bins=bins, color=OKABE_ITO[0], alpha=0.75, edgecolor="white", lw=0.3, label=f"calls (n={x.size})")
         if budget_ms and budget_ms > 4 * x.max():
             ax.set_xscale("symlog", linthresh=max(1.0, float(np.median(x)) / 4))
     lines = []
@@ -149,8 +163,9 @@ def latency_summary_figure(stats: dict, budget_ms: float | None, title: str) -> 
     return png(fig)
 
 
-def heatmap_figure(matrix: Sequence[Sequence[float | None]], groups: Sequence[str],
-                   counts: Sequence[Sequence[str]] | None, title: str) -> bytes:
+def heatmap_figure(
+    matrix: Sequence[Sequence[float | None]], groups: Sequence[str], counts: Sequence[Sequence[str]] | None, title: str
+) -> bytes:
     """Cross-group FMR (enrolled group x probe group) on a log colour scale, each cell annotated."""
     from matplotlib.colors import LogNorm
 
@@ -159,8 +174,11 @@ def heatmap_figure(matrix: Sequence[Sequence[float | None]], groups: Sequence[st
     fig = _figure(1.6 + 1.25 * n, 1.2 + 1.0 * n)
     ax = fig.add_subplot()
     pos = m[m > 0]
-    norm = LogNorm(vmin=float(pos.min()), vmax=float(pos.max()) if pos.max() > pos.min() else float(pos.min()) * 10) \
-        if pos.size else None
+    norm = (
+        LogNorm(vmin=float(pos.min()), vmax=float(pos.max()) if pos.max() > pos.min() else float(pos.min()) * 10)
+        if pos.size
+        else None
+    )
     shown = np.where(m > 0, m, np.nan)
     im = ax.imshow(shown, cmap=HEATMAP, norm=norm)
     for i in range(n):
@@ -170,8 +188,15 @@ def heatmap_figure(matrix: Sequence[Sequence[float | None]], groups: Sequence[st
             if counts is not None:
                 text += f"\n{counts[i][j]}"
             light = norm is not None and v > 0 and norm(v) > 0.6
-            ax.text(j, i, text, ha="center", va="center", fontsize=8, color="black" if light else "white"
-                    if v > 0 else "black")
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="black" if light else "white" if v > 0 else "black",
+            )
     ax.set_xticks(range(n), groups)
     ax.set_yticks(range(n), groups)
     ax.set_xlabel("probe group")
@@ -198,8 +223,16 @@ def ratio_figure(groups: Sequence[str], series: dict[str, tuple[list, list, list
             xerr = None
             if lo[g] is not None and hi[g] is not None:
                 xerr = [[max(v - lo[g], 0)], [max(hi[g] - v, 0)]]
-            ax.barh(y, v, height=h * 0.9, color=OKABE_ITO[s % 8], hatch=hatches[s % 4], edgecolor="black", lw=0.5,
-                    label=name if g == 0 or vals[0] is None else None)
+            ax.barh(
+                y,
+                v,
+                height=h * 0.9,
+                color=OKABE_ITO[s % 8],
+                hatch=hatches[s % 4],
+                edgecolor="black",
+                lw=0.5,
+                label=name if g == 0 or vals[0] is None else None,
+            )
             if xerr:
                 ax.errorbar([v], [y], xerr=xerr, fmt="none", ecolor="black", capsize=2, lw=1)
     ax.axvline(1.0, color="black", lw=1, linestyle="--")
@@ -223,10 +256,19 @@ def bench_figure(rows: Sequence[dict], model: str) -> bytes:
     for i, r in enumerate(ok):
         gi = groups.index(r.get("group", ""))
         p90 = r.get("p90_ms")
-        ax.barh(i, r["median_ms"], color=OKABE_ITO[gi % 8], hatch=hatches[gi % 6], edgecolor="black", lw=0.5,
-                label=f"group {r.get('group', '')}")
+        ax.barh(
+            i,
+            r["median_ms"],
+            color=OKABE_ITO[gi % 8],
+            hatch=hatches[gi % 6],
+            edgecolor="black",
+            lw=0.5,
+            label=f"group {r.get('group', '')}",
+        )
         if p90 is not None and p90 >= r["median_ms"]:
-            ax.errorbar([r["median_ms"]], [i], xerr=[[0], [p90 - r["median_ms"]]], fmt="none", ecolor="black", capsize=2)
+            ax.errorbar(
+                [r["median_ms"]], [i], xerr=[[0], [p90 - r["median_ms"]]], fmt="none", ecolor="black", capsize=2
+            )
     ax.set_yticks(range(len(ok)), [f"{r.get('runtime')} ({r.get('group')})" for r in ok], fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("median ms per call, one thread (whisker: p90)")

@@ -70,7 +70,11 @@ def _classify(path: Path, run: str) -> Result | Problem | None:
     kind = KINDS.get(name)
     if kind is None:
         return None
-    note = "" if version in KNOWN_VERSIONS[kind] else f"schema {schema} is newer than this report knows; shown as far as understood"
+    note = (
+        ""
+        if version in KNOWN_VERSIONS[kind]
+        else f"schema {schema} is newer than this report knows; shown as far as understood"
+    )
     return Result(kind, doc, path, run, note)
 
 
@@ -84,13 +88,23 @@ def find_runs(paths: list[str | os.PathLike]) -> Runs:
             continue
         if p.is_file():
             if p.suffix.lower() != ".json":
-                runs.problems.append(Problem(run, "not a result file: expected a run folder or a .json written by "
-                                                  "frvt validate, score, profile or bench"))
+                runs.problems.append(
+                    Problem(
+                        run,
+                        "not a result file: expected a run folder or a .json written by "
+                        "frvt validate, score, profile or bench",
+                    )
+                )
                 continue
             r = _classify(p, run)
             if r is None:
-                runs.problems.append(Problem(run, "a JSON file without a known frvt schema (frvt.validate, "
-                                                  "frvt.metrics, frvt.demographics, frvt.profile, frvt.bench)"))
+                runs.problems.append(
+                    Problem(
+                        run,
+                        "a JSON file without a known frvt schema (frvt.validate, "
+                        "frvt.metrics, frvt.demographics, frvt.profile, frvt.bench)",
+                    )
+                )
             elif isinstance(r, Problem):
                 runs.problems.append(r)
             else:
@@ -108,6 +122,11 @@ def find_runs(paths: list[str | os.PathLike]) -> Runs:
             runs.results.append(r)
             found += 1
         if not found:
-            runs.problems.append(Problem(run, "no result of frvt validate (summary.json), frvt score "
-                                              "(metrics.json), frvt profile or frvt bench (JSON) in this folder"))
+            runs.problems.append(
+                Problem(
+                    run,
+                    "no result of frvt validate (summary.json), frvt score "
+                    "(metrics.json), frvt profile or frvt bench (JSON) in this folder",
+                )
+            )
     return runs

@@ -23,7 +23,9 @@ def _validate_summary(tmp_path: Path, **extra) -> Path:
     d = tmp_path / "validate_run"
     d.mkdir()
     summary = {
-        "schema": "frvt.validate/1", "created": "2026-12-01T10:00:00+0000", "implementation": "mine:Algo",
+        "schema": "frvt.validate/1",
+        "created": "2026-12-01T10:00:00+0000",
+        "implementation": "mine:Algo",
         "counts": {"enroll": 3, "verif": 3, "match": 9},
         "checks": [
             {"name": "log_lines", "status": "PASS", "detail": "rows = list", "evidence": {"enroll.log": [3, 3]}},
@@ -31,10 +33,24 @@ def _validate_summary(tmp_path: Path, **extra) -> Path:
             {"name": "crash", "status": "FAIL", "detail": "worker died", "severity": "fatal"},  # a newer field
         ],
         "verdict": "FAIL",
-        "latency": {"n": 3, "median_ms": 1200.0, "p90_ms": 1300.0, "p99_ms": 1400.0, "max_ms": 1500.0,
-                    "budget_ms": 1000.0},
-        "template_failures": [{"list": "enroll", "id": "e1", "image": "a.jpg", "code": 8,
-                               "code_name": "FaceDetectionError", "info": "no face"}],
+        "latency": {
+            "n": 3,
+            "median_ms": 1200.0,
+            "p90_ms": 1300.0,
+            "p99_ms": 1400.0,
+            "max_ms": 1500.0,
+            "budget_ms": 1000.0,
+        },
+        "template_failures": [
+            {
+                "list": "enroll",
+                "id": "e1",
+                "image": "a.jpg",
+                "code": 8,
+                "code_name": "FaceDetectionError",
+                "info": "no face",
+            }
+        ],
         "machine": {"cpu_model": "Some CPU", "usable_cores": 2, "isa": {"avx2": True}, "versions": {"numpy": "2"}},
     }
     summary.update(extra)
@@ -58,11 +74,29 @@ def _demographics_run(tmp_path: Path) -> Path:
         for cls, m in (("genuine", same), ("impostor", ~same)):
             w.append(cls, sim[m], subj[m], e[m], p[m])
     labels = tmp_path / "labels.csv"
-    labels.write_text("identity,sex,age\n" + "".join(f"p{s:02d},{'F' if s % 2 else 'M'},{'young' if s < 10 else 'old'}\n"
-                                                       for s in range(30)))
+    labels.write_text(
+        "identity,sex,age\n"
+        + "".join(f"p{s:02d},{'F' if s % 2 else 'M'},{'young' if s < 10 else 'old'}\n" for s in range(30))
+    )
     out = tmp_path / "score_run"
-    r = CliRunner().invoke(app, ["score", str(h5), "--demographics", str(labels), "-o", str(out), "--bootstrap", "40",
-                                 "--fmr", "1e-3", "--fmr", "1e-2", "--no-plots"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "score",
+            str(h5),
+            "--demographics",
+            str(labels),
+            "-o",
+            str(out),
+            "--bootstrap",
+            "40",
+            "--fmr",
+            "1e-3",
+            "--fmr",
+            "1e-2",
+            "--no-plots",
+        ],
+    )
     assert r.exit_code == 0, r.output
     return out
 
@@ -74,8 +108,10 @@ def _images(page: str) -> list[bytes]:
 def test_report_from_every_kind_of_run(tmp_path):
     validate = _validate_summary(tmp_path)
     score = _demographics_run(tmp_path)
-    out, runs = build_report([validate, score, RESULTS / "lfw_all_pairs", RESULTS / "profile.json",
-                              RESULTS / "bench.json"], tmp_path / "r.html")
+    out, runs = build_report(
+        [validate, score, RESULTS / "lfw_all_pairs", RESULTS / "profile.json", RESULTS / "bench.json"],
+        tmp_path / "r.html",
+    )
     page = out.read_text()
     assert sorted({r.kind for r in runs.results}) == ["bench", "demographics", "profile", "score", "validate"]
     assert not runs.problems
@@ -128,8 +164,17 @@ def test_report_in_a_real_browser(tmp_path):
         pytest.skip("chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)")
     validate = _validate_summary(tmp_path)
     score = _demographics_run(tmp_path)
-    out, _ = build_report([validate, score, RESULTS / "validation_set_score", RESULTS / "profile.json",
-                           RESULTS / "bench.json", tmp_path / "missing"], tmp_path / "r.html")
+    out, _ = build_report(
+        [
+            validate,
+            score,
+            RESULTS / "validation_set_score",
+            RESULTS / "profile.json",
+            RESULTS / "bench.json",
+            tmp_path / "missing",
+        ],
+        tmp_path / "r.html",
+    )
     n_png = len(_images(out.read_text()))
     with open_page(out) as driver:
         facts = page_facts(driver)

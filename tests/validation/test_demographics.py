@@ -63,9 +63,11 @@ def _pairs(templates, identity, e, p, same, sim, sid, chunk=97):
         def g():
             idx = np.flatnonzero(mask)
             for a in range(0, idx.size, chunk):
-                j = idx[a:a + chunk]
+                j = idx[a : a + chunk]
                 yield sim[j], e[j], p[j], sid[j]
+
         return g
+
     return PairedComparisons(templates, identity, len(set(identity)), gen(same), gen(~same))
 
 
@@ -87,8 +89,9 @@ def test_counts_and_rates_match_the_oracle(tmp_path):
     imp = sim[~same]
     thresholds = [float(np.nanquantile(imp, 0.99)), float(np.nanquantile(imp, 0.9)), 5.0]  # 5.0: no impostor above
     fmrs = [1e-2, 1e-1, 1e-3]
-    doc = demographic_differentials(_pairs(templates, identity, e, p, same, sim, sid), labels, thresholds, fmrs,
-                                    n_resamples=50, seed=1)
+    doc = demographic_differentials(
+        _pairs(templates, identity, e, p, same, sim, sid), labels, thresholds, fmrs, n_resamples=50, seed=1
+    )
     r = doc["attributes"]["sex"]
     assert r["groups"] == ["F", "M", "X"]
     assert r["labels"]["unlabelled_templates"] == 1 and r["labels"]["conflicting_templates"] == 1
@@ -134,8 +137,9 @@ def test_identity_keyed_labels_and_one_subject_group(tmp_path):
     labels = read_labels(_labels_csv(tmp_path, rows, header="identity,sex"))
     assert labels.key_kind == "identity"
     thr = float(np.nanquantile(sim[~same], 0.95))
-    doc = demographic_differentials(_pairs(templates, identity, e, p, same, sim, sid), labels, [thr], [0.05],
-                                    n_resamples=30)
+    doc = demographic_differentials(
+        _pairs(templates, identity, e, p, same, sim, sid), labels, [thr], [0.05], n_resamples=30
+    )
     solo = doc["attributes"]["sex"]["fmr"]["5e-02"]["groups"]["solo"]
     assert solo["n_subjects"] == 1
     assert solo["n_impostor"] == 0  # one subject: no same-group impostor
@@ -199,8 +203,24 @@ def test_frvt_score_demographics_on_hdf5(tmp_path):
     rows = [f"{t}.jpg,{sex[identity[i]]}" for i, t in enumerate(templates) if i != 0] + ["ghost_0001.jpg,M"]
     labels = _labels_csv(tmp_path, rows)
     out = tmp_path / "out"
-    r = CliRunner().invoke(app, ["score", str(h5), "--demographics", str(labels), "-o", str(out), "--bootstrap", "50",
-                                 "--fmr", "1e-3", "--fmr", "1e-2", "--no-plots"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "score",
+            str(h5),
+            "--demographics",
+            str(labels),
+            "-o",
+            str(out),
+            "--bootstrap",
+            "50",
+            "--fmr",
+            "1e-3",
+            "--fmr",
+            "1e-2",
+            "--no-plots",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "demographics of s" in r.output and "unlabelled 1" in r.output
     doc = json.loads((out / "demographics.json").read_text())
@@ -212,8 +232,10 @@ def test_frvt_score_demographics_on_hdf5(tmp_path):
         assert d["fmr"][key]["overall"]["false_non_matches"] == metrics["fnmr_at_fmr"][key]["false_non_matches"]
         assert d["fmr"][key]["threshold"] == metrics["fnmr_at_fmr"][key]["threshold"]
     # bad input: a key column that is not there; plain score files
-    r = CliRunner().invoke(app, ["score", str(h5), "--demographics", str(labels), "--demographics-key", "file",
-                                 "-o", str(out), "--no-plots"])
+    r = CliRunner().invoke(
+        app,
+        ["score", str(h5), "--demographics", str(labels), "--demographics-key", "file", "-o", str(out), "--no-plots"],
+    )
     assert r.exit_code == 2 and "no key column 'file'" in r.output and "Traceback" not in r.output
     plain = tmp_path / "plain.h5"
     from validation.streaming import HDF5ScoreWriter
@@ -272,16 +294,34 @@ def test_frvt_score_demographics_on_a_validate_folder(tmp_path):
     by_id = tmp_path / "by_identity.csv"
     by_id.write_text("identity,sex\n" + "".join(f"{k},{v}\n" for k, v in sex.items()))
     out = tmp_path / "out"
-    r = CliRunner().invoke(app, ["score", str(d), "--demographics", str(by_id), "-o", str(out), "--fmr", "1e-1",
-                                 "--bootstrap", "20", "--no-plots"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "score",
+            str(d),
+            "--demographics",
+            str(by_id),
+            "-o",
+            str(out),
+            "--fmr",
+            "1e-1",
+            "--bootstrap",
+            "20",
+            "--no-plots",
+        ],
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads((out / "demographics.json").read_text())["systems"][0]["attributes"]["sex"]
     thr = doc["fmr"]["1e-01"]["threshold"]
     # oracle over match.log
-    enroll = {ln.split()[0]: ln.split()[1].split("/")[-1].rsplit("_", 1)[0]
-              for ln in (d / "lists" / "enroll.txt").read_text().splitlines()}
-    verif = {ln.split()[0]: ln.split()[1].split("/")[-1].rsplit("_", 1)[0]
-             for ln in (d / "lists" / "verif.txt").read_text().splitlines()}
+    enroll = {
+        ln.split()[0]: ln.split()[1].split("/")[-1].rsplit("_", 1)[0]
+        for ln in (d / "lists" / "enroll.txt").read_text().splitlines()
+    }
+    verif = {
+        ln.split()[0]: ln.split()[1].split("/")[-1].rsplit("_", 1)[0]
+        for ln in (d / "lists" / "verif.txt").read_text().splitlines()
+    }
     logs = {}
     for f in ("enroll.log", "verif.log"):
         for ln in (d / "validation" / f).read_text().splitlines()[1:]:
@@ -310,8 +350,22 @@ def test_frvt_score_demographics_on_a_validate_folder(tmp_path):
     rows = [f"images/x/{name}_e.jpg,{g}" for name, g in sex.items() if name != "Person_2"]
     rows += [f"{name}_{j}.jpg,{g}" for name, g in sex.items() for j in range(2)]
     by_image.write_text("image,sex\n" + "\n".join(rows) + "\n")
-    r = CliRunner().invoke(app, ["score", str(d), "--demographics", str(by_image), "-o", str(out), "--fmr", "1e-1",
-                                 "--bootstrap", "0", "--no-plots"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "score",
+            str(d),
+            "--demographics",
+            str(by_image),
+            "-o",
+            str(out),
+            "--fmr",
+            "1e-1",
+            "--bootstrap",
+            "0",
+            "--no-plots",
+        ],
+    )
     assert r.exit_code == 0, r.output
     lab = json.loads((out / "demographics.json").read_text())["systems"][0]["attributes"]["sex"]["labels"]
     assert lab["unlabelled_templates"] == 1 and lab["unlabelled_examples"] == ["Person_2_e"]

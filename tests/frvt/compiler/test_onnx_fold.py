@@ -52,15 +52,22 @@ def _blocked_model():
     w = rng.integers(-128, 127, (6, 10), dtype=np.int8)
     s = (rng.random((6, 3)) * 0.1).astype(np.float32)
     z = rng.integers(-3, 3, (6, 3)).astype(np.int8)
-    nodes = [helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=1, block_size=4),
-             helper.make_node("MatMul", ["x", "wT"], ["y"]),
-             helper.make_node("Transpose", ["w"], ["wT"], perm=[1, 0])]
+    nodes = [
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=1, block_size=4),
+        helper.make_node("MatMul", ["x", "wT"], ["y"]),
+        helper.make_node("Transpose", ["w"], ["wT"], perm=[1, 0]),
+    ]
     nodes = [nodes[0], nodes[2], nodes[1]]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 10]),
-                                       helper.make_tensor_value_info("wq", TensorProto.INT8, [6, 10])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 6])],
-                          [numpy_helper.from_array(w, "wq"), numpy_helper.from_array(s, "ws"),
-                           numpy_helper.from_array(z, "wz")])
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 10]),
+            helper.make_tensor_value_info("wq", TensorProto.INT8, [6, 10]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 6])],
+        [numpy_helper.from_array(w, "wq"), numpy_helper.from_array(s, "ws"), numpy_helper.from_array(z, "wz")],
+    )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
 
 
