@@ -48,8 +48,13 @@ print(json.dumps({"seconds": seconds}))
 
 
 def load_seconds(kind: str, library: Path, config: Path) -> float:
-    done = subprocess.run([sys.executable, "-c", _LOAD, kind, str(library), str(config)], capture_output=True, text=True,
-                          check=True, env=settings.single_thread_env())
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD, kind, str(library), str(config)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=settings.single_thread_env(),
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])["seconds"]
 
 
@@ -61,8 +66,13 @@ def validate_median_ms(args: list[str], out: Path) -> dict:
         raise SystemExit(f"{' '.join(command)} wrote no summary:\n{done.stderr[-2000:]}")
     summary = json.loads(summary_path.read_text())
     failed = [c["name"] for c in summary["checks"] if c["status"] == "FAIL"]
-    return {"median_ms": summary["latency"]["median_ms"], "p90_ms": summary["latency"]["p90_ms"], "n": summary["latency"]["n"],
-            "failed_checks": failed, "exit": done.returncode}
+    return {
+        "median_ms": summary["latency"]["median_ms"],
+        "p90_ms": summary["latency"]["p90_ms"],
+        "n": summary["latency"]["n"],
+        "failed_checks": failed,
+        "exit": done.returncode,
+    }
 
 
 def main() -> None:
@@ -89,8 +99,10 @@ def main() -> None:
             extra = ["--library", str(library)] if kind == "cpp" else []
             result = validate_median_ms([*extra, "--config-dir", str(config)], args.work_dir / f"{kind}-{i}")
             runs[kind].append(result)
-            print(f"round {i} {kind}: create_face_template median {result['median_ms']:.1f} ms (n={result['n']}), "
-                  f"failed checks: {result['failed_checks'] or 'none'}")
+            print(
+                f"round {i} {kind}: create_face_template median {result['median_ms']:.1f} ms (n={result['n']}), "
+                f"failed checks: {result['failed_checks'] or 'none'}"
+            )
     medians = {k: statistics.median(r["median_ms"] for r in v) for k, v in runs.items()}
     report = {
         "schema": "frvt.native_latency/1",
@@ -99,12 +111,17 @@ def main() -> None:
         "initialize_s": {k: {"median": statistics.median(v), "all": v} for k, v in loads.items()},
         "create_template_median_ms": {k: {"median_of_runs": medians[k], "runs": v} for k, v in runs.items()},
         "cpp_over_python": medians["cpp"] / medians["python"],
-        "commands": {"cpp": f"frvt validate --library {library} --config-dir {config}", "python": f"frvt validate --config-dir {config}"},
+        "commands": {
+            "cpp": f"frvt validate --library {library} --config-dir {config}",
+            "python": f"frvt validate --config-dir {config}",
+        },
         "cpu_count": os.cpu_count(),
         "machine": machine_info(),
     }
-    print(f"create_face_template median: C++ {medians['cpp']:.1f} ms, Python {medians['python']:.1f} ms "
-          f"(C++ / Python {report['cpp_over_python']:.2f})")
+    print(
+        f"create_face_template median: C++ {medians['cpp']:.1f} ms, Python {medians['python']:.1f} ms "
+        f"(C++ / Python {report['cpp_over_python']:.2f})"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

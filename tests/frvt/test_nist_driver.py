@@ -22,8 +22,12 @@ RUNNER = Path(os.environ.get("FRVT_NIST_VALIDATE", ROOT.parent / "shared" / "too
 def test_nist_driver_runs_every_phase(native_submission, tmp_path):
     if not RUNNER.is_file():
         pytest.skip(f"{RUNNER} is absent")
-    done = subprocess.run([str(RUNNER), NIST_TREE, str(native_submission.root), str(tmp_path / "nist")],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [str(RUNNER), NIST_TREE, str(native_submission.root), str(tmp_path / "nist")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     lines = done.stdout.splitlines()
     assert "RESULT PASS" in lines, done.stdout
     assert not [line for line in lines if line.startswith("FAIL")], done.stdout
