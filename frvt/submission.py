@@ -99,8 +99,18 @@ def build_library(build_dir: Path, org: str, seq: int, log: Callable[[str], None
         if shutil.which(tool) is None:
             raise SubmissionBuildError(f"{tool} is not installed (the README names the system packages)")
     source = _native_source()
-    command = ["cmake", "-S", str(source), "-B", str(build_dir), f"-DFRVT_ORG={org}", f"-DFRVT_SEQ={seq:03d}",
-               f"-DTVM_FFI_ROOT={_package_dir('tvm_ffi')}", f"-DTVM_ROOT={_package_dir('tvm')}", "-DCMAKE_BUILD_TYPE=Release"]
+    command = [
+        "cmake",
+        "-S",
+        str(source),
+        "-B",
+        str(build_dir),
+        f"-DFRVT_ORG={org}",
+        f"-DFRVT_SEQ={seq:03d}",
+        f"-DTVM_FFI_ROOT={_package_dir('tvm_ffi')}",
+        f"-DTVM_ROOT={_package_dir('tvm')}",
+        "-DCMAKE_BUILD_TYPE=Release",
+    ]
     for step in (command, ["cmake", "--build", str(build_dir), "--target", "frvt_11", "-j", "2"]):
         log(" ".join(step))
         done = subprocess.run(step, capture_output=True, text=True, check=False)

@@ -41,8 +41,12 @@ def warp_bilinear(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarra
     x0, y0 = sx >> WARP_BITS, sy >> WARP_BITS
     fx, fy = sx & (one - 1), sy & (one - 1)
     acc = np.zeros((size, size, src.shape[2]), np.int64)
-    for dy, dx, weight in ((0, 0, (one - fx) * (one - fy)), (0, 1, fx * (one - fy)),
-                           (1, 0, (one - fx) * fy), (1, 1, fx * fy)):
+    for dy, dx, weight in (
+        (0, 0, (one - fx) * (one - fy)),
+        (0, 1, fx * (one - fy)),
+        (1, 0, (one - fx) * fy),
+        (1, 1, fx * fy),
+    ):
         x, y = x0 + dx, y0 + dy
         inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
         pixels = src[np.where(inside, y, 0), np.where(inside, x, 0)].astype(np.int64)

@@ -91,15 +91,35 @@ def main() -> None:
         return
     results = {}
     for side in ("cpp", "python"):
-        subprocess.run([sys.executable, __file__, "--side", side, "--submission", str(submission), "--data-dir", str(args.data_dir),
-                        "--cache-dir", str(args.cache_dir), "--workers", str(args.workers)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--side",
+                side,
+                "--submission",
+                str(submission),
+                "--data-dir",
+                str(args.data_dir),
+                "--cache-dir",
+                str(args.cache_dir),
+                "--workers",
+                str(args.workers),
+            ],
+            check=True,
+        )
         with np.load(args.cache_dir / side / "scores.npz") as saved:
             results[side] = {"scores": saved["scores"], "failed": saved["failed"], "fte": sorted(saved["fte"].tolist())}
         protocol = lfw_10fold(results[side]["scores"], same, folds, failed=results[side]["failed"])
         scores, failed = results[side]["scores"], results[side]["failed"]
-        tar = tar_at_far(scores[same], scores[~same], [1e-3], genuine_failed=failed[same], impostor_failed=failed[~same])
-        results[side].update(mean_accuracy=float(protocol.mean_accuracy), std_accuracy=float(protocol.std_accuracy),
-                             **{"tar_at_far_1e-3": float(tar[1e-3])})
+        tar = tar_at_far(
+            scores[same], scores[~same], [1e-3], genuine_failed=failed[same], impostor_failed=failed[~same]
+        )
+        results[side].update(
+            mean_accuracy=float(protocol.mean_accuracy),
+            std_accuracy=float(protocol.std_accuracy),
+            **{"tar_at_far_1e-3": float(tar[1e-3])},
+        )
     cpp, py = results["cpp"], results["python"]
     both = ~(cpp["failed"] | py["failed"])
     report = {

@@ -24,8 +24,15 @@ def build_ops_library(build_dir: Path) -> Path:
     require_toolchain()
     from frvt.submission import _package_dir
 
-    configure = ["cmake", "-S", str(NATIVE), "-B", str(build_dir), f"-DTVM_FFI_ROOT={_package_dir('tvm_ffi')}",
-                 f"-DTVM_ROOT={_package_dir('tvm')}"]
+    configure = [
+        "cmake",
+        "-S",
+        str(NATIVE),
+        "-B",
+        str(build_dir),
+        f"-DTVM_FFI_ROOT={_package_dir('tvm_ffi')}",
+        f"-DTVM_ROOT={_package_dir('tvm')}",
+    ]
     subprocess.run(configure, check=True, capture_output=True)
     subprocess.run(["cmake", "--build", str(build_dir), "--target", "frvt_native_ops"], check=True, capture_output=True)
     return build_dir / "libfrvt_native_ops.so"
@@ -74,22 +81,38 @@ def run_native(library: Path, config_dir: Path, files: list[Path], out: Path) ->
     import sys
 
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
-    subprocess.run([sys.executable, "-c", _RUN_NATIVE, str(library), str(config_dir), os.pathsep.join(map(str, files)), str(out)],
-                   check=True, env=env, cwd=str(out.parent))
+    subprocess.run(
+        [sys.executable, "-c", _RUN_NATIVE, str(library), str(config_dir), os.pathsep.join(map(str, files)), str(out)],
+        check=True,
+        env=env,
+        cwd=str(out.parent),
+    )
     return pickle.loads(out.read_bytes())
 
 
 FAULTY_SOURCE = ROOT / "tests" / "frvt" / "native_libs" / "faulty.cpp"
 
 
-def build_faulty_library(out_dir: Path, fault: str = "none", name: str = "libfrvt_11_faulty_001.so",
-                         hardcoded_config: Path | None = None) -> Path:
+def build_faulty_library(
+    out_dir: Path, fault: str = "none", name: str = "libfrvt_11_faulty_001.so", hardcoded_config: Path | None = None
+) -> Path:
     """Compile ``faulty.cpp`` with one fault into ``out_dir/lib/name`` (the layout NIST asks for)."""
     require_toolchain()
     lib = out_dir / "lib"
     lib.mkdir(parents=True, exist_ok=True)
-    command = ["g++", "-std=c++17", "-O1", "-fPIC", "-shared", f"-DFAULT={fault}", f"-I{NATIVE / 'include'}",
-               str(FAULTY_SOURCE), "-o", str(lib / name), "-pthread"]
+    command = [
+        "g++",
+        "-std=c++17",
+        "-O1",
+        "-fPIC",
+        "-shared",
+        f"-DFAULT={fault}",
+        f"-I{NATIVE / 'include'}",
+        str(FAULTY_SOURCE),
+        "-o",
+        str(lib / name),
+        "-pthread",
+    ]
     if hardcoded_config is not None:
         command.append(f'-DHARDCODED_CONFIG="{hardcoded_config}"')
     subprocess.run(command, check=True, capture_output=True)

@@ -67,7 +67,18 @@ def build_bridge(cache_root: str | Path | None = None) -> Path:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
-    command = [cxx, "-std=c++17", "-O2", "-fPIC", "-shared", f"-I{header.parent}", str(BRIDGE_SOURCE), "-o", str(partial), "-ldl"]
+    command = [
+        cxx,
+        "-std=c++17",
+        "-O2",
+        "-fPIC",
+        "-shared",
+        f"-I{header.parent}",
+        str(BRIDGE_SOURCE),
+        "-o",
+        str(partial),
+        "-ldl",
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         partial.unlink(missing_ok=True)
@@ -198,9 +209,11 @@ class NativeLibrary:
             return ReturnStatus(ReturnCode.ConfigError, self._open_error)
         if self.versions != EXPECTED_VERSIONS:
             structs, api = f"{self.versions[0]}.{self.versions[1]}", f"{self.versions[2]}.{self.versions[3]}"
-            return ReturnStatus(ReturnCode.ConfigError,
-                                f"{self.library_path.name} was compiled with structs {structs} and API {api}; "
-                                "NIST's driver requires structs 3.1 and API 6.0 (-1: symbol missing)")
+            return ReturnStatus(
+                ReturnCode.ConfigError,
+                f"{self.library_path.name} was compiled with structs {structs} and API {api}; "
+                "NIST's driver requires structs 3.1 and API 6.0 (-1: symbol missing)",
+            )
         return self._after_call(self._bridge.frvt_bridge_initialize(self._handle, str(config_dir).encode()))
 
     # -- calls --------------------------------------------------------------------------------
@@ -214,7 +227,7 @@ class NativeLibrary:
         n_eyes = b.frvt_bridge_eye_count(h)
         rows = (ctypes.c_int * (6 * max(n_eyes, 1)))()
         b.frvt_bridge_eyes_copy(h, rows)
-        eyes = [EyePair(bool(rows[6 * k]), bool(rows[6 * k + 1]), *rows[6 * k + 2: 6 * k + 6]) for k in range(n_eyes)]
+        eyes = [EyePair(bool(rows[6 * k]), bool(rows[6 * k + 1]), *rows[6 * k + 2 : 6 * k + 6]) for k in range(n_eyes)]
         return templates, eyes
 
     def _not_ready(self) -> ReturnStatus | None:
@@ -232,8 +245,15 @@ class NativeLibrary:
         buffers = [ctypes.create_string_buffer(bytes(image.data), len(image.data)) for image in images]
         pointers = (ctypes.c_void_p * max(n, 1))(*[ctypes.cast(buf, ctypes.c_void_p) for buf in buffers])
         code = self._bridge.frvt_bridge_create_template(
-            self._handle, n, ints(im.width for im in images), ints(im.height for im in images),
-            ints(im.depth for im in images), ints(int(im.description) for im in images), pointers, int(role))
+            self._handle,
+            n,
+            ints(im.width for im in images),
+            ints(im.height for im in images),
+            ints(im.depth for im in images),
+            ints(int(im.description) for im in images),
+            pointers,
+            int(role),
+        )
         status = self._after_call(code)
         templates, eyes = self._results()
         return TemplateResult(status, templates[0] if templates else b"", eyes)
@@ -249,8 +269,15 @@ class NativeLibrary:
         if problem is not None:
             return MultiTemplateResult(status=problem, templates=[], eyes=[])
         buffer = ctypes.create_string_buffer(bytes(image.data), len(image.data))
-        code = self._bridge.frvt_bridge_create_templates(self._handle, image.width, image.height, image.depth,
-                                                         int(image.description), ctypes.cast(buffer, ctypes.c_void_p), int(role))
+        code = self._bridge.frvt_bridge_create_templates(
+            self._handle,
+            image.width,
+            image.height,
+            image.depth,
+            int(image.description),
+            ctypes.cast(buffer, ctypes.c_void_p),
+            int(role),
+        )
         status = self._after_call(code)
         templates, eyes = self._results()
         return MultiTemplateResult(status=status, templates=templates, eyes=eyes)
@@ -261,8 +288,14 @@ class NativeLibrary:
         if problem is not None:
             return MatchResult(problem, -1.0)
         score = ctypes.c_double(-1.0)
-        code = self._bridge.frvt_bridge_match(self._handle, bytes(verif_template), len(verif_template),
-                                              bytes(enroll_template), len(enroll_template), ctypes.byref(score))
+        code = self._bridge.frvt_bridge_match(
+            self._handle,
+            bytes(verif_template),
+            len(verif_template),
+            bytes(enroll_template),
+            len(enroll_template),
+            ctypes.byref(score),
+        )
         return MatchResult(self._after_call(code), float(score.value))
 
 

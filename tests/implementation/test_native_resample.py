@@ -23,7 +23,9 @@ def ops(tmp_path_factory):
 def _resize(ops, name: str, image: np.ndarray, width: int, height: int) -> np.ndarray:
     image = np.ascontiguousarray(image)
     out = np.zeros((height, width, image.shape[2]), np.uint8)
-    getattr(ops, name)(image.ctypes.data_as(P), image.shape[1], image.shape[0], image.shape[2], width, height, out.ctypes.data_as(P))
+    getattr(ops, name)(
+        image.ctypes.data_as(P), image.shape[1], image.shape[0], image.shape[2], width, height, out.ctypes.data_as(P)
+    )
     return out
 
 
@@ -42,8 +44,11 @@ def test_resize_area_is_opencvs_bit_for_bit(ops):
     cases = 0
     for image in _meds_images(12):
         # the letterbox size (fractional factor), a whole-number factor and a random one
-        sizes = [_letterbox_size(*image.shape[:2]), (image.shape[1] // 3, image.shape[0] // 3),
-                 (int(rng.integers(20, image.shape[1])), int(rng.integers(20, image.shape[0])))]
+        sizes = [
+            _letterbox_size(*image.shape[:2]),
+            (image.shape[1] // 3, image.shape[0] // 3),
+            (int(rng.integers(20, image.shape[1])), int(rng.integers(20, image.shape[0]))),
+        ]
         for width, height in sizes:
             expected = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
             np.testing.assert_array_equal(_resize(ops, "frvt_ops_resize_area", image, width, height), expected)
@@ -77,12 +82,18 @@ def test_warp_is_the_python_warp_bit_for_bit(ops):
     image = _meds_images(1)[0]
     for _ in range(20):
         angle, scale = rng.uniform(-0.6, 0.6), rng.uniform(0.2, 1.5)
-        matrix = np.array([[scale * np.cos(angle), -scale * np.sin(angle), rng.uniform(-200, 50)],
-                           [scale * np.sin(angle), scale * np.cos(angle), rng.uniform(-200, 50)]])
+        matrix = np.array(
+            [
+                [scale * np.cos(angle), -scale * np.sin(angle), rng.uniform(-200, 50)],
+                [scale * np.sin(angle), scale * np.cos(angle), rng.uniform(-200, 50)],
+            ]
+        )
         expected = warp_bilinear(image, matrix, 150)
         out = np.zeros_like(expected)
         m = np.ascontiguousarray(matrix, np.float64)
-        ops.frvt_ops_warp(image.ctypes.data_as(P), image.shape[1], image.shape[0], m.ctypes.data_as(P), 150, out.ctypes.data_as(P))
+        ops.frvt_ops_warp(
+            image.ctypes.data_as(P), image.shape[1], image.shape[0], m.ctypes.data_as(P), 150, out.ctypes.data_as(P)
+        )
         np.testing.assert_array_equal(out, expected)
     # and it is close to OpenCV's float warp it replaces (1/1024-pixel positions, rounded)
     reference = cv2.warpAffine(image, matrix, (150, 150), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)

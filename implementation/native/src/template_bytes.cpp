@@ -118,9 +118,14 @@ DecodedTemplate decode_template(const std::vector<uint8_t>& bytes, const Fingerp
 }
 
 double similarity(const std::vector<float>& a, const std::vector<float>& b) {
-    double cos = 0.0;
-    for (size_t i = 0; i < a.size(); ++i) cos += double(a[i]) * double(b[i]);
-    return std::min(1.0, std::max(0.0, (1.0 + cos) / 2.0));
+    // implementation/template.py's "cosine-q24": components on a 2^-24 grid (rounded half to even),
+    // so the dot product of the integers is exact in double in any order; one rounding to float32.
+    constexpr double kQuantum = 16777216.0;  // 2^24
+    double dot = 0.0;
+    for (size_t i = 0; i < a.size(); ++i) dot += std::nearbyint(double(a[i]) * kQuantum) * std::nearbyint(double(b[i]) * kQuantum);
+    double s = dot * (1.0 / (kQuantum * kQuantum));
+    s = (s + 1.0) * 0.5;
+    return double(float(std::min(1.0, std::max(0.0, s))));
 }
 
 }  // namespace frvt_native

@@ -23,7 +23,7 @@ struct DecodedTemplate {
 
 DecodedTemplate decode_template(const std::vector<uint8_t>& bytes, const Fingerprint& fingerprint);
 
-/** (1 + cos) / 2 of two unit embeddings, clamped to [0, 1]; higher = more alike. */
+/** (1 + cos) / 2 of two unit embeddings, clamped to [0, 1], as a float32 value; higher = more alike. */
 double similarity(const std::vector<float>& a, const std::vector<float>& b);
 
 uint32_t crc32(const uint8_t* data, size_t n);
