@@ -118,9 +118,17 @@ DecodedTemplate decode_template(const std::vector<uint8_t>& bytes, const Fingerp
 }
 
 double similarity(const std::vector<float>& a, const std::vector<float>& b) {
-    double cos = 0.0;
-    for (size_t i = 0; i < a.size(); ++i) cos += double(a[i]) * double(b[i]);
-    return std::min(1.0, std::max(0.0, (1.0 + cos) / 2.0));
+    // implementation.template.similarity: components on the integer grid round(x * 2^24) (ties to
+    // even), whose products and partial sums are integers below 2^53, so the dot product is exact;
+    // (1 + dot * 2^-48) / 2 clipped to [0, 1], rounded once to float.
+    const double scale = 16777216.0;  // 2^24
+    double dot = 0.0;
+    for (size_t i = 0; i < a.size(); ++i) dot += std::nearbyint(double(a[i]) * scale) * std::nearbyint(double(b[i]) * scale);
+    double s = dot * (1.0 / 281474976710656.0);  // 2^-48
+    s += 1.0;
+    s *= 0.5;
+    s = std::min(1.0, std::max(0.0, s));
+    return double(float(s));
 }
 
 }  // namespace frvt_native
