@@ -191,16 +191,24 @@ class BlockContext:
         b, b_ok, _ = self.panel(plan.probe, c0, c1)
         if plan.vector_form is not None:
             s = plan.vector_form.similarity_matrix(a, b)
-            failed = ~a_ok[:, None] | ~b_ok[None, :]
+            if not (a_ok.all() and b_ok.all()):
+                s[~a_ok[:, None] | ~b_ok[None, :]] = np.nan
         else:
             s, failed = self._match_block(a, a_ok, b, b_ok)
-        s[failed] = np.nan
-        owned = np.ones(s.shape, bool)
-        if plan.all_vs_all and r0 == c0:
-            owned = np.triu(owned, 1)
-        elif plan.all_vs_all and c0 < r1:
-            owned = (np.arange(r0, r1)[:, None] < np.arange(c0, c1)[None, :])
+            s[failed] = np.nan
+        owned = None  # every pair of the block
+        if plan.all_vs_all and c0 < r1:
+            owned = np.arange(r0, r1)[:, None] < np.arange(c0, c1)[None, :]
         return s, owned
+
+    def impostor_mask(self, r0: int, r1: int, c0: int, c1: int, owned: np.ndarray | None) -> np.ndarray | None:
+        """The block's impostor pairs, or None when every pair of the block is one."""
+        rs, cs = self.plan.row_subject[r0:r1], self.plan.col_subject[c0:c1]
+        shared = np.intersect1d(rs, cs, assume_unique=False)
+        if owned is None and not shared.size:
+            return None
+        imp = rs[:, None] != cs[None, :] if shared.size else np.ones((r1 - r0, c1 - c0), bool)
+        return imp if owned is None else imp & owned
 
     def _match_block(self, a, a_ok, b, b_ok):
         impl = self.implementation()
@@ -258,16 +266,19 @@ class BlockContext:
         r0, r1, c0, c1 = blk
         s, owned = self.block_scores(r0, r1, c0, c1)
         rs = self.plan.row_subject[r0:r1]
-        impostor = owned & (rs[:, None] != self.plan.col_subject[c0:c1][None, :])
+        impostor = self.impostor_mask(r0, r1, c0, c1, owned)
         acc = reduction.start()
         step = max(1, chunk_size // max(1, c1 - c0))
         for k in range(0, r1 - r0, step):
-            m = impostor[k:k + step]
-            x = s[k:k + step][m]
-            if not x.size:
-                continue
-            ids = np.broadcast_to(rs[k:k + step, None], m.shape)[m] if with_ids else None
-            acc = reduction.add(acc, x, ids)
+            if impostor is None:  # the usual block: every pair an impostor, no copy
+                x = s[k:k + step].ravel()
+                ids = np.repeat(rs[k:k + step], c1 - c0) if with_ids else None
+            else:
+                m = impostor[k:k + step]
+                x = s[k:k + step][m]
+                ids = np.broadcast_to(rs[k:k + step, None], m.shape)[m] if with_ids else None
+            if x.size:
+                acc = reduction.add(acc, x, ids)
         return reduction.pack(acc)
 
 
@@ -356,8 +367,8 @@ class StoreComparisons:
         offset = 0
         for blk in self.plan.blocks():
             s, owned = ctx.block_scores(*blk)
-            rs = self.plan.row_subject[blk[0]:blk[1]]
-            x = s[owned & (rs[:, None] != self.plan.col_subject[blk[2]:blk[3]][None, :])]
+            m = ctx.impostor_mask(*blk, owned)
+            x = s.ravel() if m is None else s[m]
             yield offset, x
             offset += x.size
 
@@ -444,14 +455,13 @@ class ImpostorSubjects:
 
     def chunks(self, chunk_size: int = DEFAULT_CHUNK) -> Iterator[tuple[int, np.ndarray]]:
         plan = self.source.plan
+        ctx = BlockContext(plan)
         offset = 0
         for r0, r1, c0, c1 in plan.blocks():
             rs = plan.row_subject[r0:r1]
-            owned = np.ones((r1 - r0, c1 - c0), bool)
-            if plan.all_vs_all and c0 < r1:
-                owned = np.arange(r0, r1)[:, None] < np.arange(c0, c1)[None, :]
-            m = owned & (rs[:, None] != plan.col_subject[c0:c1][None, :])
-            x = np.broadcast_to(rs[:, None], m.shape)[m]
+            owned = np.arange(r0, r1)[:, None] < np.arange(c0, c1)[None, :] if plan.all_vs_all and c0 < r1 else None
+            m = ctx.impostor_mask(r0, r1, c0, c1, owned)
+            x = np.repeat(rs, c1 - c0) if m is None else np.broadcast_to(rs[:, None], m.shape)[m]
             yield offset, x
             offset += x.size
 

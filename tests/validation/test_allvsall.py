@@ -28,7 +28,9 @@ SKIP = {"source", "failures", "created_by", "systems", "plots", "label"}
 
 def _same_numbers(a: dict, b: dict) -> None:
     """Every field of two metrics.json documents but provenance, compared exactly (floats included)."""
-    strip = lambda m: {k: v for k, v in m.items() if k not in SKIP}
+    def strip(m: dict) -> dict:
+        return {k: v for k, v in m.items() if k not in SKIP}
+
     assert strip(a) == strip(b)
     assert [strip(s) for s in a["systems"]] == [strip(s) for s in b["systems"]]
 
@@ -167,3 +169,19 @@ def test_a_corrupt_or_incomplete_store_is_named(store, tmp_path):
     with pytest.raises(StoreError, match="1 of .* still to make"):
         make_plan(partial)
     assert read_store_info(store).complete  # the stores scored are never written
+
+
+def test_cli_scores_a_store_and_names_a_bad_one(store, tmp_path):
+    from typer.testing import CliRunner
+
+    from frvt.cli import app
+
+    r = CliRunner().invoke(app, ["score", "--all-vs-all", str(store), "--workers", "0", "--bootstrap", "20",
+                                 "--no-plots", "-o", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert "1e-08" in r.output and "pass TopBinPass" in r.output
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["source"]["kind"] == "templates"
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not hdf5")
+    r = CliRunner().invoke(app, ["score", "--all-vs-all", str(bad), "--workers", "0", "-o", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "bad.h5" in r.output
