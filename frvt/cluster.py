@@ -28,8 +28,17 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
             yield client
         return
     n = workers or os.cpu_count() or 1
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      silence_logs=logging.ERROR, env=dict(SINGLE_THREAD_ENV, MALLOC_TRIM_THRESHOLD_="65536")) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+            env=dict(SINGLE_THREAD_ENV, MALLOC_TRIM_THRESHOLD_="65536"),
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         yield client
 
 

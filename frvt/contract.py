@@ -193,7 +193,9 @@ def load_implementation(spec: str = DEFAULT_IMPLEMENTATION) -> Implementation:
     except AttributeError as exc:
         raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from exc
     obj = factory()
-    missing = [m for m in ("initialize", "create_face_template", "match_templates") if not callable(getattr(obj, m, None))]
+    missing = [
+        m for m in ("initialize", "create_face_template", "match_templates") if not callable(getattr(obj, m, None))
+    ]
     if missing:
         raise ValueError(f"implementation {spec!r} lacks {', '.join(missing)}")
     return obj

@@ -81,8 +81,9 @@ def _exception_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
-def create_template(impl: Implementation, entry: ImageEntry, role: TemplateRole,
-                    clock: Callable[[], float] = time.perf_counter) -> TemplateOutcome:
+def create_template(
+    impl: Implementation, entry: ImageEntry, role: TemplateRole, clock: Callable[[], float] = time.perf_counter
+) -> TemplateOutcome:
     """Decode one image and call ``create_face_template`` on it; never raises."""
     try:
         image = decode_image(entry.path, entry.label)
@@ -113,11 +114,14 @@ def match(impl: Implementation, enroll_id: str, verif_id: str, enroll: bytes, ve
         score = float(result.similarity)
         return MatchOutcome(MatchRow(enroll_id, verif_id, score, int(result.status.code)), result.status.info)
     except BaseException as exc:
-        return MatchOutcome(MatchRow(enroll_id, verif_id, -1.0, int(ReturnCode.UnknownError)), exception=_exception_text(exc))
+        return MatchOutcome(
+            MatchRow(enroll_id, verif_id, -1.0, int(ReturnCode.UnknownError)), exception=_exception_text(exc)
+        )
 
 
 # ---------------------------------------------------------------------------------------------
 # Worker processes (fork): the implementation object is inherited from the parent, not pickled.
+
 
 @dataclass
 class _Worker:
@@ -178,12 +182,19 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
 
 def _executor(impl: Implementation, template_dir: Path, workers: int) -> ProcessPoolExecutor:
     ctx = multiprocessing.get_context("fork")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(impl, template_dir))
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(impl, template_dir)
+    )
 
 
-def create_templates(impl: Implementation, entries: Sequence[ImageEntry], role: TemplateRole,
-                     template_dir: Path, workers: int = 4, progress: bool = True) -> list[TemplateOutcome]:
+def create_templates(
+    impl: Implementation,
+    entries: Sequence[ImageEntry],
+    role: TemplateRole,
+    template_dir: Path,
+    workers: int = 4,
+    progress: bool = True,
+) -> list[TemplateOutcome]:
     """Create (and write) one template per entry with ``workers`` forked processes, in list order."""
     with _executor(impl, template_dir, workers) as pool:
         jobs = pool.map(_template_task, [(e, role) for e in entries], chunksize=1)
@@ -191,10 +202,16 @@ def create_templates(impl: Implementation, entries: Sequence[ImageEntry], role: 
         return list(_progress(jobs, len(entries), desc, progress))
 
 
-def match_all(impl: Implementation, pairs: Sequence[MatchEntry], template_dir: Path, workers: int = 4,
-              progress: bool = True, chunk: int = 256) -> list[MatchOutcome]:
+def match_all(
+    impl: Implementation,
+    pairs: Sequence[MatchEntry],
+    template_dir: Path,
+    workers: int = 4,
+    progress: bool = True,
+    chunk: int = 256,
+) -> list[MatchOutcome]:
     """Compare every pair of match.txt with ``workers`` forked processes, in list order."""
-    chunks = [pairs[i:i + chunk] for i in range(0, len(pairs), chunk)]
+    chunks = [pairs[i : i + chunk] for i in range(0, len(pairs), chunk)]
     out: list[MatchOutcome] = []
     with _executor(impl, template_dir, workers) as pool:
         bar = _progress(None, len(pairs), "match", progress) if progress else None
@@ -209,6 +226,7 @@ def match_all(impl: Implementation, pairs: Sequence[MatchEntry], template_dir: P
 
 # ---------------------------------------------------------------------------------------------
 # Single-process enrolment in a forked child while the parent samples its threads.
+
 
 @dataclass
 class ThreadSample:
@@ -243,8 +261,12 @@ def _single_process_child(conn, impl: Implementation, entries: Sequence[ImageEnt
         conn.close()
 
 
-def single_process_enrolment(impl: Implementation, entries: Sequence[ImageEntry], role: TemplateRole = TemplateRole.Enrollment_11,
-                             interval_s: float = 0.02) -> tuple[list[TemplateOutcome], ThreadSample]:
+def single_process_enrolment(
+    impl: Implementation,
+    entries: Sequence[ImageEntry],
+    role: TemplateRole = TemplateRole.Enrollment_11,
+    interval_s: float = 0.02,
+) -> tuple[list[TemplateOutcome], ThreadSample]:
     """Create templates in one forked child, sequentially, sampling the child's threads.
 
     A thread counts as busy when it used at least 10% of the child's CPU time and at least 50 ms.
@@ -287,6 +309,7 @@ def single_process_enrolment(impl: Implementation, entries: Sequence[ImageEntry]
         raise RuntimeError(f"the single-process enrolment child died (exit code {child.exitcode})")
     cpu = max(process_cpu, sum(per_thread.values()))
     busy = sum(1 for c in per_thread.values() if c >= max(0.05, 0.10 * cpu))
-    sample = ThreadSample(wall, cpu, per_thread.get(child.pid, 0.0), max_threads, busy,
-                          sorted(per_thread.values(), reverse=True))
+    sample = ThreadSample(
+        wall, cpu, per_thread.get(child.pid, 0.0), max_threads, busy, sorted(per_thread.values(), reverse=True)
+    )
     return result, sample

@@ -36,10 +36,22 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tif
 def folder_entries(root: str | Path) -> list[ImageEntry]:
     """Every image ``<root>/<identity>/.../<name>.<ext>``, sorted; id = relative path without extension."""
     root = Path(root)
-    paths = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and len(p.relative_to(root).parts) >= 2)
-    return [ImageEntry(p.relative_to(root).with_suffix("").as_posix(), p, p.relative_to(root).as_posix(),
-                       ImageLabel.FaceUnknown, p.relative_to(root).parts[0], i + 1) for i, p in enumerate(paths)]
+    paths = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and len(p.relative_to(root).parts) >= 2
+    )
+    return [
+        ImageEntry(
+            p.relative_to(root).with_suffix("").as_posix(),
+            p,
+            p.relative_to(root).as_posix(),
+            ImageLabel.FaceUnknown,
+            p.relative_to(root).parts[0],
+            i + 1,
+        )
+        for i, p in enumerate(paths)
+    ]
 
 
 def read_entries(source: str | Path) -> list[ImageEntry]:
@@ -111,10 +123,19 @@ class EnrolmentReport:
         return self.n_made / self.seconds if self.n_made and self.seconds > 0 else None
 
 
-def enroll(source: str | Path, store: str | Path, *, implementation: str = DEFAULT_IMPLEMENTATION,
-           config_dir: str | Path | None = None, scheduler: str | None = None, workers: int | None = None,
-           role: TemplateRole = TemplateRole.Enrollment_11, batch: int = 16, progress: bool = True,
-           say: Callable[[str], None] = lambda s: None) -> EnrolmentReport:
+def enroll(
+    source: str | Path,
+    store: str | Path,
+    *,
+    implementation: str = DEFAULT_IMPLEMENTATION,
+    config_dir: str | Path | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    role: TemplateRole = TemplateRole.Enrollment_11,
+    batch: int = 16,
+    progress: bool = True,
+    say: Callable[[str], None] = lambda s: None,
+) -> EnrolmentReport:
     """Make the templates of ``source`` (list or folder) into ``store``, continuing an existing store.
 
     Raises StoreError when ``store`` exists but was made for other images or by another
@@ -134,9 +155,17 @@ def enroll(source: str | Path, store: str | Path, *, implementation: str = DEFAU
         n_workers = len(client.scheduler_info()["workers"])
         if not store.exists():
             header, version = client.submit(_describe, plugin, pure=False).result()
-            create_store(store, ids, [e.identity for e in entries], [e.image for e in entries],
-                         implementation=implementation, implementation_version=version, config_dir=str(config),
-                         role=role.name, header=header)
+            create_store(
+                store,
+                ids,
+                [e.identity for e in entries],
+                [e.image for e in entries],
+                implementation=implementation,
+                implementation_version=version,
+                config_dir=str(config),
+                role=role.name,
+                header=header,
+            )
         info = read_store_info(store)
         if info.ids.tolist() != ids:
             raise StoreError(store, f"was made for another image list ({info.n} ids; {source} has {len(ids)})")
@@ -144,8 +173,11 @@ def enroll(source: str | Path, store: str | Path, *, implementation: str = DEFAU
             raise StoreError(store, f"was made by {info.implementation}, not {implementation}")
         header, version = client.submit(_describe, plugin, pure=False).result()
         if header != info.header or version != info.implementation_version:
-            raise StoreError(store, f"holds templates of {info.implementation_version} {info.header}; this "
-                             f"configuration makes {version} {header} (use another store)")
+            raise StoreError(
+                store,
+                f"holds templates of {info.implementation_version} {info.header}; this "
+                f"configuration makes {version} {header} (use another store)",
+            )
         todo = np.flatnonzero(info.codes == NOT_MADE)
         if info.n_made:
             say(f"resuming {store}: {info.n_made} templates made, {todo.size} to make")
@@ -189,14 +221,23 @@ def _with_infos(store: Path, failures):
         return out
 
 
-def _run_batches(client, plugin: str, store: Path, entries: Sequence[ImageEntry], todo: np.ndarray, role: TemplateRole,
-                 batch: int, progress: bool, n_workers: int) -> tuple[int, float]:
+def _run_batches(
+    client,
+    plugin: str,
+    store: Path,
+    entries: Sequence[ImageEntry],
+    todo: np.ndarray,
+    role: TemplateRole,
+    batch: int,
+    progress: bool,
+    n_workers: int,
+) -> tuple[int, float]:
     from distributed import as_completed
     from tqdm import tqdm
 
     if not todo.size:
         return 0, 0.0
-    batches = [todo[i:i + batch] for i in range(0, todo.size, batch)]
+    batches = [todo[i : i + batch] for i in range(0, todo.size, batch)]
     in_flight = max(4 * n_workers, 4)
     t0 = time.perf_counter()
     bar = tqdm(total=int(todo.size), unit="img", desc="enroll", disable=not progress, smoothing=0.05)
@@ -236,6 +277,12 @@ def _run_batches(client, plugin: str, store: Path, entries: Sequence[ImageEntry]
 
 def _flush(store: Path, results: list) -> int:
     rows = np.array([r[0] for r in results])
-    write_results(store, rows, np.array([r[1] for r in results]), [r[2] for r in results],
-                  np.array([r[3] for r in results]), [r[4] for r in results])
+    write_results(
+        store,
+        rows,
+        np.array([r[1] for r in results]),
+        [r[2] for r in results],
+        np.array([r[3] for r in results]),
+        [r[4] for r in results],
+    )
     return len(results)

@@ -49,8 +49,15 @@ def all_image_ids(image_root: Path) -> list[str]:
     return sorted(p.stem for p in image_root.glob("*/*.jpg"))
 
 
-def make_templates(impl, entries: list[ImageEntry], cache: Path, workers: int, progress: bool,
-                   chunk: int = 256, say: Callable[[str], None] = lambda s: None) -> tuple[dict[str, dict], float, int]:
+def make_templates(
+    impl,
+    entries: list[ImageEntry],
+    cache: Path,
+    workers: int,
+    progress: bool,
+    chunk: int = 256,
+    say: Callable[[str], None] = lambda s: None,
+) -> tuple[dict[str, dict], float, int]:
     """Templates for ``entries`` into ``cache``, resuming; returns per-id records, seconds spent, images made."""
     log_path = cache / "templates.jsonl"
     done: dict[str, dict] = {}
@@ -68,21 +75,34 @@ def make_templates(impl, entries: list[ImageEntry], cache: Path, workers: int, p
     spent = 0.0
     with log_path.open("a") as log:
         for start in range(0, len(todo), chunk):
-            part = todo[start:start + chunk]
+            part = todo[start : start + chunk]
             t0 = time.perf_counter()
             outcomes = create_templates(impl, part, TemplateRole.Enrollment_11, cache / "templates", workers, progress)
             spent += time.perf_counter() - t0
             for o in outcomes:
-                rec = {"id": o.row.id, "code": o.row.code, "size": o.row.size, "ms": o.elapsed_ms, "info": o.info or o.exception or ""}
+                rec = {
+                    "id": o.row.id,
+                    "code": o.row.code,
+                    "size": o.row.size,
+                    "ms": o.elapsed_ms,
+                    "info": o.info or o.exception or "",
+                }
                 done[o.row.id] = rec
                 log.write(json.dumps(rec) + "\n")
             log.flush()
     return done, spent, len(todo)
 
 
-def run_lfw(data_dir: str | Path, implementation: str = DEFAULT_IMPLEMENTATION, config_dir: str | Path | None = None,
-            cache_dir: str | Path | None = None, workers: int = 2, all_images: bool = False, progress: bool = True,
-            say: Callable[[str], None] = lambda s: None) -> dict:
+def run_lfw(
+    data_dir: str | Path,
+    implementation: str = DEFAULT_IMPLEMENTATION,
+    config_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    workers: int = 2,
+    all_images: bool = False,
+    progress: bool = True,
+    say: Callable[[str], None] = lambda s: None,
+) -> dict:
     """Run the View-2 protocol; returns the result dict (fractions, not percent)."""
     from frvt.validate import resolve_config_dir
     from validation.lfw_protocol import lfw_10fold, read_pairs

@@ -69,8 +69,10 @@ class TemplateRow:
 
     def format(self) -> str:
         e = self.eyes
-        return (f"{self.id} {self.image} {self.size} {int(self.code)} {int(e.is_left_assigned)} "
-                f"{int(e.is_right_assigned)} {e.xleft} {e.yleft} {e.xright} {e.yright}")
+        return (
+            f"{self.id} {self.image} {self.size} {int(self.code)} {int(e.is_left_assigned)} "
+            f"{int(e.is_right_assigned)} {e.xleft} {e.yleft} {e.xright} {e.yright}"
+        )
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,11 @@ def read_image_list(path: str | Path) -> list[ImageEntry]:
     seen: dict[str, int] = {}
     for line_no, fields in _content_lines(path):
         if len(fields) not in (3, 4):
-            raise ListFormatError(path, line_no, f"expected '<id> <image path> <label> [<identity>]', got {len(fields)} fields: {' '.join(fields)!r}")
+            raise ListFormatError(
+                path,
+                line_no,
+                f"expected '<id> <image path> <label> [<identity>]', got {len(fields)} fields: {' '.join(fields)!r}",
+            )
         tid, image, label = fields[:3]
         if tid in seen:
             raise ListFormatError(path, line_no, f"duplicate id {tid!r} (first on line {seen[tid]})")
@@ -129,13 +135,19 @@ def read_image_list(path: str | Path) -> list[ImageEntry]:
     return entries
 
 
-def read_match_list(path: str | Path, enroll_ids: set[str] | None = None, verif_ids: set[str] | None = None) -> list[MatchEntry]:
+def read_match_list(
+    path: str | Path, enroll_ids: set[str] | None = None, verif_ids: set[str] | None = None
+) -> list[MatchEntry]:
     """Parse match.txt; ids not found in the given enrolment/verification ids are errors."""
     path = Path(path)
     entries: list[MatchEntry] = []
     for line_no, fields in _content_lines(path):
         if len(fields) != 2:
-            raise ListFormatError(path, line_no, f"expected '<enroll template> <verif template>', got {len(fields)} fields: {' '.join(fields)!r}")
+            raise ListFormatError(
+                path,
+                line_no,
+                f"expected '<enroll template> <verif template>', got {len(fields)} fields: {' '.join(fields)!r}",
+            )
         e, v = fields
         if enroll_ids is not None and e not in enroll_ids:
             raise ListFormatError(path, line_no, f"enrolment template {e!r} is not in the enrolment list")
@@ -183,7 +195,16 @@ def read_template_log(path: str | Path) -> list[TemplateRow]:
     path = Path(path)
     rows = []
     for line_no, f in _log_rows(path, TEMPLATE_LOG_HEADER):
-        names = ("templateSizeBytes", "returnCode", "isLeftAssigned", "isRightAssigned", "xleft", "yleft", "xright", "yright")
+        names = (
+            "templateSizeBytes",
+            "returnCode",
+            "isLeftAssigned",
+            "isRightAssigned",
+            "xleft",
+            "yleft",
+            "xright",
+            "yright",
+        )
         ints = [_int_field(path, line_no, n, v) for n, v in zip(names, f[2:])]
         eyes = EyePair(bool(ints[2]), bool(ints[3]), *ints[4:])
         rows.append(TemplateRow(f[0], f[1], ints[0], ints[1], eyes))

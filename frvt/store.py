@@ -101,8 +101,18 @@ def _str(a) -> np.ndarray:
     return np.array([x.decode() if isinstance(x, bytes) else str(x) for x in a], dtype=object)
 
 
-def create_store(path: str | os.PathLike, ids: Sequence[str], identities: Sequence[str], images: Sequence[str], *,
-                 implementation: str, implementation_version: str, config_dir: str, role: str, header: dict) -> None:
+def create_store(
+    path: str | os.PathLike,
+    ids: Sequence[str],
+    identities: Sequence[str],
+    images: Sequence[str],
+    *,
+    implementation: str,
+    implementation_version: str,
+    config_dir: str,
+    role: str,
+    header: dict,
+) -> None:
     """Write an empty store (every template still to make); atomically replaces nothing that exists."""
     import h5py
 
@@ -117,8 +127,14 @@ def create_store(path: str | os.PathLike, ids: Sequence[str], identities: Sequen
     n = len(ids)
     text = h5py.string_dtype()
     with h5py.File(tmp, "w") as f:
-        f.attrs.update(schema=SCHEMA, implementation=implementation, implementation_version=implementation_version,
-                       config_dir=str(config_dir), role=role, header=json.dumps(header, sort_keys=True))
+        f.attrs.update(
+            schema=SCHEMA,
+            implementation=implementation,
+            implementation_version=implementation_version,
+            config_dir=str(config_dir),
+            role=role,
+            header=json.dumps(header, sort_keys=True),
+        )
         f.create_dataset("id", data=np.array(ids, dtype=object), dtype=text)
         f.create_dataset("identity", data=np.array(identities, dtype=object), dtype=text)
         f.create_dataset("image", data=np.array(images, dtype=object), dtype=text)
@@ -158,10 +174,18 @@ def read_store_info(path: str | os.PathLike) -> StoreInfo:
             for name in ("identity", "image", "code", "template"):
                 if f[name].shape != (n,):
                     raise StoreError(path, f"dataset {name!r} has shape {f[name].shape}, expected ({n},)")
-            info = StoreInfo(path, _str(f["id"][:]), _str(f["identity"][:]), _str(f["image"][:]),
-                             f["code"][:].astype(np.int16), str(f.attrs.get("implementation", "")),
-                             str(f.attrs.get("implementation_version", "")), str(f.attrs.get("config_dir", "")),
-                             str(f.attrs.get("role", "")), json.loads(f.attrs.get("header", "{}")))
+            info = StoreInfo(
+                path,
+                _str(f["id"][:]),
+                _str(f["identity"][:]),
+                _str(f["image"][:]),
+                f["code"][:].astype(np.int16),
+                str(f.attrs.get("implementation", "")),
+                str(f.attrs.get("implementation_version", "")),
+                str(f.attrs.get("config_dir", "")),
+                str(f.attrs.get("role", "")),
+                json.loads(f.attrs.get("header", "{}")),
+            )
         except OSError as exc:
             raise StoreError(path, f"unreadable ({exc})") from None
         except json.JSONDecodeError as exc:
@@ -169,8 +193,14 @@ def read_store_info(path: str | os.PathLike) -> StoreInfo:
     return info
 
 
-def write_results(path: str | os.PathLike, rows: np.ndarray, codes: np.ndarray, templates: Sequence[bytes],
-                  ms: np.ndarray, infos: Sequence[str]) -> None:
+def write_results(
+    path: str | os.PathLike,
+    rows: np.ndarray,
+    codes: np.ndarray,
+    templates: Sequence[bytes],
+    ms: np.ndarray,
+    infos: Sequence[str],
+) -> None:
     """Record made templates at ``rows``; the code is written last, so a row counts as made only
     once its template is in the file."""
     path = Path(path)
@@ -204,5 +234,8 @@ def check_compatible(a: StoreInfo, b: StoreInfo) -> None:
         detail = ", ".join(f"{k}: {a.header.get(k)!r} vs {b.header.get(k)!r}" for k in keys)
         raise StoreError(b.path, f"templates not comparable with {a.path} ({detail})")
     if (a.implementation, a.implementation_version) != (b.implementation, b.implementation_version):
-        raise StoreError(b.path, f"made by {b.implementation} ({b.implementation_version}), {a.path} by "
-                         f"{a.implementation} ({a.implementation_version})")
+        raise StoreError(
+            b.path,
+            f"made by {b.implementation} ({b.implementation_version}), {a.path} by "
+            f"{a.implementation} ({a.implementation_version})",
+        )

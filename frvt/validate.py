@@ -30,8 +30,15 @@ from frvt import checks as C
 from frvt import settings
 from frvt.contract import DEFAULT_IMPLEMENTATION, Implementation, ReturnCode, TemplateRole, load_implementation
 from frvt.driver import create_templates, limit_threads, match_all, single_process_enrolment
-from frvt.records import (ImageEntry, read_image_list, read_match_list, write_json, write_match_log,
-                          write_template_log, write_text_atomic)
+from frvt.records import (
+    ImageEntry,
+    read_image_list,
+    read_match_list,
+    write_json,
+    write_match_log,
+    write_template_log,
+    write_text_atomic,
+)
 
 SCHEMA = "frvt.validate/1"
 DEFAULT_VALIDATION_DIR = settings.data_root() / "validation"
@@ -55,6 +62,7 @@ class ValidationResult:
 
 # ---------------------------------------------------------------------------------------------
 # Watching the config directory (an audit hook cannot be removed, so one watcher per process).
+
 
 class _ConfigWatch:
     """Records accesses to forbidden paths via ``sys.addaudithook``; inherited by forked children.
@@ -112,7 +120,8 @@ class _ConfigWatch:
                 if hit:
                     self._report(f"opened {hit}")
                 writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                    isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT))
+                    isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+                )
                 hit = writing and self._under(path, self.write_forbidden)
                 if hit:
                     self._report(f"opened for writing {hit}")
@@ -176,6 +185,7 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 # ---------------------------------------------------------------------------------------------
 
+
 def parse_lists(input_dir: str | Path) -> tuple[list[ImageEntry], list[ImageEntry], list]:
     """Read enroll.txt, verif.txt and match.txt of ``input_dir``; raises ListFormatError."""
     input_dir = Path(input_dir)
@@ -196,7 +206,9 @@ def resolve_config_dir(impl: Implementation, config_dir: str | Path | None) -> P
 def _write_list_copies(out: Path, enroll, verif, pairs) -> None:
     """Copies of the input lists with absolute paths and an explicit identity column, for scoring."""
     for name, entries in (("enroll.txt", enroll), ("verif.txt", verif)):
-        write_text_atomic(out / "lists" / name, "".join(f"{e.id} {e.path} {int(e.label)} {e.identity}\n" for e in entries))
+        write_text_atomic(
+            out / "lists" / name, "".join(f"{e.id} {e.path} {int(e.label)} {e.identity}\n" for e in entries)
+        )
     write_text_atomic(out / "lists" / "match.txt", "".join(f"{p.enroll_id} {p.verif_id}\n" for p in pairs))
 
 
@@ -257,7 +269,11 @@ def validate(
             status = impl.initialize(str(ro_config))
             init_code, init_info, init_error = int(status.code), status.info, None
         except BaseException as exc:
-            init_code, init_info, init_error = int(ReturnCode.UnknownError), "", f"initialize raised {type(exc).__name__}: {exc}"
+            init_code, init_info, init_error = (
+                int(ReturnCode.UnknownError),
+                "",
+                f"initialize raised {type(exc).__name__}: {exc}",
+            )
         timings["initialize_s"] = time.perf_counter() - t0
         results.append(C.check_initialize(init_code, init_info, init_error))
         mapped = _mapped_files_under(originals)
@@ -268,8 +284,21 @@ def validate(
         timings["single_process_enrol_s"] = time.perf_counter() - t0
         call_ms = [o.elapsed_ms for o in single if o.elapsed_ms is not None]
         latency = latency_stats(call_ms[warmup:] if len(call_ms) > warmup else call_ms)
-        latency = {k: latency[k] for k in ("n", "median_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms", "min_ms",
-                                           "stdev_ms", "unstable", "unstable_reasons")}
+        latency = {
+            k: latency[k]
+            for k in (
+                "n",
+                "median_ms",
+                "p90_ms",
+                "p99_ms",
+                "max_ms",
+                "mean_ms",
+                "min_ms",
+                "stdev_ms",
+                "unstable",
+                "unstable_reasons",
+            )
+        }
         latency["budget_ms"] = budget_ms
         latency["warmup_excluded"] = min(warmup, len(call_ms))
 
@@ -308,8 +337,13 @@ def validate(
     by_verif = {o.row.id: o for o in verified}
     version_text = version if version is not None else getattr(impl, "version", None)
     results += [
-        C.check_log_lines({"enroll.log": (len(enrolled), len(enroll)), "verif.log": (len(verified), len(verif)),
-                           "match.log": (len(matched), len(pairs))}),
+        C.check_log_lines(
+            {
+                "enroll.log": (len(enrolled), len(enroll)),
+                "verif.log": (len(verified), len(verif)),
+                "match.log": (len(matched), len(pairs)),
+            }
+        ),
         C.check_return_codes(enrolled + verified, matched),
         C.check_exceptions(single + enrolled + verified, matched),
         C.check_unique_scores(matched),
@@ -324,12 +358,30 @@ def validate(
         C.check_version_file(version_text),
     ]
 
-    failures = [{"list": "enroll", "id": o.row.id, "image": o.row.image, "code": o.row.code,
-                 "code_name": C._code_name(o.row.code), "info": o.info or o.exception or ""}
-                for o in enrolled if o.row.code != ReturnCode.Success]
-    failures += [{"list": "verif", "id": o.row.id, "image": o.row.image, "code": o.row.code,
-                  "code_name": C._code_name(o.row.code), "info": o.info or o.exception or ""}
-                 for o in verified if o.row.code != ReturnCode.Success]
+    failures = [
+        {
+            "list": "enroll",
+            "id": o.row.id,
+            "image": o.row.image,
+            "code": o.row.code,
+            "code_name": C._code_name(o.row.code),
+            "info": o.info or o.exception or "",
+        }
+        for o in enrolled
+        if o.row.code != ReturnCode.Success
+    ]
+    failures += [
+        {
+            "list": "verif",
+            "id": o.row.id,
+            "image": o.row.image,
+            "code": o.row.code,
+            "code_name": C._code_name(o.row.code),
+            "info": o.info or o.exception or "",
+        }
+        for o in verified
+        if o.row.code != ReturnCode.Success
+    ]
 
     from frvt.perf.machine import machine_info
 
@@ -342,12 +394,18 @@ def validate(
         "input_dir": str(Path(input_dir).resolve()),
         "config_dir": str(original_config),
         "workers": workers,
-        "counts": {"enroll": len(enroll), "verif": len(verif), "match": len(pairs),
-                   "enroll_failed": sum(o.row.code != 0 for o in enrolled),
-                   "verif_failed": sum(o.row.code != 0 for o in verified),
-                   "match_failed": sum(m.row.code != 0 for m in matched)},
+        "counts": {
+            "enroll": len(enroll),
+            "verif": len(verif),
+            "match": len(pairs),
+            "enroll_failed": sum(o.row.code != 0 for o in enrolled),
+            "verif_failed": sum(o.row.code != 0 for o in verified),
+            "match_failed": sum(m.row.code != 0 for m in matched),
+        },
         "checks": [c.to_json() for c in results],
-        "verdict": C.FAIL if any(c.status == C.FAIL for c in results) else (C.WARN if any(c.status == C.WARN for c in results) else C.PASS),
+        "verdict": C.FAIL
+        if any(c.status == C.FAIL for c in results)
+        else (C.WARN if any(c.status == C.WARN for c in results) else C.PASS),
         "latency": latency,
         "timings": {k: round(v, 3) for k, v in timings.items()} | {"total_s": round(time.time() - started, 3)},
         "template_failures": failures,

@@ -36,13 +36,16 @@ CHIP_SIZE = 150
 # MEDS mugshots, minus 7 dlib missed) of our landmarks mapped by dlib's own chip transform.
 # Produced by: python scripts/fit_chip_template.py --n-lfw 300 --seed 0
 # Median distance of the mapped points to these: 1.8, 2.1, 5.9, 5.0, 4.7 px (eyes, nose, mouth).
-CHIP_TEMPLATE = np.array([
-    [46.15, 44.50],
-    [101.34, 45.04],
-    [72.47, 76.47],
-    [50.95, 103.82],
-    [95.76, 104.01],
-], dtype=np.float64)
+CHIP_TEMPLATE = np.array(
+    [
+        [46.15, 44.50],
+        [101.34, 45.04],
+        [72.47, 76.47],
+        [50.95, 103.82],
+        [95.76, 104.01],
+    ],
+    dtype=np.float64,
+)
 CHIP_TEMPLATE.setflags(write=False)
 
 # Eyes are RetinaFace's most repeatable points (see the spreads above; nose and mouth also move
@@ -102,9 +105,12 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray, weights: np.ndarray |
     return np.hstack([scale * rotation, translation[:, None]])
 
 
-def chip_transform(landmarks: np.ndarray, size: int = CHIP_SIZE,
-                   template: np.ndarray = CHIP_TEMPLATE,
-                   weights: np.ndarray = LANDMARK_WEIGHTS) -> np.ndarray:
+def chip_transform(
+    landmarks: np.ndarray,
+    size: int = CHIP_SIZE,
+    template: np.ndarray = CHIP_TEMPLATE,
+    weights: np.ndarray = LANDMARK_WEIGHTS,
+) -> np.ndarray:
     """Matrix that maps image pixels to chip pixels for a face with these landmarks.
 
     Parameters
@@ -133,7 +139,7 @@ def _pyramid_levels(matrix: np.ndarray) -> int:
     """How many times dlib would halve the image before sampling (chip px per image px < 1/2)."""
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
     levels = 0
-    while scale > 0 and scale * 2 ** levels < 0.5:
+    while scale > 0 and scale * 2**levels < 0.5:
         levels += 1
     return levels
 
@@ -176,13 +182,16 @@ def warp_to_chip(image: np.ndarray, matrix: np.ndarray, size: int = CHIP_SIZE) -
 
 
 ARCFACE_SIZE = 112
-ARCFACE_TEMPLATE = np.array([
-    [38.2946, 51.6963],
-    [73.5318, 51.5014],
-    [56.0252, 71.7366],
-    [41.5493, 92.3655],
-    [70.7299, 92.2041],
-], dtype=np.float64)
+ARCFACE_TEMPLATE = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float64,
+)
 """The 5-point template of the ArcFace family's 112x112 crops (insightface; OpenCV's SFace aligns
 to the same points): image-left eye, image-right eye, nose tip, image-left and image-right mouth
 corner, in chip pixels."""

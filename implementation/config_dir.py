@@ -62,9 +62,16 @@ def build_config_dir(
         embedder_dir = ensure_compiled(embedder_onnx, target, cache, model_config=embedder_config, progress=progress)
     else:
         embedder_dir = Path(embedder_library)
-    settings = {"format": CONFIG_FORMAT, "detector": "detector", "embedder": "embedder", "flip_average": flip_average,
-                "target": json.loads((detector_dir / "metadata.json").read_text()).get("target")}
-    key = hashlib.sha256(json.dumps([str(detector_dir), str(embedder_dir), settings], sort_keys=True).encode()).hexdigest()[:16]
+    settings = {
+        "format": CONFIG_FORMAT,
+        "detector": "detector",
+        "embedder": "embedder",
+        "flip_average": flip_average,
+        "target": json.loads((detector_dir / "metadata.json").read_text()).get("target"),
+    }
+    key = hashlib.sha256(
+        json.dumps([str(detector_dir), str(embedder_dir), settings], sort_keys=True).encode()
+    ).hexdigest()[:16]
     out = Path(output_dir) if output_dir is not None else cache_root() / "config" / key
     if (out / CONFIG_NAME).exists() and json.loads((out / CONFIG_NAME).read_text()).get("key") == key:
         return out

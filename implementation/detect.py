@@ -88,16 +88,18 @@ def priors(config: RetinaFaceConfig = RETINAFACE_MNET025) -> np.ndarray:
     blocks = []
     for stride, sizes in zip(config.strides, config.min_sizes, strict=True):
         ny, nx = math.ceil(height / stride), math.ceil(width / stride)
-        cy, cx = np.meshgrid((np.arange(ny) + 0.5) * stride / height,
-                             (np.arange(nx) + 0.5) * stride / width, indexing="ij")
+        cy, cx = np.meshgrid(
+            (np.arange(ny) + 0.5) * stride / height, (np.arange(nx) + 0.5) * stride / width, indexing="ij"
+        )
         centres = np.repeat(np.stack([cx.ravel(), cy.ravel()], axis=1), len(sizes), axis=0)
         wh = np.tile([[s / width, s / height] for s in sizes], (nx * ny, 1))
         blocks.append(np.hstack([centres, wh]))
     return np.concatenate(blocks).astype(np.float32)
 
 
-def decode(loc: np.ndarray, landmarks: np.ndarray, prior_boxes: np.ndarray,
-           variances: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+def decode(
+    loc: np.ndarray, landmarks: np.ndarray, prior_boxes: np.ndarray, variances: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
     """Network offsets -> boxes ``(x1, y1, x2, y2)`` (P, 4) and landmarks (P, 5, 2), relative units."""
     centre, size = prior_boxes[:, :2], prior_boxes[:, 2:]
     box_centre = centre + loc[:, :2] * variances[0] * size
@@ -107,8 +109,9 @@ def decode(loc: np.ndarray, landmarks: np.ndarray, prior_boxes: np.ndarray,
     return boxes, points
 
 
-def letterbox(image: np.ndarray, input_size: tuple[int, int],
-              fill_bgr: tuple[float, float, float]) -> tuple[np.ndarray, tuple[float, float]]:
+def letterbox(
+    image: np.ndarray, input_size: tuple[int, int], fill_bgr: tuple[float, float, float]
+) -> tuple[np.ndarray, tuple[float, float]]:
     """Resize an RGB or grey uint8 image into ``input_size`` keeping its aspect ratio.
 
     Returns the BGR uint8 canvas, shape (H, W, 3), with the image in its top-left corner and
@@ -151,9 +154,14 @@ class RetinaFaceDetector:
         Mean, strides, prior sizes and variances.
     """
 
-    def __init__(self, forward: Forward, input_size: tuple[int, int] = RETINAFACE_MNET025.input_size,
-                 score_threshold: float = 0.6, nms_threshold: float = 0.4,
-                 config: RetinaFaceConfig = RETINAFACE_MNET025) -> None:
+    def __init__(
+        self,
+        forward: Forward,
+        input_size: tuple[int, int] = RETINAFACE_MNET025.input_size,
+        score_threshold: float = 0.6,
+        nms_threshold: float = 0.4,
+        config: RetinaFaceConfig = RETINAFACE_MNET025,
+    ) -> None:
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold {score_threshold} is not in [0, 1]")
         if not 0.0 < nms_threshold <= 1.0:
@@ -198,15 +206,22 @@ class RetinaFaceDetector:
         x, (sx, sy) = self.preprocess(image)
         loc, conf, landmarks = (np.asarray(o, np.float32) for o in self.forward(x))
         n_priors = len(self._priors)
-        if loc.shape[-2:] != (n_priors, 4) or conf.shape[-2:] != (n_priors, 2) \
-                or landmarks.shape[-2:] != (n_priors, 10):
-            raise ValueError(f"network outputs {loc.shape}, {conf.shape}, {landmarks.shape} do not "
-                             f"match {n_priors} priors of input size {self.config.input_size}")
-        return self.postprocess(loc.reshape(n_priors, 4), conf.reshape(n_priors, 2)[:, 1],
-                                landmarks.reshape(n_priors, 10), (sx, sy))
+        if (
+            loc.shape[-2:] != (n_priors, 4)
+            or conf.shape[-2:] != (n_priors, 2)
+            or landmarks.shape[-2:] != (n_priors, 10)
+        ):
+            raise ValueError(
+                f"network outputs {loc.shape}, {conf.shape}, {landmarks.shape} do not "
+                f"match {n_priors} priors of input size {self.config.input_size}"
+            )
+        return self.postprocess(
+            loc.reshape(n_priors, 4), conf.reshape(n_priors, 2)[:, 1], landmarks.reshape(n_priors, 10), (sx, sy)
+        )
 
-    def postprocess(self, loc: np.ndarray, scores: np.ndarray, landmarks: np.ndarray,
-                    factors: tuple[float, float]) -> list[Face]:
+    def postprocess(
+        self, loc: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, factors: tuple[float, float]
+    ) -> list[Face]:
         """Decoded, thresholded, NMS-filtered faces in image pixels; best first."""
         keep = np.flatnonzero(scores > self.score_threshold)
         if keep.size == 0:
@@ -219,11 +234,13 @@ class RetinaFaceDetector:
         scores = scores[keep]
         xywh = [[float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])] for b in boxes]
         selected = np.asarray(
-            cv2.dnn.NMSBoxes(xywh, scores.tolist(), self.score_threshold, self.nms_threshold),
-            dtype=np.int64).reshape(-1)
+            cv2.dnn.NMSBoxes(xywh, scores.tolist(), self.score_threshold, self.nms_threshold), dtype=np.int64
+        ).reshape(-1)
         selected = selected[np.argsort(-scores[selected], kind="stable")]
-        return [Face(box=boxes[i].astype(np.float32), score=float(scores[i]),
-                     landmarks=points[i].astype(np.float32)) for i in selected]
+        return [
+            Face(box=boxes[i].astype(np.float32), score=float(scores[i]), landmarks=points[i].astype(np.float32))
+            for i in selected
+        ]
 
 
 def select_face(faces: Sequence[Face], image_shape: tuple[int, ...]) -> Face | None:

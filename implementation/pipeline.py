@@ -84,7 +84,10 @@ class FaceVerifier:
             root = Path(config_dir)
             settings = json.loads((root / CONFIG_NAME).read_text())
             if settings.get("format") != CONFIG_FORMAT:
-                return ReturnStatus(ReturnCode.ConfigError, f"{root / CONFIG_NAME}: format {settings.get('format')}, expected {CONFIG_FORMAT}")
+                return ReturnStatus(
+                    ReturnCode.ConfigError,
+                    f"{root / CONFIG_NAME}: format {settings.get('format')}, expected {CONFIG_FORMAT}",
+                )
             detector_dir, embedder_dir = root / settings["detector"], root / settings["embedder"]
             self._detector_model = CompiledModel.load(detector_dir)
             self._embedder = CompiledModel.load(embedder_dir)
@@ -103,7 +106,9 @@ class FaceVerifier:
 
     # -- templates ----------------------------------------------------------------------------
     def _failed(self, code: ReturnCode, info: str, n_images: int) -> TemplateResult:
-        return TemplateResult(ReturnStatus(code, info), tpl.encode(None, self._fingerprint), [EyePair()] * max(n_images, 1))
+        return TemplateResult(
+            ReturnStatus(code, info), tpl.encode(None, self._fingerprint), [EyePair()] * max(n_images, 1)
+        )
 
     def _detect(self, rgb: np.ndarray):
         """The chosen face's landmarks (5, 2) in original pixels, or None; tries rotations."""
@@ -176,12 +181,16 @@ class FaceVerifier:
             t5 = time.perf_counter()
             if not embeddings:
                 code, info = problems[0] if problems else (ReturnCode.UnknownError, "no face")
-                result = TemplateResult(ReturnStatus(code, "; ".join(p[1] for p in problems)), tpl.encode(None, self._fingerprint), eyes)
+                result = TemplateResult(
+                    ReturnStatus(code, "; ".join(p[1] for p in problems)), tpl.encode(None, self._fingerprint), eyes
+                )
             else:
                 mean = np.mean(embeddings, axis=0)
                 mean /= np.linalg.norm(mean) + 1e-12
                 info = "; ".join(p[1] for p in problems)
-                result = TemplateResult(ReturnStatus(ReturnCode.Success, info), tpl.encode(mean, self._fingerprint, len(embeddings)), eyes)
+                result = TemplateResult(
+                    ReturnStatus(ReturnCode.Success, info), tpl.encode(mean, self._fingerprint, len(embeddings)), eyes
+                )
             times["encode"] = (time.perf_counter() - t5) * 1e3
             return result
         except Exception as exc:  # the contract: no exception crosses
@@ -219,6 +228,10 @@ class FaceVerifier:
         out = {"detector": [asdict(op) for op in self._detector_model.profile(x)]}
         landmarks = self._detect(rgb)
         size = self._chip_size
-        chip = align(rgb, landmarks, size, self._config.chip) if landmarks is not None else np.zeros((size, size, 3), np.uint8)
+        chip = (
+            align(rgb, landmarks, size, self._config.chip)
+            if landmarks is not None
+            else np.zeros((size, size, 3), np.uint8)
+        )
         out["embedder"] = [asdict(op) for op in self._embedder.profile(self._batch(self._network_input(chip)))]
         return out

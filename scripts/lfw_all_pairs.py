@@ -65,7 +65,11 @@ def check_against_matcher(cache: Path, ids, emb, failed, config_dir: str, n: int
         a = (cache / "templates" / "enroll" / f"{ids[i]}.tmpl").read_bytes()
         b = (cache / "templates" / "enroll" / f"{ids[j]}.tmpl").read_bytes()
         s = fv.match_templates(a, b).similarity
-        v = -1.0 if failed[i] or failed[j] else min(1.0, max(0.0, (1.0 + float(emb[i].astype(np.float64) @ emb[j])) / 2))
+        v = (
+            -1.0
+            if failed[i] or failed[j]
+            else min(1.0, max(0.0, (1.0 + float(emb[i].astype(np.float64) @ emb[j])) / 2))
+        )
         worst = max(worst, abs(s - v))
     return worst
 
@@ -86,14 +90,20 @@ def write_scores(path: Path, ids, emb, failed, block: int = 512) -> dict:
                 j = np.arange(i + 1, n)
                 if j.size == 0:
                     continue
-                s = sims[r, i + 1:].copy()
+                s = sims[r, i + 1 :].copy()
                 f = failed[i] | failed[j]
                 s[f] = -1.0
                 same = subject[j] == subject[i]
                 for cls, mask in (("genuine", same), ("impostor", ~same)):
                     if mask.any():
-                        w.append(cls, s[mask], np.full(mask.sum(), subject[i]), np.full(mask.sum(), i), j[mask],
-                                 failed=f[mask])
+                        w.append(
+                            cls,
+                            s[mask],
+                            np.full(mask.sum(), subject[i]),
+                            np.full(mask.sum(), i),
+                            j[mask],
+                            failed=f[mask],
+                        )
                         counts[cls] += int(mask.sum())
     return counts
 
@@ -131,8 +141,12 @@ def main() -> None:
     from validation.score import ScoreInput, format_report, score
 
     t0 = time.perf_counter()
-    report = score([ScoreInput.from_path(args.scores, "frvt-default on LFW all pairs")], args.out,
-                   n_resamples=args.bootstrap, fmr_targets=tuple(args.fmr) if args.fmr else FMR_TARGETS)
+    report = score(
+        [ScoreInput.from_path(args.scores, "frvt-default on LFW all pairs")],
+        args.out,
+        n_resamples=args.bootstrap,
+        fmr_targets=tuple(args.fmr) if args.fmr else FMR_TARGETS,
+    )
     print(format_report(report))
     if args.demographics:
         from validation.demographics import format_all, read_labels, score_demographics
@@ -141,8 +155,13 @@ def main() -> None:
         print(format_all(doc))
         print(f"wrote {path}")
     print(f"scored in {time.perf_counter() - t0:.1f} s; metrics in {args.out}/metrics.json")
-    (args.out / "provenance.json").write_text(json.dumps({
-        "command": " ".join(sys.argv), "n_images": len(ids), "failed_templates": int(failed.sum()), **counts}, indent=2) + "\n")
+    (args.out / "provenance.json").write_text(
+        json.dumps(
+            {"command": " ".join(sys.argv), "n_images": len(ids), "failed_templates": int(failed.sum()), **counts},
+            indent=2,
+        )
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,11 @@ class _GraphBuilder:
         pad = kernel // 2
         self.nodes.append(
             helper.make_node(
-                "Conv", [x, w], [y], kernel_shape=[kernel, kernel], strides=[stride, stride],
+                "Conv",
+                [x, w],
+                [y],
+                kernel_shape=[kernel, kernel],
+                strides=[stride, stride],
                 pads=[pad, pad, pad, pad],
             )
         )
@@ -65,9 +69,7 @@ class _GraphBuilder:
         mean = self._const("bn_mean", self.rng.normal(0.0, 0.05, channels))
         var = self._const("bn_var", self.rng.uniform(0.8, 1.2, channels))
         y = self._name("bn")
-        self.nodes.append(
-            helper.make_node("BatchNormalization", [x, gamma, beta, mean, var], [y], epsilon=eps)
-        )
+        self.nodes.append(helper.make_node("BatchNormalization", [x, gamma, beta, mean, var], [y], epsilon=eps))
         return y
 
     def prelu(self, x: str, channels: int) -> str:
@@ -161,9 +163,7 @@ def main() -> None:
     parser.add_argument("--embedding-size", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    model = build_iresnet(
-        tuple(args.layers), args.width, args.input_size, args.embedding_size, args.seed
-    )
+    model = build_iresnet(tuple(args.layers), args.width, args.input_size, args.embedding_size, args.seed)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.output.with_suffix(".onnx.tmp")
     onnx.save(model, str(tmp))

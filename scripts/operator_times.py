@@ -48,7 +48,9 @@ def _onnxruntime_profile(model: Path, x: np.ndarray, name: str, repeat: int) -> 
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
             args = event.get("args", {})
             shape = [list(o.values())[0] for o in args.get("output_type_shape", [])][:1]
-            durations[f"{args.get('op_name', '?')} {event['name'][:-12]} -> {shape[0] if shape else '?'}"].append(event["dur"])
+            durations[f"{args.get('op_name', '?')} {event['name'][:-12]} -> {shape[0] if shape else '?'}"].append(
+                event["dur"]
+            )
     means = ((key, float(np.mean(us[-repeat:]))) for key, us in durations.items())
     return sorted(means, key=lambda item: -item[1])
 
@@ -67,19 +69,22 @@ def main() -> int:
     x = np.random.default_rng(0).uniform(-1.0, 1.0, shape).astype(np.float32)
     result = {}
     for database in args.databases:
-        artefact = tvm_compile.ensure_compiled(args.model, "broadwell", database=database,
-                                               conv_scheme=tvm_compile.database_conv_scheme(database))
+        artefact = tvm_compile.ensure_compiled(
+            args.model, "broadwell", database=database, conv_scheme=tvm_compile.database_conv_scheme(database)
+        )
         operators = CompiledModel.load(artefact).profile(x, repeat=args.repeat)
         total = sum(op.time_us for op in operators)
         print(f"\n{database.name}: {total / 1e3:.2f} ms per call summed over {len(operators)} operators")
-        for op in operators[:args.top]:
+        for op in operators[: args.top]:
             print(f"{op.time_us:9.1f} us {op.calls:4d}x  {op.name}")
         result[str(database)] = [{"name": op.name, "time_us": op.time_us, "calls": op.calls} for op in operators]
     if args.onnxruntime:
         nodes = _onnxruntime_profile(args.model, x, name, args.repeat)
-        print(f"\nONNX Runtime: {sum(us for _, us in nodes) / 1e3:.2f} ms per call summed over {len(nodes)} nodes"
-              f"{' (CPUID cap preloaded)' if 'frvt_cpuid_cap' in os.environ.get('LD_PRELOAD', '') else ''}")
-        for key, us in nodes[:args.top]:
+        print(
+            f"\nONNX Runtime: {sum(us for _, us in nodes) / 1e3:.2f} ms per call summed over {len(nodes)} nodes"
+            f"{' (CPUID cap preloaded)' if 'frvt_cpuid_cap' in os.environ.get('LD_PRELOAD', '') else ''}"
+        )
+        for key, us in nodes[: args.top]:
             print(f"{us:9.1f} us  {key}")
         result["onnxruntime"] = [{"name": key, "time_us": us} for key, us in nodes]
     if args.json is not None:

@@ -97,8 +97,9 @@ def n_for_comparisons(c: float) -> int:
     return int(round((1 + math.sqrt(1 + 8 * c)) / 2))
 
 
-def synthetic_store(path: Path, n: int, *, dim: int = 128, per_identity: int = 4, noise: float = 0.9,
-                    seed: int = 0, batch: int = 50_000) -> Path:
+def synthetic_store(
+    path: Path, n: int, *, dim: int = 128, per_identity: int = 4, noise: float = 0.9, seed: int = 0, batch: int = 50_000
+) -> Path:
     """Write (or reuse) a store of ``n`` synthetic templates (see the module docstring)."""
     from frvt.store import create_store, read_store_info, write_results
     from implementation import template as tpl
@@ -111,9 +112,17 @@ def synthetic_store(path: Path, n: int, *, dim: int = 128, per_identity: int = 4
     n_id = max(1, n // per_identity)
     identity = np.arange(n) // per_identity % n_id
     ids = [f"s{i:09d}" for i in range(n)]
-    create_store(path, ids, [f"id{k:08d}" for k in identity], ids, implementation="synthetic",
-                 implementation_version=f"random unit centres + noise {noise} (seed {seed})", config_dir="",
-                 role="Enrollment_11", header=tpl.VectorForm(fingerprint, dim).header())
+    create_store(
+        path,
+        ids,
+        [f"id{k:08d}" for k in identity],
+        ids,
+        implementation="synthetic",
+        implementation_version=f"random unit centres + noise {noise} (seed {seed})",
+        config_dir="",
+        role="Enrollment_11",
+        header=tpl.VectorForm(fingerprint, dim).header(),
+    )
     centres = rng.standard_normal((n_id, dim))
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     for start in range(0, n, batch):
@@ -121,28 +130,46 @@ def synthetic_store(path: Path, n: int, *, dim: int = 128, per_identity: int = 4
         x = centres[identity[start:stop]] + noise / math.sqrt(dim) * rng.standard_normal((stop - start, dim))
         x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
         templates = [tpl.encode(v, fingerprint) for v in x]
-        write_results(path, np.arange(start, stop), np.zeros(stop - start), templates, np.zeros(stop - start),
-                      [""] * (stop - start))
+        write_results(
+            path,
+            np.arange(start, stop),
+            np.zeros(stop - start),
+            templates,
+            np.zeros(stop - start),
+            [""] * (stop - start),
+        )
     return path
 
 
-def score_run(store: Path, out: Path, workers: int, block: int, bootstrap: int, plots: bool,
-              progress: bool = False) -> dict:
+def score_run(
+    store: Path, out: Path, workers: int, block: int, bootstrap: int, plots: bool, progress: bool = False
+) -> dict:
     from validation.allvsall import score_stores
 
     t0 = time.perf_counter()
     with PeakMemory() as mem:
-        report, timings = score_stores(store, None, out, workers=workers, block=block, n_resamples=bootstrap,
-                                       plots=plots, progress=progress)
+        report, timings = score_stores(
+            store, None, out, workers=workers, block=block, n_resamples=bootstrap, plots=plots, progress=progress
+        )
     wall = time.perf_counter() - t0
     m = report.metrics
     n_pairs = m["n_genuine"] + m["n_impostor"]
-    return {"store": str(store), "n_templates": int(round((1 + math.sqrt(1 + 8 * n_pairs)) / 2)),
-            "n_comparisons": n_pairs, "n_genuine": m["n_genuine"], "n_impostor": m["n_impostor"],
-            "workers": workers, "block": block, "bootstrap": bootstrap, "wall_seconds": wall,
-            "pass_seconds": sum(t["seconds"] for t in timings), "passes": timings,
-            "peak_rss_bytes": mem.peak, "eer": m["eer"],
-            "fnmr_at_fmr": {k: v["fnmr"] for k, v in m["fnmr_at_fmr"].items()}}
+    return {
+        "store": str(store),
+        "n_templates": int(round((1 + math.sqrt(1 + 8 * n_pairs)) / 2)),
+        "n_comparisons": n_pairs,
+        "n_genuine": m["n_genuine"],
+        "n_impostor": m["n_impostor"],
+        "workers": workers,
+        "block": block,
+        "bootstrap": bootstrap,
+        "wall_seconds": wall,
+        "pass_seconds": sum(t["seconds"] for t in timings),
+        "passes": timings,
+        "peak_rss_bytes": mem.peak,
+        "eer": m["eer"],
+        "fnmr_at_fmr": {k: v["fnmr"] for k, v in m["fnmr_at_fmr"].items()},
+    }
 
 
 def main() -> None:
@@ -172,26 +199,36 @@ def main() -> None:
             print(f"synthetic store of {n:,} templates in {time.perf_counter() - t0:.1f} s")
         else:
             store = what
-        r = score_run(store, args.out / store.stem, args.workers, args.block, args.bootstrap, args.plots,
-                      args.progress)
+        r = score_run(store, args.out / store.stem, args.workers, args.block, args.bootstrap, args.plots, args.progress)
         r["kind"] = kind
         dim = 128
-        peak_cmp = {"float32": args.workers * s_peak * 1e9 / (2 * dim), "float64": args.workers * d_peak * 1e9 / (2 * dim)}
+        peak_cmp = {
+            "float32": args.workers * s_peak * 1e9 / (2 * dim),
+            "float64": args.workers * d_peak * 1e9 / (2 * dim),
+        }
         for t in r["passes"]:
             t["fraction_of_float32_peak"] = t["comparisons_per_second"] / peak_cmp["float32"]
             t["fraction_of_float64_peak"] = t["comparisons_per_second"] / peak_cmp["float64"]
         r["gemm_peak_comparisons_per_second"] = peak_cmp
         runs.append(r)
         per = ", ".join(f"{t['pass']} {t['comparisons_per_second']:.3g}/s" for t in r["passes"])
-        print(f"{r['n_comparisons']:,} comparisons: {r['wall_seconds']:.1f} s wall, passes {r['pass_seconds']:.1f} s "
-              f"({per}); peak memory {r['peak_rss_bytes'] / 2**20:.0f} MiB")
+        print(
+            f"{r['n_comparisons']:,} comparisons: {r['wall_seconds']:.1f} s wall, passes {r['pass_seconds']:.1f} s "
+            f"({per}); peak memory {r['peak_rss_bytes'] / 2**20:.0f} MiB"
+        )
     rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     from frvt.perf.machine import machine_info
 
-    doc = {"schema": "frvt.scale-bench/1", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-           "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]), "git_revision": rev,
-           "gemm_single_thread_gflops": {"float32": s_peak, "float64": d_peak}, "workers": args.workers,
-           "machine": machine_info(), "runs": runs}
+    doc = {
+        "schema": "frvt.scale-bench/1",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "git_revision": rev,
+        "gemm_single_thread_gflops": {"float32": s_peak, "float64": d_peak},
+        "workers": args.workers,
+        "machine": machine_info(),
+        "runs": runs,
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=1) + "\n")
 

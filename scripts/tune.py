@@ -122,8 +122,9 @@ def _print_tasks(rows: list[dict]) -> None:
     print(f"sum of best kernel times x weight: {total_us / 1e3:.2f} ms (tuned tasks only{mixed})")
 
 
-def _measurement_mode(tasks: list, database: Path, op_names, gflops_range, cache_flush: bool,
-                      reset: bool) -> dict[str, str]:
+def _measurement_mode(
+    tasks: list, database: Path, op_names, gflops_range, cache_flush: bool, reset: bool
+) -> dict[str, str]:
     """Check that this run measures each selected task as its records were (warm or cold).
 
     With ``reset`` the selected tasks' records are deleted first. Returns the manifest's new
@@ -143,14 +144,18 @@ def _measurement_mode(tasks: list, database: Path, op_names, gflops_range, cache
         dropped = tvm_compile.drop_records(database, set(hashes.values()))
         _log(f"--reset: deleted {dropped} records of {len(hashes)} tasks")
     else:
-        mixed = [name for name, h in hashes.items()
-                 if rows.get(name, {}).get("records") and (h in cold_hashes) != cache_flush]
+        mixed = [
+            name
+            for name, h in hashes.items()
+            if rows.get(name, {}).get("records") and (h in cold_hashes) != cache_flush
+        ]
         if mixed:
             have = "warm" if cache_flush else "cold"
             raise ValueError(
                 f"{len(mixed)} selected tasks have records measured {have} ({', '.join(mixed[:4])}"
                 f"{', ...' if len(mixed) > 4 else ''}); tune them {have} (drop or add --cache-flush), "
-                "narrow --op, or add --reset to delete their records first")
+                "narrow --op, or add --reset to delete their records first"
+            )
     for name, h in hashes.items():
         cold = {k: v for k, v in cold.items() if v != h}
         if cache_flush:
@@ -171,7 +176,7 @@ def _run_with_time_limit(minutes: float) -> tuple[int, bool]:
     """
     argv = sys.argv[1:]
     i = argv.index("--time-limit")
-    child_argv = argv[:i] + argv[i + 2:]
+    child_argv = argv[:i] + argv[i + 2 :]
     child = subprocess.Popen([sys.executable, __file__, *child_argv], start_new_session=True)
     try:
         return child.wait(timeout=minutes * 60), False
@@ -197,34 +202,72 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=2000, help="total records wanted in the database")
     parser.add_argument("--max-trials-per-task", type=int, default=None)
     parser.add_argument("--trials-per-iter", type=int, default=16)
-    parser.add_argument("--scheduler", choices=("gradient", "round-robin"), default="gradient",
-                        help="gradient commits nothing until every task had one round; round-robin commits at once")
+    parser.add_argument(
+        "--scheduler",
+        choices=("gradient", "round-robin"),
+        default="gradient",
+        help="gradient commits nothing until every task had one round; round-robin commits at once",
+    )
     parser.add_argument("--builder-workers", type=int, default=2)
     parser.add_argument("--search-threads", type=int, default=2)
     parser.add_argument("--population", type=int, default=128)
     parser.add_argument("--genetic-iters", type=int, default=3)
-    parser.add_argument("--conv-scheme", choices=tvm_compile.CONV_SCHEMES, default=None,
-                        help="how convolutions are computed (default: the database's, else NCHW)")
+    parser.add_argument(
+        "--conv-scheme",
+        choices=tvm_compile.CONV_SCHEMES,
+        default=None,
+        help="how convolutions are computed (default: the database's, else NCHW)",
+    )
     parser.add_argument("--input-shape", type=int, nargs="+", default=None)
     parser.add_argument("--op", action="append", default=None, help="tune only tasks containing this")
-    parser.add_argument("--gflops-range", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                        help="tune only tasks with LOW <= GFLOPs x occurrences < HIGH")
-    parser.add_argument("--prune", type=int, default=None, metavar="K",
-                        help="only prune the database to the K best records per workload")
+    parser.add_argument(
+        "--gflops-range",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="tune only tasks with LOW <= GFLOPs x occurrences < HIGH",
+    )
+    parser.add_argument(
+        "--prune",
+        type=int,
+        default=None,
+        metavar="K",
+        help="only prune the database to the K best records per workload",
+    )
     parser.add_argument("--tasks", action="store_true", help="only list the tasks and their state")
-    parser.add_argument("--cache-flush", action="store_true",
-                        help="measure cold: flush the caches of all arguments but the input before each timed call")
-    parser.add_argument("--reset", action="store_true",
-                        help="delete the selected tasks' records before tuning (to re-tune them warm or cold)")
-    parser.add_argument("--remeasure", type=Path, default=None, metavar="SOURCE_DB",
-                        help="first measure SOURCE_DB's best records of the selected tasks again, in this run's "
-                             "mode, and add them (seeds a cold database with the best warm schedules)")
+    parser.add_argument(
+        "--cache-flush",
+        action="store_true",
+        help="measure cold: flush the caches of all arguments but the input before each timed call",
+    )
+    parser.add_argument(
+        "--reset",
+        action="store_true",
+        help="delete the selected tasks' records before tuning (to re-tune them warm or cold)",
+    )
+    parser.add_argument(
+        "--remeasure",
+        type=Path,
+        default=None,
+        metavar="SOURCE_DB",
+        help="first measure SOURCE_DB's best records of the selected tasks again, in this run's "
+        "mode, and add them (seeds a cold database with the best warm schedules)",
+    )
     parser.add_argument("--remeasure-top", type=int, default=8, metavar="K", help="records per task for --remeasure")
-    parser.add_argument("--handwritten", action="store_true",
-                        help="first measure the hand-written schedules of the selected direct NHWC convolutions "
-                             "(frvt.compiler.conv_schedules), in this run's mode, and add them")
-    parser.add_argument("--time-limit", type=float, default=None, metavar="MIN",
-                        help="stop after MIN minutes (records measured so far are kept)")
+    parser.add_argument(
+        "--handwritten",
+        action="store_true",
+        help="first measure the hand-written schedules of the selected direct NHWC convolutions "
+        "(frvt.compiler.conv_schedules), in this run's mode, and add them",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        metavar="MIN",
+        help="stop after MIN minutes (records measured so far are kept)",
+    )
     args = parser.parse_args()
     if args.time_limit is not None:
         start = time.time()
@@ -250,8 +293,10 @@ def main() -> int:
     except ValueError as exc:
         _log(f"error: {exc}")
         return 2
-    _log(f"model {args.model} sha256 {tvm_compile.file_sha256(args.model)[:16]} target {json.dumps(target)} "
-         f"convolutions {scheme}")
+    _log(
+        f"model {args.model} sha256 {tvm_compile.file_sha256(args.model)[:16]} target {json.dumps(target)} "
+        f"convolutions {scheme}"
+    )
     settings = tvm_compile.scheme_settings(database, scheme)
     if settings:
         _log(f"scheme settings {json.dumps(settings)}")
@@ -276,11 +321,14 @@ def main() -> int:
     tvm_compile.write_manifest(database, args.model, target, conv_scheme=scheme, cold_tasks=cold_tasks, **settings)
     if args.remeasure is not None:
         selected = tvm_compile.select_tasks(tasks, args.op, gflops_range)
-        remeasured = tvm_compile.remeasure_records(selected, target, args.remeasure, database,
-                                                   top_k=args.remeasure_top, cache_flush=args.cache_flush)
-        _log(f"--remeasure: {remeasured.added} records of {args.remeasure} measured "
-             f"{'cold' if args.cache_flush else 'warm'} and added ({remeasured.transferred} of them "
-             f"transferred from another function around the same convolution)")
+        remeasured = tvm_compile.remeasure_records(
+            selected, target, args.remeasure, database, top_k=args.remeasure_top, cache_flush=args.cache_flush
+        )
+        _log(
+            f"--remeasure: {remeasured.added} records of {args.remeasure} measured "
+            f"{'cold' if args.cache_flush else 'warm'} and added ({remeasured.transferred} of them "
+            f"transferred from another function around the same convolution)"
+        )
         for error in remeasured.errors:
             _log(f"--remeasure: not measured: {error}")
     if args.handwritten:
@@ -308,7 +356,9 @@ def main() -> int:
         cache_flush=args.cache_flush,
     )
     elapsed = time.time() - start
-    tvm_compile.write_manifest(database, args.model, target, tuning_seconds=round(_tuning_seconds(database) + elapsed, 1))
+    tvm_compile.write_manifest(
+        database, args.model, target, tuning_seconds=round(_tuning_seconds(database) + elapsed, 1)
+    )
     _log(f"done: {records} records, {elapsed / 60:.1f} min this run")
     _print_tasks(_task_table(tasks, database))
     return 0
@@ -329,10 +379,13 @@ def _measure_handwritten(tasks: list, target: dict, database: Path, cache_flush:
         if not tasks:
             _log("--handwritten: no selected task has a direct NHWC convolution with a tile that fits")
             return
-        measured = tvm_compile.remeasure_records(tasks, target, seed, database, top_k=max(written.values()),
-                                                 cache_flush=cache_flush)
-    _log(f"--handwritten: {measured.added} of {sum(written.values())} hand-written schedules measured "
-         f"{'cold' if cache_flush else 'warm'} and added")
+        measured = tvm_compile.remeasure_records(
+            tasks, target, seed, database, top_k=max(written.values()), cache_flush=cache_flush
+        )
+    _log(
+        f"--handwritten: {measured.added} of {sum(written.values())} hand-written schedules measured "
+        f"{'cold' if cache_flush else 'warm'} and added"
+    )
     for error in measured.errors:
         _log(f"--handwritten: not measured: {error}")
 

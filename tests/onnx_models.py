@@ -8,14 +8,21 @@ from pathlib import Path
 import numpy as np
 
 
-def save_model(path: Path, nodes: Sequence, inputs: Mapping[str, Sequence[int]], outputs: Mapping[str, Sequence[int]],
-               initializers: Sequence, name: str = "test") -> Path:
+def save_model(
+    path: Path,
+    nodes: Sequence,
+    inputs: Mapping[str, Sequence[int]],
+    outputs: Mapping[str, Sequence[int]],
+    initializers: Sequence,
+    name: str = "test",
+) -> Path:
     """Write float32 graph ``nodes`` (opset 13, IR version 8) to ``path`` after ONNX's checker."""
     import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        list(nodes), name,
+        list(nodes),
+        name,
         [helper.make_tensor_value_info(key, TensorProto.FLOAT, list(shape)) for key, shape in inputs.items()],
         [helper.make_tensor_value_info(key, TensorProto.FLOAT, list(shape)) for key, shape in outputs.items()],
         initializer=list(initializers),

@@ -5,8 +5,18 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-PEOPLE = ("Abdullah_Gul", "Alvaro_Uribe", "Amelie_Mauresmo", "Andre_Agassi", "Ari_Fleischer", "Bill_Gates",
-          "Aaron_Peirsol", "Adrien_Brody", "AJ_Cook", "Abel_Pacheco")
+PEOPLE = (
+    "Abdullah_Gul",
+    "Alvaro_Uribe",
+    "Amelie_Mauresmo",
+    "Andre_Agassi",
+    "Ari_Fleischer",
+    "Bill_Gates",
+    "Aaron_Peirsol",
+    "Adrien_Brody",
+    "AJ_Cook",
+    "Abel_Pacheco",
+)
 PER_PERSON = 5
 
 

@@ -96,7 +96,7 @@ class Plan:
         c_hi = np.searchsorted(c_sorted, subjects, side="right")
         ii, jj = [], []
         for s0, k, lo, hi in zip(r_start, r_count, c_lo, c_hi):
-            rows = r_order[s0:s0 + k]
+            rows = r_order[s0 : s0 + k]
             cols = c_order[lo:hi]
             if self.all_vs_all:
                 if k < 2:
@@ -125,6 +125,7 @@ class Plan:
 
 
 # --- per worker -------------------------------------------------------------------------------------
+
 
 class BlockContext:
     """What a worker keeps between tasks: the plan, recently used panels, the implementation.
@@ -163,8 +164,11 @@ class BlockContext:
                 v, ok = form.vectors([templates[r] for r in rows])
             except ValueError as exc:
                 pos = getattr(exc, "index", None)
-                which = f"template {store.ids[start + rows[pos]]!r} (row {start + rows[pos]})" if pos is not None \
+                which = (
+                    f"template {store.ids[start + rows[pos]]!r} (row {start + rows[pos]})"
+                    if pos is not None
                     else f"templates {start}..{stop - 1}"
+                )
                 raise StoreError(store.path, f"{which}: {str(exc).split(': ', 1)[-1]}") from None
             q = np.zeros((stop - start, v.shape[1]), np.float64)
             q[rows] = v
@@ -271,12 +275,12 @@ class BlockContext:
         step = max(1, chunk_size // max(1, c1 - c0))
         for k in range(0, r1 - r0, step):
             if impostor is None:  # the usual block: every pair an impostor, no copy
-                x = s[k:k + step].ravel()
-                ids = np.repeat(rs[k:k + step], c1 - c0) if with_ids else None
+                x = s[k : k + step].ravel()
+                ids = np.repeat(rs[k : k + step], c1 - c0) if with_ids else None
             else:
-                m = impostor[k:k + step]
-                x = s[k:k + step][m]
-                ids = np.broadcast_to(rs[k:k + step, None], m.shape)[m] if with_ids else None
+                m = impostor[k : k + step]
+                x = s[k : k + step][m]
+                ids = np.broadcast_to(rs[k : k + step, None], m.shape)[m] if with_ids else None
             if x.size:
                 acc = reduction.add(acc, x, ids)
         return reduction.pack(acc)
@@ -319,6 +323,7 @@ def _task_pairs(name: str, i: np.ndarray, j: np.ndarray) -> np.ndarray:
 
 # --- the source ------------------------------------------------------------------------------------
 
+
 @dataclass
 class PassLog:
     """Timing of each pass: name, blocks, comparisons, seconds."""
@@ -339,8 +344,16 @@ class StoreComparisons:
 
     dtype = np.dtype(np.float32)
 
-    def __init__(self, plan: Plan, client, n_impostor: int, name: str, chunk_size: int = DEFAULT_CHUNK,
-                 max_in_flight: int | None = None, progress: bool = False) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        client,
+        n_impostor: int,
+        name: str,
+        chunk_size: int = DEFAULT_CHUNK,
+        max_in_flight: int | None = None,
+        progress: bool = False,
+    ) -> None:
         self.plan = plan
         self.client = client
         self.name = name
@@ -400,22 +413,31 @@ class StoreComparisons:
                 fut.release()
                 blk = next(todo, None)
                 if blk is not None:
-                    ac.add(self.client.submit(_task_block, self._plugin, blk, red, self.chunk_size, with_ids,
-                                              pure=False))
+                    ac.add(
+                        self.client.submit(_task_block, self._plugin, blk, red, self.chunk_size, with_ids, pure=False)
+                    )
                 acc = reduction.merge(acc, part)
                 bar.update(1)
             del red
         bar.close()
-        self.log.entries.append({"pass": type(reduction).__name__, "blocks": len(blocks),
-                                 "comparisons": self.plan.n_pairs, "seconds": time.perf_counter() - t0})
+        self.log.entries.append(
+            {
+                "pass": type(reduction).__name__,
+                "blocks": len(blocks),
+                "comparisons": self.plan.n_pairs,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
         return reduction.finish(acc)
 
     def pair_scores(self, i: np.ndarray, j: np.ndarray, per_task: int = 1 << 20) -> np.ndarray:
         """Similarities of the given pairs (the genuine ones), float32, NaN = failed."""
         if self.client is None:
             return self._local.pair_scores(i, j)
-        futures = [self.client.submit(_task_pairs, self._plugin, i[k:k + per_task], j[k:k + per_task], pure=False)
-                   for k in range(0, i.size, per_task)]
+        futures = [
+            self.client.submit(_task_pairs, self._plugin, i[k : k + per_task], j[k : k + per_task], pure=False)
+            for k in range(0, i.size, per_task)
+        ]
         parts = self.client.gather(futures)
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
@@ -474,9 +496,16 @@ def _bar(total: int, desc: str, enabled: bool):
 
 # --- planning and loading ---------------------------------------------------------------------------
 
-def make_plan(gallery: str | Path, probe: str | Path | None = None, *, block: int = DEFAULT_BLOCK,
-              implementation: str | None = None, config_dir: str | None = None,
-              force_pairwise: bool = False) -> Plan:
+
+def make_plan(
+    gallery: str | Path,
+    probe: str | Path | None = None,
+    *,
+    block: int = DEFAULT_BLOCK,
+    implementation: str | None = None,
+    config_dir: str | None = None,
+    force_pairwise: bool = False,
+) -> Plan:
     """Check the store(s) and plan the comparisons.
 
     Raises StoreError: a store with templates still to make, two stores that cannot be compared
@@ -487,7 +516,9 @@ def make_plan(gallery: str | Path, probe: str | Path | None = None, *, block: in
     p = read_store_info(probe) if probe is not None else g
     for s in {id(g): g, id(p): p}.values():
         if not s.complete:
-            raise StoreError(s.path, f"{s.n - s.n_made} of {s.n} templates are still to make: finish `frvt enroll` first")
+            raise StoreError(
+                s.path, f"{s.n - s.n_made} of {s.n} templates are still to make: finish `frvt enroll` first"
+            )
     if probe is not None:
         check_compatible(g, p)
     if implementation is not None and implementation != g.implementation:
@@ -496,8 +527,18 @@ def make_plan(gallery: str | Path, probe: str | Path | None = None, *, block: in
         raise ValueError(f"block size must be positive, got {block}")
     names, subj = np.unique(np.concatenate([g.identities, p.identities]).astype(str), return_inverse=True)
     form = None if force_pairwise else g.vector_form()
-    return Plan(g, p, probe is None, subj[:g.n].astype(np.int64), subj[g.n:].astype(np.int64), int(names.size), block,
-                implementation or g.implementation, config_dir or g.config_dir, form)
+    return Plan(
+        g,
+        p,
+        probe is None,
+        subj[: g.n].astype(np.int64),
+        subj[g.n :].astype(np.int64),
+        int(names.size),
+        block,
+        implementation or g.implementation,
+        config_dir or g.config_dir,
+        form,
+    )
 
 
 def load_comparisons(plan: Plan, client=None, *, name: str = "", progress: bool = False):
@@ -510,8 +551,10 @@ def load_comparisons(plan: Plan, client=None, *, name: str = "", progress: bool 
     src = StoreComparisons(plan, client, n_imp, name or str(plan.gallery.path), progress=progress)
     g = src.pair_scores(i, j).astype(np.float64)
     gf = np.isnan(g)
-    failures = {"enroll": FailureCount(int(np.count_nonzero(plan.gallery.codes != 0)), plan.gallery.n),
-                "verif": FailureCount(int(np.count_nonzero(plan.probe.codes != 0)), plan.probe.n)}
+    failures = {
+        "enroll": FailureCount(int(np.count_nonzero(plan.gallery.codes != 0)), plan.gallery.n),
+        "verif": FailureCount(int(np.count_nonzero(plan.probe.codes != 0)), plan.probe.n),
+    }
     if plan.vector_form is not None:  # a matrix product never fails
         failures["match"] = FailureCount(0, plan.n_pairs)
     return LoadedScores(g, gf, src, plan.row_subject[i], src.subjects(), failures, True, int(gf.sum()))
@@ -563,14 +606,27 @@ def materialise(plan: Plan, path: str | Path) -> dict:
 
 def comparisons_per_second(src: StoreComparisons) -> list[dict]:
     """Each pass's comparisons per second (every comparison of the plan is computed in each pass)."""
-    return [dict(e, comparisons_per_second=e["comparisons"] / e["seconds"] if e["seconds"] > 0 else math.nan)
-            for e in src.log.entries]
+    return [
+        dict(e, comparisons_per_second=e["comparisons"] / e["seconds"] if e["seconds"] > 0 else math.nan)
+        for e in src.log.entries
+    ]
 
 
-def score_stores(gallery: str | Path, probe: str | Path | None, out_dir: str | Path, *, label: str | None = None,
-                 scheduler: str | None = None, workers: int | None = None, block: int = DEFAULT_BLOCK,
-                 implementation: str | None = None, config_dir: str | None = None, force_pairwise: bool = False,
-                 progress: bool = False, **score_options):
+def score_stores(
+    gallery: str | Path,
+    probe: str | Path | None,
+    out_dir: str | Path,
+    *,
+    label: str | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    block: int = DEFAULT_BLOCK,
+    implementation: str | None = None,
+    config_dir: str | None = None,
+    force_pairwise: bool = False,
+    progress: bool = False,
+    **score_options,
+):
     """``frvt score --all-vs-all``: every comparison of ``gallery`` (with ``probe``: gallery x probe),
     scored exactly without writing the scores; returns ``(ScoreReport, pass timings)``.
 
@@ -578,8 +634,9 @@ def score_stores(gallery: str | Path, probe: str | Path | None, out_dir: str | P
     """
     from validation.score import ScoreInput, score
 
-    plan = make_plan(gallery, probe, block=block, implementation=implementation, config_dir=config_dir,
-                     force_pairwise=force_pairwise)
+    plan = make_plan(
+        gallery, probe, block=block, implementation=implementation, config_dir=config_dir, force_pairwise=force_pairwise
+    )
     paths = (Path(gallery),) if probe is None else (Path(gallery), Path(probe))
     name = label or (Path(gallery).stem if probe is None else f"{Path(gallery).stem} x {Path(probe).stem}")
     with scoring_client(scheduler, workers) as client:

@@ -167,9 +167,18 @@ def _subject_universe(genuine_subject: np.ndarray, impostor_subject: ScoreSource
     return np.unique(np.concatenate(parts))
 
 
-def subject_bootstrap(evaluation: StreamingEvaluation, genuine_subject, impostor: ScoreSource | np.ndarray,
-                      impostor_subject, *, n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95,
-                      chunk_size: int = DEFAULT_CHUNK, batch: int = 50) -> dict[float, BootstrapInterval]:
+def subject_bootstrap(
+    evaluation: StreamingEvaluation,
+    genuine_subject,
+    impostor: ScoreSource | np.ndarray,
+    impostor_subject,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    chunk_size: int = DEFAULT_CHUNK,
+    batch: int = 50,
+) -> dict[float, BootstrapInterval]:
     """Subject-level bootstrap interval of FNMR at each estimable FMR target of ``evaluation``.
 
     Parameters
@@ -228,8 +237,9 @@ def subject_bootstrap(evaluation: StreamingEvaluation, genuine_subject, impostor
     subjects = _subject_universe(gid, isrc, chunk_size)
     n_sub = subjects.size
     width = n_edges + 1
-    imp_counts = run_pass(source, SubjectEdgePass(subjects, edges, ev.higher_is_better, chunk_size), chunk_size,
-                          ids=isrc)
+    imp_counts = run_pass(
+        source, SubjectEdgePass(subjects, edges, ev.higher_is_better, chunk_size), chunk_size, ids=isrc
+    )
     imp_counts = imp_counts.reshape(n_sub, width)
     n_imp_s = imp_counts.sum(axis=1).astype(np.float64)
     # above[s, j]: impostors of subject s strictly above edge j
@@ -281,27 +291,50 @@ def subject_bootstrap(evaluation: StreamingEvaluation, genuine_subject, impostor
         vals = np.concatenate(fnmrs[f])
         ok = vals[~np.isnan(vals)]
         if ok.size < vals.size:
-            warnings.warn(f"subject bootstrap at FMR {f:g}: {vals.size - ok.size} of {vals.size} resamples "
-                          "could not estimate it (too few impostors or no genuine drawn)", MetricWarning, stacklevel=2)
+            warnings.warn(
+                f"subject bootstrap at FMR {f:g}: {vals.size - ok.size} of {vals.size} resamples "
+                "could not estimate it (too few impostors or no genuine drawn)",
+                MetricWarning,
+                stacklevel=2,
+            )
         if clipped[f]:
-            warnings.warn(f"subject bootstrap at FMR {f:g}: {clipped[f]} of {vals.size} resample thresholds fell "
-                          "outside the precomputed window; their FNMR is approximate", MetricWarning, stacklevel=2)
+            warnings.warn(
+                f"subject bootstrap at FMR {f:g}: {clipped[f]} of {vals.size} resample thresholds fell "
+                "outside the precomputed window; their FNMR is approximate",
+                MetricWarning,
+                stacklevel=2,
+            )
         if ok.size >= MIN_VALID_FRACTION * vals.size:
             lo, hi = np.quantile(ok, [alpha / 2, 1 - alpha / 2]).tolist()
         else:  # conditioning on the resamples that happen to have enough impostors would bias it
             lo, hi = math.nan, math.nan
-            warnings.warn(f"subject bootstrap at FMR {f:g}: no interval, fewer than {MIN_VALID_FRACTION:.0%} of "
-                          "resamples could estimate it", MetricWarning, stacklevel=2)
-        out[f] = BootstrapInterval(f, float(lo), float(hi), confidence, n_resamples, int(ok.size), clipped[f],
-                                   seed, int(n_sub), vals)
+            warnings.warn(
+                f"subject bootstrap at FMR {f:g}: no interval, fewer than {MIN_VALID_FRACTION:.0%} of "
+                "resamples could estimate it",
+                MetricWarning,
+                stacklevel=2,
+            )
+        out[f] = BootstrapInterval(
+            f, float(lo), float(hi), confidence, n_resamples, int(ok.size), clipped[f], seed, int(n_sub), vals
+        )
     return out
 
 
-def bootstrap_fnmr_at_fmr(genuine, impostor, genuine_subject, impostor_subject,
-                          fmr_targets: Sequence[float] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1), *,
-                          genuine_failed=None, impostor_failed=None, higher_is_better: bool = True,
-                          min_false_matches: int = 1, n_resamples: int = 1000, seed: int = 0,
-                          confidence: float = 0.95) -> dict[float, BootstrapInterval]:
+def bootstrap_fnmr_at_fmr(
+    genuine,
+    impostor,
+    genuine_subject,
+    impostor_subject,
+    fmr_targets: Sequence[float] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
+    *,
+    genuine_failed=None,
+    impostor_failed=None,
+    higher_is_better: bool = True,
+    min_false_matches: int = 1,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[float, BootstrapInterval]:
     """In-memory convenience: :func:`validation.streaming.evaluate` then :func:`subject_bootstrap`.
 
     Parameters are those of the two functions; arrays of shape (n_genuine,) and (n_impostor,).
@@ -309,7 +342,16 @@ def bootstrap_fnmr_at_fmr(genuine, impostor, genuine_subject, impostor_subject,
     from validation.streaming import source_from_array
 
     src = source_from_array(impostor, impostor_failed, higher_is_better=higher_is_better)
-    ev = evaluate(genuine, src, fmr_targets, genuine_failed=genuine_failed, higher_is_better=higher_is_better,
-                  min_false_matches=min_false_matches, n_grid=0, with_eer=False)
-    return subject_bootstrap(ev, genuine_subject, src, impostor_subject, n_resamples=n_resamples, seed=seed,
-                             confidence=confidence)
+    ev = evaluate(
+        genuine,
+        src,
+        fmr_targets,
+        genuine_failed=genuine_failed,
+        higher_is_better=higher_is_better,
+        min_false_matches=min_false_matches,
+        n_grid=0,
+        with_eer=False,
+    )
+    return subject_bootstrap(
+        ev, genuine_subject, src, impostor_subject, n_resamples=n_resamples, seed=seed, confidence=confidence
+    )

@@ -82,9 +82,19 @@ def latency_stats(samples_ms: Sequence[float] | np.ndarray) -> dict[str, Any]:
     if n == 0:
         warnings.warn("no latency samples: statistics are undefined (NaN)", RuntimeWarning, stacklevel=2)
         nan = float("nan")
-        return {"n": 0, "median_ms": nan, "p90_ms": nan, "p99_ms": nan, "min_ms": nan, "max_ms": nan,
-                "mean_ms": nan, "stdev_ms": nan, "mad_ms": nan, "unstable": True,
-                "unstable_reasons": ["no samples"]}
+        return {
+            "n": 0,
+            "median_ms": nan,
+            "p90_ms": nan,
+            "p99_ms": nan,
+            "min_ms": nan,
+            "max_ms": nan,
+            "mean_ms": nan,
+            "stdev_ms": nan,
+            "mad_ms": nan,
+            "unstable": True,
+            "unstable_reasons": ["no samples"],
+        }
     median = float(np.median(x))
     p90, p99 = (float(v) for v in np.percentile(x, [90.0, 99.0]))
     mean = float(x.mean())
@@ -134,8 +144,10 @@ def instability_reasons(stats: dict[str, Any]) -> list[str]:
         rel = (value - mean) / mean
         if abs(rel) >= EXTREME_FRACTION_LIMIT:
             side = "greater" if rel > 0 else "smaller"
-            reasons.append(f"the {'minimum' if name == 'min' else 'maximum'} ({value:.3g} ms) is "
-                           f"{abs(rel):.0%} {side} than the mean ({mean:.3g} ms)")
+            reasons.append(
+                f"the {'minimum' if name == 'min' else 'maximum'} ({value:.3g} ms) is "
+                f"{abs(rel):.0%} {side} than the mean ({mean:.3g} ms)"
+            )
     return reasons
 
 
@@ -164,7 +176,9 @@ def verdict(stats: dict[str, Any], budget_ms: float, statistic: str = "median_ms
     ValueError
         When the budget is not a positive finite number or the statistic is unknown.
     """
-    if not (isinstance(budget_ms, (int, float, np.integer, np.floating)) and math.isfinite(budget_ms) and budget_ms > 0):
+    if not (
+        isinstance(budget_ms, (int, float, np.integer, np.floating)) and math.isfinite(budget_ms) and budget_ms > 0
+    ):
         raise ValueError(f"budget_ms = {budget_ms!r} is not a positive number of milliseconds")
     key = statistic if statistic.endswith("_ms") else f"{statistic}_ms"
     if key not in VERDICT_STATISTICS:

@@ -59,10 +59,14 @@ class LFWResult:
 
     def as_dict(self) -> dict:
         """Plain JSON-ready fields: the summary, then per-fold accuracy, threshold and counts."""
-        return {"mean_accuracy": self.mean_accuracy, "std_accuracy": self.std_accuracy,
-                "standard_error": self.standard_error, "fold_accuracies": self.fold_accuracies,
-                "fold_thresholds": [f.threshold for f in self.folds],
-                "fold_counts": [{"fold": f.fold, "n_correct": f.n_correct, "n_pairs": f.n_pairs} for f in self.folds]}
+        return {
+            "mean_accuracy": self.mean_accuracy,
+            "std_accuracy": self.std_accuracy,
+            "standard_error": self.standard_error,
+            "fold_accuracies": self.fold_accuracies,
+            "fold_thresholds": [f.threshold for f in self.folds],
+            "fold_counts": [{"fold": f.fold, "n_correct": f.n_correct, "n_pairs": f.n_pairs} for f in self.folds],
+        }
 
 
 def best_threshold(similarity: np.ndarray, is_same: np.ndarray) -> tuple[float, float]:
@@ -128,9 +132,16 @@ def lfw_10fold(scores, is_same, fold, *, failed=None, higher_is_better: bool = T
         accepted = s[test] >= t
         n_correct = int(np.count_nonzero(accepted == same[test]))
         n_pairs = int(np.count_nonzero(test))
-        out.append(LFWFold(int(lab) if np.issubdtype(folds.dtype, np.integer) else lab,
-                           float(to_user_threshold(t, higher_is_better)), train_acc, n_correct, n_pairs,
-                           n_correct / n_pairs))
+        out.append(
+            LFWFold(
+                int(lab) if np.issubdtype(folds.dtype, np.integer) else lab,
+                float(to_user_threshold(t, higher_is_better)),
+                train_acc,
+                n_correct,
+                n_pairs,
+                n_correct / n_pairs,
+            )
+        )
     acc = np.array([f.accuracy for f in out])
     std = float(acc.std(ddof=1))
     return LFWResult(tuple(out), float(acc.mean()), std, std / math.sqrt(acc.size))
@@ -150,8 +161,10 @@ class LFWPair:
     def image_paths(self, root: str | os.PathLike) -> tuple[Path, Path]:
         """Image paths under an LFW image root (e.g. ``lfw-deepfunneled``)."""
         r = Path(root)
-        return (r / self.name1 / f"{self.name1}_{self.number1:04d}.jpg",
-                r / self.name2 / f"{self.name2}_{self.number2:04d}.jpg")
+        return (
+            r / self.name1 / f"{self.name1}_{self.number1:04d}.jpg",
+            r / self.name2 / f"{self.name2}_{self.number2:04d}.jpg",
+        )
 
 
 def read_pairs(path: str | os.PathLike) -> list[LFWPair]:

@@ -76,8 +76,9 @@ class ScoreError(ValueError):
         ``"index"`` or ``"line"``.
     """
 
-    def __init__(self, source: str, position: int | None, value: object, reason: str,
-                 position_kind: str = "index") -> None:
+    def __init__(
+        self, source: str, position: int | None, value: object, reason: str, position_kind: str = "index"
+    ) -> None:
         self.source = str(source)
         self.position = position
         self.value = str(value)
@@ -103,8 +104,13 @@ def required_impostors(fmr: float, min_false_matches: int = 1) -> int:
     return int(math.ceil(Fraction(int(min_false_matches)) / Fraction(repr(float(fmr)))))
 
 
-def prepare_scores(scores: Iterable[float] | np.ndarray, failed: Iterable[bool] | np.ndarray | None = None,
-                   *, higher_is_better: bool = True, name: str = "scores") -> np.ndarray:
+def prepare_scores(
+    scores: Iterable[float] | np.ndarray,
+    failed: Iterable[bool] | np.ndarray | None = None,
+    *,
+    higher_is_better: bool = True,
+    name: str = "scores",
+) -> np.ndarray:
     """Validate scores once and turn them into similarities with ``-inf`` for failed comparisons.
 
     Parameters
@@ -164,8 +170,11 @@ def to_user_threshold(similarity_threshold: float | np.ndarray, higher_is_better
 def _rate(count: np.ndarray | int, n: int, what: str, warn: bool = True) -> np.ndarray | float:
     if n == 0:
         if warn:
-            warnings.warn(f"{what} is undefined: no {what.split()[-1]} comparisons (denominator 0); NaN",
-                          MetricWarning, stacklevel=3)
+            warnings.warn(
+                f"{what} is undefined: no {what.split()[-1]} comparisons (denominator 0); NaN",
+                MetricWarning,
+                stacklevel=3,
+            )
         return np.full(np.shape(count), np.nan) if np.ndim(count) else math.nan
     return np.asarray(count, dtype=np.float64) / n if np.ndim(count) else float(count) / n
 
@@ -188,16 +197,18 @@ class ErrorCounts:
     fnmr: np.ndarray
 
 
-def _counts_on_similarity(gen_sorted: np.ndarray, imp_sorted: np.ndarray,
-                          t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _counts_on_similarity(
+    gen_sorted: np.ndarray, imp_sorted: np.ndarray, t: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(false matches, false non-matches) at similarity thresholds ``t`` (accept ``s >= t``)."""
     fm = imp_sorted.size - np.searchsorted(imp_sorted, t, side="left")
     fnm = np.searchsorted(gen_sorted, t, side="left")
     return fm.astype(np.int64), fnm.astype(np.int64)
 
 
-def error_counts(genuine, impostor, thresholds, *, genuine_failed=None, impostor_failed=None,
-                 higher_is_better: bool = True) -> ErrorCounts:
+def error_counts(
+    genuine, impostor, thresholds, *, genuine_failed=None, impostor_failed=None, higher_is_better: bool = True
+) -> ErrorCounts:
     """False matches and false non-matches at each threshold.
 
     Parameters
@@ -222,8 +233,9 @@ def error_counts(genuine, impostor, thresholds, *, genuine_failed=None, impostor
         raise ScoreError("thresholds", int(np.flatnonzero(np.isnan(t_user))[0]), "nan", "threshold is NaN")
     t = t_user if higher_is_better else -t_user
     fm, fnm = _counts_on_similarity(g, i, t)
-    return ErrorCounts(t_user, fm, i.size, fnm, g.size,
-                       _rate(fm, i.size, "FMR impostor"), _rate(fnm, g.size, "FNMR genuine"))
+    return ErrorCounts(
+        t_user, fm, i.size, fnm, g.size, _rate(fm, i.size, "FMR impostor"), _rate(fnm, g.size, "FNMR genuine")
+    )
 
 
 @dataclass(frozen=True)
@@ -251,8 +263,9 @@ def _det_on_similarity(g_sorted: np.ndarray, i_sorted: np.ndarray) -> tuple[np.n
     return cand, fm, fnm
 
 
-def det_points(genuine, impostor, *, genuine_failed=None, impostor_failed=None,
-               higher_is_better: bool = True) -> DETCurve:
+def det_points(
+    genuine, impostor, *, genuine_failed=None, impostor_failed=None, higher_is_better: bool = True
+) -> DETCurve:
     """Every distinct operating point: the rates at each distinct finite score and at ``+inf``.
 
     Parameters are as in :func:`error_counts`. Memory is O(n_genuine + n_impostor); for very large
@@ -266,8 +279,15 @@ def det_points(genuine, impostor, *, genuine_failed=None, impostor_failed=None,
     g = np.sort(prepare_scores(genuine, genuine_failed, higher_is_better=higher_is_better, name="genuine"))
     i = np.sort(prepare_scores(impostor, impostor_failed, higher_is_better=higher_is_better, name="impostor"))
     cand, fm, fnm = _det_on_similarity(g, i)
-    return DETCurve(to_user_threshold(cand, higher_is_better), fm, i.size, fnm, g.size,
-                    _rate(fm, i.size, "FMR impostor"), _rate(fnm, g.size, "FNMR genuine"))
+    return DETCurve(
+        to_user_threshold(cand, higher_is_better),
+        fm,
+        i.size,
+        fnm,
+        g.size,
+        _rate(fm, i.size, "FMR impostor"),
+        _rate(fnm, g.size, "FNMR genuine"),
+    )
 
 
 @dataclass(frozen=True)
@@ -288,8 +308,15 @@ class EqualErrorRate:
     n_genuine: int
 
 
-def eer_from_points(threshold: np.ndarray, false_matches: np.ndarray, false_non_matches: np.ndarray,
-                    n_impostor: int, n_genuine: int, *, warn: bool = True) -> EqualErrorRate:
+def eer_from_points(
+    threshold: np.ndarray,
+    false_matches: np.ndarray,
+    false_non_matches: np.ndarray,
+    n_impostor: int,
+    n_genuine: int,
+    *,
+    warn: bool = True,
+) -> EqualErrorRate:
     """EER from operating points ordered by ascending similarity threshold (FMR falling).
 
     ``threshold`` is on the similarity scale; the caller converts it. The points must include the
@@ -297,8 +324,9 @@ def eer_from_points(threshold: np.ndarray, false_matches: np.ndarray, false_non_
     """
     if n_impostor == 0 or n_genuine == 0:
         if warn:
-            warnings.warn(f"EER is undefined: n_genuine={n_genuine}, n_impostor={n_impostor}; NaN",
-                          MetricWarning, stacklevel=3)
+            warnings.warn(
+                f"EER is undefined: n_genuine={n_genuine}, n_impostor={n_impostor}; NaN", MetricWarning, stacklevel=3
+            )
         return EqualErrorRate(math.nan, math.nan, math.nan, math.nan, None, n_impostor, None, n_genuine)
     fmr = false_matches / n_impostor
     fnmr = false_non_matches / n_genuine
@@ -309,7 +337,9 @@ def eer_from_points(threshold: np.ndarray, false_matches: np.ndarray, false_non_
             warnings.warn(
                 f"EER is undefined: already at the most lenient threshold FNMR {fnmr[0]:.4g} >= FMR "
                 f"{fmr[0]:.4g} (failed genuine comparisons: {int(false_non_matches[0])} of {n_genuine}); NaN",
-                MetricWarning, stacklevel=3)
+                MetricWarning,
+                stacklevel=3,
+            )
         return EqualErrorRate(math.nan, math.nan, math.nan, math.nan, None, n_impostor, None, n_genuine)
     a = b - 1
     gap_a = fmr[a] - fnmr[a]  # > 0
@@ -317,12 +347,21 @@ def eer_from_points(threshold: np.ndarray, false_matches: np.ndarray, false_non_
     lam = gap_a / (gap_a + gap_b)
     value = float(fmr[a] + lam * (fmr[b] - fmr[a]))
     j = a if lam <= 0.5 else b
-    return EqualErrorRate(value, float(threshold[j]), float(fmr[j]), float(fnmr[j]),
-                          int(false_matches[j]), n_impostor, int(false_non_matches[j]), n_genuine)
+    return EqualErrorRate(
+        value,
+        float(threshold[j]),
+        float(fmr[j]),
+        float(fnmr[j]),
+        int(false_matches[j]),
+        n_impostor,
+        int(false_non_matches[j]),
+        n_genuine,
+    )
 
 
-def eer(genuine, impostor, *, genuine_failed=None, impostor_failed=None,
-        higher_is_better: bool = True) -> EqualErrorRate:
+def eer(
+    genuine, impostor, *, genuine_failed=None, impostor_failed=None, higher_is_better: bool = True
+) -> EqualErrorRate:
     """Equal error rate (see the module docstring for the interpolation rule).
 
     Parameters are as in :func:`error_counts`.
@@ -337,8 +376,16 @@ def eer(genuine, impostor, *, genuine_failed=None, impostor_failed=None,
     i = np.sort(prepare_scores(impostor, impostor_failed, higher_is_better=higher_is_better, name="impostor"))
     cand, fm, fnm = _det_on_similarity(g, i)
     r = eer_from_points(cand, fm, fnm, i.size, g.size)
-    return EqualErrorRate(r.eer, float(to_user_threshold(r.threshold, higher_is_better)), r.fmr, r.fnmr,
-                          r.false_matches, r.n_impostor, r.false_non_matches, r.n_genuine)
+    return EqualErrorRate(
+        r.eer,
+        float(to_user_threshold(r.threshold, higher_is_better)),
+        r.fmr,
+        r.fnmr,
+        r.false_matches,
+        r.n_impostor,
+        r.false_non_matches,
+        r.n_genuine,
+    )
 
 
 @dataclass(frozen=True)
@@ -392,13 +439,15 @@ def check_fmr_target(fmr: float) -> float:
 
 
 def estimability(fmr: float, n_impostor: int, n_genuine: int, min_false_matches: int = 1) -> str:
-    """"" when FNMR at ``fmr`` can be estimated, else the reason (names the shortfall)."""
+    """ "" when FNMR at ``fmr`` can be estimated, else the reason (names the shortfall)."""
     if n_genuine == 0:
         return "no genuine comparisons"
     need = required_impostors(fmr, min_false_matches)
     if n_impostor < need:
-        return (f"FMR {fmr:g} needs at least {need} impostor comparisons (>= {min_false_matches} "
-                f"false match allowed), have {n_impostor}: short by {need - n_impostor}")
+        return (
+            f"FMR {fmr:g} needs at least {need} impostor comparisons (>= {min_false_matches} "
+            f"false match allowed), have {n_impostor}: short by {need - n_impostor}"
+        )
     return ""
 
 
@@ -412,8 +461,15 @@ def next_above(value: float | np.ndarray, dtype=np.float64) -> float | np.ndarra
     return np.nextafter(np.asarray(value).astype(t), t(np.inf)).astype(np.float64)
 
 
-def operating_point(fmr_target: float, kth_similarity: float, n_greater: int, n_impostor: int,
-                    g_sorted: np.ndarray, higher_is_better: bool, dtype=np.float64) -> OperatingPoint:
+def operating_point(
+    fmr_target: float,
+    kth_similarity: float,
+    n_greater: int,
+    n_impostor: int,
+    g_sorted: np.ndarray,
+    higher_is_better: bool,
+    dtype=np.float64,
+) -> OperatingPoint:
     """Build the result for one estimable target from the ``(k+1)``-th highest impostor similarity.
 
     ``kth_similarity`` is ``s[k]`` (similarities sorted high to low, ``k`` the allowed false
@@ -422,22 +478,51 @@ def operating_point(fmr_target: float, kth_similarity: float, n_greater: int, n_
     """
     t = float(next_above(kth_similarity, dtype))
     fnm = int(np.searchsorted(g_sorted, t, side="left"))
-    return OperatingPoint(fmr_target, True, "", float(to_user_threshold(t, higher_is_better)), int(n_greater),
-                          n_impostor, n_greater / n_impostor, fnm, g_sorted.size, fnm / g_sorted.size,
-                          allowed_false_matches(fmr_target, n_impostor))
+    return OperatingPoint(
+        fmr_target,
+        True,
+        "",
+        float(to_user_threshold(t, higher_is_better)),
+        int(n_greater),
+        n_impostor,
+        n_greater / n_impostor,
+        fnm,
+        g_sorted.size,
+        fnm / g_sorted.size,
+        allowed_false_matches(fmr_target, n_impostor),
+    )
 
 
-def unestimable_point(fmr_target: float, reason: str, n_impostor: int, n_genuine: int,
-                      warn: bool = True) -> OperatingPoint:
+def unestimable_point(
+    fmr_target: float, reason: str, n_impostor: int, n_genuine: int, warn: bool = True
+) -> OperatingPoint:
     if warn:
         warnings.warn(f"FNMR at FMR {fmr_target:g} is not estimable: {reason}; NaN", MetricWarning, stacklevel=3)
-    return OperatingPoint(fmr_target, False, reason, math.nan, None, n_impostor, math.nan, None, n_genuine,
-                          math.nan, allowed_false_matches(fmr_target, n_impostor))
+    return OperatingPoint(
+        fmr_target,
+        False,
+        reason,
+        math.nan,
+        None,
+        n_impostor,
+        math.nan,
+        None,
+        n_genuine,
+        math.nan,
+        allowed_false_matches(fmr_target, n_impostor),
+    )
 
 
-def fnmr_at_fmr(genuine, impostor, fmr_targets: Sequence[float] = FMR_TARGETS, *, genuine_failed=None,
-                impostor_failed=None, higher_is_better: bool = True,
-                min_false_matches: int = 1) -> dict[float, OperatingPoint]:
+def fnmr_at_fmr(
+    genuine,
+    impostor,
+    fmr_targets: Sequence[float] = FMR_TARGETS,
+    *,
+    genuine_failed=None,
+    impostor_failed=None,
+    higher_is_better: bool = True,
+    min_false_matches: int = 1,
+) -> dict[float, OperatingPoint]:
     """FNMR at each FMR target, with its threshold and counts.
 
     Parameters

@@ -89,8 +89,14 @@ def _positive(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def plot_det(series: Sequence[DETSeries], stem: str | os.PathLike, *, title: str = "DET",
-             formats: Sequence[str] = FORMATS, fmr_min: float | None = None) -> list[Path]:
+def plot_det(
+    series: Sequence[DETSeries],
+    stem: str | os.PathLike,
+    *,
+    title: str = "DET",
+    formats: Sequence[str] = FORMATS,
+    fmr_min: float | None = None,
+) -> list[Path]:
     """Overlay DET curves of several systems; write ``<stem>.png`` / ``<stem>.svg``.
 
     Parameters
@@ -128,8 +134,9 @@ def plot_det(series: Sequence[DETSeries], stem: str | os.PathLike, *, title: str
             lo = _positive(np.asarray(s.band_low)[order])
             hi = _positive(np.asarray(s.band_high)[order])
             ok = ~np.isnan(x) & ~np.isnan(hi)
-            ax.fill_between(x[ok], np.where(np.isnan(lo[ok]), hi[ok] * 1e-3, lo[ok]), hi[ok], color=colour,
-                            alpha=0.18, lw=0)
+            ax.fill_between(
+                x[ok], np.where(np.isnan(lo[ok]), hi[ok] * 1e-3, lo[ok]), hi[ok], color=colour, alpha=0.18, lw=0
+            )
         for m in s.marks:
             if not (m.fmr > 0 and m.fnmr > 0):
                 continue
@@ -138,8 +145,9 @@ def plot_det(series: Sequence[DETSeries], stem: str | os.PathLike, *, title: str
                 yerr = [[max(m.fnmr - max(m.ci_low, 1e-12), 0)], [max(m.ci_high - m.fnmr, 0)]]
             ax.errorbar([m.fmr], [m.fnmr], yerr=yerr, fmt="o", ms=4, color=colour, capsize=2, lw=1)
             if i == 0:  # the FMR levels are the same for every system: name them once
-                ax.annotate(m.label, (m.fmr, m.fnmr), textcoords="offset points", xytext=(4, 4), fontsize=7,
-                            color=colour)
+                ax.annotate(
+                    m.label, (m.fmr, m.fnmr), textcoords="offset points", xytext=(4, 4), fontsize=7, color=colour
+                )
         if np.any(~np.isnan(x)):
             x_lo = min(x_lo, float(np.nanmin(x)))
         if np.any(~np.isnan(y)):
@@ -156,10 +164,18 @@ def plot_det(series: Sequence[DETSeries], stem: str | os.PathLike, *, title: str
     return _save(fig, Path(stem), formats)
 
 
-def plot_score_histogram(edges: np.ndarray, genuine_counts: np.ndarray, impostor_counts: np.ndarray,
-                         stem: str | os.PathLike, *, title: str = "Scores",
-                         thresholds: dict[str, float] | None = None, score_label: str = "similarity",
-                         formats: Sequence[str] = FORMATS, log_density: bool = True) -> list[Path]:
+def plot_score_histogram(
+    edges: np.ndarray,
+    genuine_counts: np.ndarray,
+    impostor_counts: np.ndarray,
+    stem: str | os.PathLike,
+    *,
+    title: str = "Scores",
+    thresholds: dict[str, float] | None = None,
+    score_label: str = "similarity",
+    formats: Sequence[str] = FORMATS,
+    log_density: bool = True,
+) -> list[Path]:
     """Genuine and impostor score densities over shared bins; write ``<stem>.png`` / ``.svg``.
 
     Parameters
@@ -193,8 +209,9 @@ def plot_score_histogram(edges: np.ndarray, genuine_counts: np.ndarray, impostor
     for i, (name, t) in enumerate((thresholds or {}).items()):
         if np.isfinite(t):
             ax.axvline(t, color="0.3", lw=0.8, ls=(0, (3, 2 + i)))
-            ax.annotate(name, (t, 1.0), xycoords=("data", "axes fraction"), rotation=90, fontsize=7,
-                        va="top", ha="right")
+            ax.annotate(
+                name, (t, 1.0), xycoords=("data", "axes fraction"), rotation=90, fontsize=7, va="top", ha="right"
+            )
     if log_density:
         ax.set_yscale("log")
     ax.set_xlabel(score_label)

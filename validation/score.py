@@ -71,12 +71,24 @@ BINARY_EXTENSIONS = (".npy", ".f32", ".bin", ".raw", ".f64")
 HDF5_EXTENSIONS = (".h5", ".hdf5")
 
 __all__ = [
-    "SCHEMA", "ScoreError", "ScoreFileError", "ScoreInput", "LoadedScores", "SystemResult", "ScoreReport",
-    "read_score_text", "read_validate_output", "load_input", "score", "system_metrics", "format_report",
+    "SCHEMA",
+    "ScoreError",
+    "ScoreFileError",
+    "ScoreInput",
+    "LoadedScores",
+    "SystemResult",
+    "ScoreReport",
+    "read_score_text",
+    "read_validate_output",
+    "load_input",
+    "score",
+    "system_metrics",
+    "format_report",
 ]
 
 
 # --- reading ----------------------------------------------------------------------------------------
+
 
 def read_score_text(path: str | os.PathLike) -> np.ndarray:
     """Scores from a text file with one number per line.
@@ -104,8 +116,9 @@ def read_score_text(path: str | os.PathLike) -> np.ndarray:
                 for j, raw in enumerate(lines):
                     text = raw.decode("utf-8", "replace").strip()
                     if not text:
-                        raise ScoreFileError(str(p), line0 + j + 1, text, "empty line, expected one number",
-                                             "line") from None
+                        raise ScoreFileError(
+                            str(p), line0 + j + 1, text, "empty line, expected one number", "line"
+                        ) from None
                     try:
                         float(raw)
                     except ValueError:
@@ -114,8 +127,9 @@ def read_score_text(path: str | os.PathLike) -> np.ndarray:
             bad = ~np.isfinite(a)
             if bad.any():
                 j = int(np.flatnonzero(bad)[0])
-                raise ScoreFileError(str(p), line0 + j + 1, lines[j].decode("utf-8", "replace").strip(),
-                                     "score is not finite", "line")
+                raise ScoreFileError(
+                    str(p), line0 + j + 1, lines[j].decode("utf-8", "replace").strip(), "score is not finite", "line"
+                )
             parts.append(a)
             line0 += len(lines)
     return np.concatenate(parts) if parts else np.zeros(0)
@@ -129,7 +143,7 @@ def _nist_file(read, path: Path, *args):
     try:
         return read(path, *args)
     except ListFormatError as exc:
-        reason = str(exc)[len(f"{exc.path}:{exc.line_no}: "):]
+        reason = str(exc)[len(f"{exc.path}:{exc.line_no}: ") :]
         lines = path.read_text(errors="replace").splitlines()
         text = lines[exc.line_no - 1].strip() if 0 < exc.line_no <= len(lines) else ""
         reason = reason.removesuffix(f": {text!r}")  # the line is the value shown
@@ -231,8 +245,16 @@ def read_validate_output(directory: str | os.PathLike) -> LoadedScores:
         "verif": FailureCount(sum(c != 0 for c in verif_codes.values()), len(verif_codes)),
         "match": FailureCount(sum(c != 0 for c in match_codes), len(match_codes)),
     }
-    return LoadedScores(s[g], f[g], ArrayScores(imp, f"{match_log} (impostor)"), subj[g],
-                        ArrayScores(subj[~g], "impostor_subject"), failures, True, int(f.sum()))
+    return LoadedScores(
+        s[g],
+        f[g],
+        ArrayScores(imp, f"{match_log} (impostor)"),
+        subj[g],
+        ArrayScores(subj[~g], "impostor_subject"),
+        failures,
+        True,
+        int(f.sum()),
+    )
 
 
 def _read_hdf5(path: Path, higher_is_better: bool | None) -> LoadedScores:
@@ -251,15 +273,17 @@ def _read_hdf5(path: Path, higher_is_better: bool | None) -> LoadedScores:
         if need not in names:
             raise ScoreFileError(str(path), None, need, "dataset missing")
     if ("genuine_subject" in names) != ("impostor_subject" in names):
-        raise ScoreFileError(str(path), None, "genuine_subject/impostor_subject",
-                             "give both subject datasets or neither")
+        raise ScoreFileError(
+            str(path), None, "genuine_subject/impostor_subject", "give both subject datasets or neither"
+        )
     if direction is not None and direction not in ("similarity", "distance"):
         raise ScoreFileError(str(path), None, direction, "attribute 'direction' must be 'similarity' or 'distance'")
     hib = True if higher_is_better is None else higher_is_better
     if direction is not None:
         if higher_is_better is not None and (direction == "similarity") != higher_is_better:
-            raise ScoreFileError(str(path), None, direction,
-                                 "the file's score direction contradicts the one requested (--distance)")
+            raise ScoreFileError(
+                str(path), None, direction, "the file's score direction contradicts the one requested (--distance)"
+            )
         hib = direction == "similarity"
     gsrc = HDF5Scores(path, "genuine", "genuine_failed" if "genuine_failed" in names else None)
     g = np.concatenate([c for _, c in gsrc.chunks()] or [np.zeros(0)]).astype(np.float64)
@@ -267,8 +291,10 @@ def _read_hdf5(path: Path, higher_is_better: bool | None) -> LoadedScores:
     imp = HDF5Scores(path, "impostor", "impostor_failed" if "impostor_failed" in names else None)
     gs = isub = None
     if "genuine_subject" in names:
-        gs = np.concatenate([c for _, c in HDF5Scores(path, "genuine_subject", validate=False).chunks()]
-                            or [np.zeros(0, dtype=np.int64)])
+        gs = np.concatenate(
+            [c for _, c in HDF5Scores(path, "genuine_subject", validate=False).chunks()]
+            or [np.zeros(0, dtype=np.int64)]
+        )
         if gs.size != g.size:
             raise ScoreFileError(f"{path}:genuine_subject", None, str(gs.size), f"expected {g.size} ids")
         isub = HDF5Scores(path, "impostor_subject", validate=False)
@@ -307,12 +333,18 @@ class ScoreInput:
             return cls(label or p.stem, "hdf5", (p,))
         if not p.exists():
             raise ScoreFileError(str(p), None, str(p), "no such file or directory")
-        raise ScoreFileError(str(p), None, str(p), "expected a validate output directory or an .h5/.hdf5 file "
-                             "(plain score files go with --genuine/--impostor)")
+        raise ScoreFileError(
+            str(p),
+            None,
+            str(p),
+            "expected a validate output directory or an .h5/.hdf5 file "
+            "(plain score files go with --genuine/--impostor)",
+        )
 
     @classmethod
-    def from_files(cls, genuine: str | os.PathLike, impostor: str | os.PathLike,
-                   label: str | None = None) -> "ScoreInput":
+    def from_files(
+        cls, genuine: str | os.PathLike, impostor: str | os.PathLike, label: str | None = None
+    ) -> "ScoreInput":
         """A pair of plain score files (text, one number per line, or binary)."""
         g, i = Path(genuine), Path(impostor)
         return cls(label or g.stem, "files", (g, i))
@@ -328,8 +360,9 @@ def load_input(inp: ScoreInput, higher_is_better: bool | None = None) -> LoadedS
     if inp.kind == "validate":
         loaded = read_validate_output(inp.paths[0])
         if higher_is_better is False:
-            raise ScoreError(str(inp.paths[0]), None, "distance",
-                             "frvt validate writes similarities (NIST's API); drop --distance")
+            raise ScoreError(
+                str(inp.paths[0]), None, "distance", "frvt validate writes similarities (NIST's API); drop --distance"
+            )
         return loaded
     if inp.kind == "hdf5":
         return _read_hdf5(inp.paths[0], higher_is_better)
@@ -343,6 +376,7 @@ def load_input(inp: ScoreInput, higher_is_better: bool | None = None) -> LoadedS
 
 
 # --- computing --------------------------------------------------------------------------------------
+
 
 @dataclass
 class SystemResult:
@@ -377,15 +411,26 @@ def _num(x) -> float | None:
 
 def _git_revision() -> str | None:
     try:
-        r = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                           text=True, timeout=5, check=False)
+        r = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return r.stdout.strip() or None if r.returncode == 0 else None
 
 
-def system_metrics(inp: ScoreInput, loaded: LoadedScores, ev: StreamingEvaluation,
-                   boot: dict[float, BootstrapInterval] | None, confidence: float) -> dict:
+def system_metrics(
+    inp: ScoreInput,
+    loaded: LoadedScores,
+    ev: StreamingEvaluation,
+    boot: dict[float, BootstrapInterval] | None,
+    confidence: float,
+) -> dict:
     """The metrics dict of one system (the fields of ``metrics.json``).
 
     Keys: ``label``, ``source``, ``direction``, ``decision_rule``, ``n_genuine``, ``n_impostor``
@@ -403,12 +448,24 @@ def system_metrics(inp: ScoreInput, loaded: LoadedScores, ev: StreamingEvaluatio
     hib = ev.higher_is_better
     fnmr_at = {}
     for f, p in ev.operating_points.items():
-        entry = {"fnmr": _num(p.fnmr), "threshold": _num(p.threshold), "ci_low": None, "ci_high": None,
-                 "ci_method": None, "false_non_matches": p.false_non_matches, "n_genuine": p.n_genuine,
-                 "false_matches": p.false_matches, "n_impostor": p.n_impostor, "fmr": _num(p.fmr),
-                 "fmr_ci_low": None, "fmr_ci_high": None, "allowed_false_matches": p.allowed_false_matches,
-                 "required_impostors": required_impostors(f, ev.min_false_matches), "estimable": p.estimable,
-                 "reason": p.reason}
+        entry = {
+            "fnmr": _num(p.fnmr),
+            "threshold": _num(p.threshold),
+            "ci_low": None,
+            "ci_high": None,
+            "ci_method": None,
+            "false_non_matches": p.false_non_matches,
+            "n_genuine": p.n_genuine,
+            "false_matches": p.false_matches,
+            "n_impostor": p.n_impostor,
+            "fmr": _num(p.fmr),
+            "fmr_ci_low": None,
+            "fmr_ci_high": None,
+            "allowed_false_matches": p.allowed_false_matches,
+            "required_impostors": required_impostors(f, ev.min_false_matches),
+            "estimable": p.estimable,
+            "reason": p.reason,
+        }
         if p.estimable:
             flo, fhi = clopper_pearson(p.false_matches, p.n_impostor, confidence)
             entry["fmr_ci_low"], entry["fmr_ci_high"] = _num(flo), _num(fhi)
@@ -416,12 +473,21 @@ def system_metrics(inp: ScoreInput, loaded: LoadedScores, ev: StreamingEvaluatio
             if b is not None:
                 entry.update(bootstrap_valid=b.n_valid, bootstrap_clipped=b.n_clipped)
             if b is not None and math.isfinite(b.ci_low):
-                entry.update(ci_low=_num(b.ci_low), ci_high=_num(b.ci_high),
-                             ci_method=f"subject bootstrap percentile ({b.n_resamples} resamples, seed {b.seed})")
+                entry.update(
+                    ci_low=_num(b.ci_low),
+                    ci_high=_num(b.ci_high),
+                    ci_method=f"subject bootstrap percentile ({b.n_resamples} resamples, seed {b.seed})",
+                )
             else:
                 lo, hi = clopper_pearson(p.false_non_matches, p.n_genuine, confidence)
-                why = "" if b is None else (f"; bootstrap unusable: {b.n_resamples - b.n_valid} of "
-                                            f"{b.n_resamples} resamples could not estimate it")
+                why = (
+                    ""
+                    if b is None
+                    else (
+                        f"; bootstrap unusable: {b.n_resamples - b.n_valid} of "
+                        f"{b.n_resamples} resamples could not estimate it"
+                    )
+                )
                 entry.update(ci_low=_num(lo), ci_high=_num(hi), ci_method=f"clopper-pearson (threshold fixed){why}")
         fnmr_at[fmr_key(f)] = entry
     e = ev.eer
@@ -429,9 +495,14 @@ def system_metrics(inp: ScoreInput, loaded: LoadedScores, ev: StreamingEvaluatio
     boot_info = None
     if boot:
         any_b = next(iter(boot.values()))
-        boot_info = {"n_resamples": any_b.n_resamples, "seed": any_b.seed, "confidence": any_b.confidence,
-                     "n_subjects": any_b.n_subjects, "method": any_b.method,
-                     "unit": "subject (identity); an impostor comparison belongs to its enrolled subject"}
+        boot_info = {
+            "n_resamples": any_b.n_resamples,
+            "seed": any_b.seed,
+            "confidence": any_b.confidence,
+            "n_subjects": any_b.n_subjects,
+            "method": any_b.method,
+            "unit": "subject (identity); an impostor comparison belongs to its enrolled subject",
+        }
     return {
         "label": inp.label,
         "source": {"kind": inp.kind, "paths": [str(p) for p in inp.paths]},
@@ -441,18 +512,29 @@ def system_metrics(inp: ScoreInput, loaded: LoadedScores, ev: StreamingEvaluatio
         "n_impostor": ev.n_impostor,
         "n_genuine_failed": ev.n_genuine_failed,
         "n_impostor_failed": ev.n_impostor_failed,
-        "failures": None if loaded.failures is None else {
+        "failures": None
+        if loaded.failures is None
+        else {
             k: {"n_failed": v.n_failed, "n_attempts": v.n_attempts, "rate": _num(v.rate)}
-            for k, v in loaded.failures.items()},
+            for k, v in loaded.failures.items()
+        },
         "eer": _num(e.eer),
         "eer_threshold": _num(e.threshold),
-        "eer_detail": {"fmr": _num(e.fmr), "fnmr": _num(e.fnmr), "false_matches": e.false_matches,
-                       "false_non_matches": e.false_non_matches},
+        "eer_detail": {
+            "fmr": _num(e.fmr),
+            "fnmr": _num(e.fnmr),
+            "false_matches": e.false_matches,
+            "false_non_matches": e.false_non_matches,
+        },
         "fnmr_at_fmr": fnmr_at,
         "bootstrap": boot_info,
-        "det": {"threshold": [_num(t) for t in det.threshold], "fmr": [_num(x) for x in det.fmr],
-                "fnmr": [_num(x) for x in det.fnmr], "false_matches": det.false_matches.tolist(),
-                "false_non_matches": det.false_non_matches.tolist()},
+        "det": {
+            "threshold": [_num(t) for t in det.threshold],
+            "fmr": [_num(x) for x in det.fmr],
+            "fnmr": [_num(x) for x in det.fnmr],
+            "false_matches": det.false_matches.tolist(),
+            "false_non_matches": det.false_non_matches.tolist(),
+        },
     }
 
 
@@ -461,8 +543,9 @@ def _histogram(loaded: LoadedScores, ev: StreamingEvaluation, bins: int = 100):
     hib = ev.higher_is_better
     g = ev.genuine[np.isfinite(ev.genuine)]
     g_user = g if hib else -g
-    ends = [float(x) if hib else -float(x) for x in (ev.selection.finite_min, ev.selection.finite_max)
-            if math.isfinite(x)]
+    ends = [
+        float(x) if hib else -float(x) for x in (ev.selection.finite_min, ev.selection.finite_max) if math.isfinite(x)
+    ]
     if g_user.size:
         ends += [float(g_user.min()), float(g_user.max())]
     if not ends:
@@ -476,10 +559,19 @@ def _histogram(loaded: LoadedScores, ev: StreamingEvaluation, bins: int = 100):
     return edges, gc, ic
 
 
-def score(inputs: Sequence[ScoreInput], out_dir: str | os.PathLike, *,
-          fmr_targets: Sequence[float] = FMR_TARGETS, higher_is_better: bool | None = None,
-          n_resamples: int = 1000, seed: int = 0, confidence: float = 0.95, min_false_matches: int = 1,
-          plots: bool = True, formats: Sequence[str] = ("png", "svg")) -> ScoreReport:
+def score(
+    inputs: Sequence[ScoreInput],
+    out_dir: str | os.PathLike,
+    *,
+    fmr_targets: Sequence[float] = FMR_TARGETS,
+    higher_is_better: bool | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    min_false_matches: int = 1,
+    plots: bool = True,
+    formats: Sequence[str] = ("png", "svg"),
+) -> ScoreReport:
     """Score one or more systems; write ``metrics.json`` and the figures to ``out_dir``.
 
     Parameters
@@ -528,13 +620,26 @@ def score(inputs: Sequence[ScoreInput], out_dir: str | os.PathLike, *,
         for inp in inputs:
             loaded = load_input(inp, higher_is_better)
             want_boot = n_resamples > 0 and loaded.genuine_subject is not None
-            ev = evaluate(loaded.genuine, loaded.impostor, fmr_targets, genuine_failed=loaded.genuine_failed,
-                          higher_is_better=loaded.higher_is_better, min_false_matches=min_false_matches,
-                          target_windows=want_boot)
+            ev = evaluate(
+                loaded.genuine,
+                loaded.impostor,
+                fmr_targets,
+                genuine_failed=loaded.genuine_failed,
+                higher_is_better=loaded.higher_is_better,
+                min_false_matches=min_false_matches,
+                target_windows=want_boot,
+            )
             boot = None
             if want_boot:
-                boot = subject_bootstrap(ev, loaded.genuine_subject, loaded.impostor, loaded.impostor_subject,
-                                         n_resamples=n_resamples, seed=seed, confidence=confidence)
+                boot = subject_bootstrap(
+                    ev,
+                    loaded.genuine_subject,
+                    loaded.impostor,
+                    loaded.impostor_subject,
+                    n_resamples=n_resamples,
+                    seed=seed,
+                    confidence=confidence,
+                )
             m = system_metrics(inp, loaded, ev, boot, confidence)
             hist = _histogram(loaded, ev) if plots else None
             systems.append(SystemResult(inp, loaded, ev, boot, m, hist))
@@ -551,34 +656,57 @@ def score(inputs: Sequence[ScoreInput], out_dir: str | os.PathLike, *,
         series = []
         for s in systems:
             det = s.evaluation.det
-            lo, hi = clopper_pearson(det.false_non_matches, max(det.n_genuine, 0), confidence) \
-                if det.n_genuine else (None, None)
-            marks = [OperatingMark(k, v["fmr"] if v["fmr"] is not None else math.nan, v["fnmr"],
-                                   v["ci_low"] if v["ci_low"] is not None else math.nan,
-                                   v["ci_high"] if v["ci_high"] is not None else math.nan)
-                     for k, v in s.metrics["fnmr_at_fmr"].items() if v["estimable"]]
-            series.append(DETSeries(s.input.label, det.fmr, det.fnmr, lo, hi, marks, s.evaluation.n_genuine,
-                                    s.evaluation.n_impostor))
+            lo, hi = (
+                clopper_pearson(det.false_non_matches, max(det.n_genuine, 0), confidence)
+                if det.n_genuine
+                else (None, None)
+            )
+            marks = [
+                OperatingMark(
+                    k,
+                    v["fmr"] if v["fmr"] is not None else math.nan,
+                    v["fnmr"],
+                    v["ci_low"] if v["ci_low"] is not None else math.nan,
+                    v["ci_high"] if v["ci_high"] is not None else math.nan,
+                )
+                for k, v in s.metrics["fnmr_at_fmr"].items()
+                if v["estimable"]
+            ]
+            series.append(
+                DETSeries(
+                    s.input.label, det.fmr, det.fnmr, lo, hi, marks, s.evaluation.n_genuine, s.evaluation.n_impostor
+                )
+            )
         title = "DET (band: Clopper-Pearson at each threshold; bars: interval of FNMR at FMR)"
         plot_paths += plot_det(series, out / "det", title=title, formats=formats)
         for s in systems:
             if s.histogram is None:
                 continue
             edges, gc, ic = s.histogram
-            th = {f"FMR {k}": v["threshold"] for k, v in s.metrics["fnmr_at_fmr"].items()
-                  if v["threshold"] is not None}
+            th = {f"FMR {k}": v["threshold"] for k, v in s.metrics["fnmr_at_fmr"].items() if v["threshold"] is not None}
             safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s.input.label)
-            plot_paths += plot_score_histogram(edges, gc, ic, out / f"hist_{safe}", title=f"Scores: {s.input.label}",
-                                               thresholds=th, formats=formats,
-                                               score_label=s.metrics["direction"])
+            plot_paths += plot_score_histogram(
+                edges,
+                gc,
+                ic,
+                out / f"hist_{safe}",
+                title=f"Scores: {s.input.label}",
+                thresholds=th,
+                formats=formats,
+                score_label=s.metrics["direction"],
+            )
 
     import validation
 
     first = dict(systems[0].metrics)
     doc = {
         "schema": SCHEMA,
-        "created_by": {"tool": "frvt score", "frvt_version": getattr(validation, "__version__", None) or _version(),
-                       "git_revision": _git_revision(), "numpy": np.__version__},
+        "created_by": {
+            "tool": "frvt score",
+            "frvt_version": getattr(validation, "__version__", None) or _version(),
+            "git_revision": _git_revision(),
+            "numpy": np.__version__,
+        },
         "confidence": confidence,
         "fmr_targets": [fmr_key(f) for f in fmr_targets],
         "min_false_matches": min_false_matches,
@@ -611,6 +739,7 @@ def _version() -> str | None:
 
 # --- the table ----------------------------------------------------------------------------------------
 
+
 def _pct(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{100 * x:.{digits}g}%"
 
@@ -623,19 +752,25 @@ def format_report(report: ScoreReport) -> str:
         m = s.metrics
         lines.append(f"== {m['label']}  ({s.input.describe()})")
         lines.append(f"   {m['direction']}, {m['decision_rule']}")
-        lines.append(f"   genuine comparisons {m['n_genuine']:,} (failed {m['n_genuine_failed']:,}), "
-                     f"impostor comparisons {m['n_impostor']:,} (failed {m['n_impostor_failed']:,})")
+        lines.append(
+            f"   genuine comparisons {m['n_genuine']:,} (failed {m['n_genuine_failed']:,}), "
+            f"impostor comparisons {m['n_impostor']:,} (failed {m['n_impostor_failed']:,})"
+        )
         if m["failures"]:
             f = {k: f"{v['n_failed']:,}/{v['n_attempts']:,} = {_pct(v['rate'])}" for k, v in m["failures"].items()}
-            lines.append(f"   FTE: enrolment templates {f['enroll']}, verification templates {f['verif']}; "
-                         f"FTM (comparisons with a non-success code): {f.get('match', 'not counted')}")
+            lines.append(
+                f"   FTE: enrolment templates {f['enroll']}, verification templates {f['verif']}; "
+                f"FTM (comparisons with a non-success code): {f.get('match', 'not counted')}"
+            )
         if m["eer"] is None:
             lines.append("   EER: not defined (see warnings)")
         else:
             d = m["eer_detail"]
-            lines.append(f"   EER {_pct(m['eer'], 4)} at threshold {m['eer_threshold']:.6g} "
-                         f"(false matches {d['false_matches']:,}/{m['n_impostor']:,}, "
-                         f"false non-matches {d['false_non_matches']:,}/{m['n_genuine']:,})")
+            lines.append(
+                f"   EER {_pct(m['eer'], 4)} at threshold {m['eer_threshold']:.6g} "
+                f"(false matches {d['false_matches']:,}/{m['n_impostor']:,}, "
+                f"false non-matches {d['false_non_matches']:,}/{m['n_genuine']:,})"
+            )
         interval = f"{conf:.0%} interval"
         head = f"   {'FMR':>7}  {'threshold':>11}  {'false matches':>22}  {'FNMR':>9}  {interval:>21}  method"
         lines.append(head)
@@ -645,8 +780,9 @@ def format_report(report: ScoreReport) -> str:
                 continue
             fm = f"{v['false_matches']:,}/{v['n_impostor']:,}"
             ci = f"[{_pct(v['ci_low'])}, {_pct(v['ci_high'])}]"
-            lines.append(f"   {key:>7}  {v['threshold']:>11.6g}  {fm:>22}  {_pct(v['fnmr'], 4):>9}  {ci:>21}  "
-                         f"{v['ci_method']}")
+            lines.append(
+                f"   {key:>7}  {v['threshold']:>11.6g}  {fm:>22}  {_pct(v['fnmr'], 4):>9}  {ci:>21}  {v['ci_method']}"
+            )
         lines.append("")
     figures = f" and {len(report.plot_paths)} figures" if report.plot_paths else ""
     lines.append(f"wrote {report.metrics_path}{figures}")

@@ -110,7 +110,7 @@ class ArrayScores:
 
     def chunks(self, chunk_size: int = DEFAULT_CHUNK) -> Iterator[tuple[int, np.ndarray]]:
         for start in range(0, self.values.size, chunk_size):
-            yield start, self.values[start:start + chunk_size]
+            yield start, self.values[start : start + chunk_size]
 
 
 class RawScores:
@@ -131,8 +131,9 @@ class RawScores:
         self._offset = 0
         size = self.path.stat().st_size
         if size % self.dtype.itemsize:
-            raise ScoreFileError(self.name, None, f"{size} bytes",
-                                 f"file size is not a multiple of {self.dtype.itemsize} ({self.dtype})")
+            raise ScoreFileError(
+                self.name, None, f"{size} bytes", f"file size is not a multiple of {self.dtype.itemsize} ({self.dtype})"
+            )
         self._n = size // self.dtype.itemsize
 
     def __len__(self) -> int:
@@ -164,15 +165,18 @@ class NpyScores(RawScores):
         with open(self.path, "rb") as fh:
             try:
                 version = np.lib.format.read_magic(fh)
-                read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                        else np.lib.format.read_array_header_2_0)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
                 shape, _, dtype = read(fh)
             except ValueError as exc:
                 raise ScoreFileError(self.name, None, "", f"not a .npy file ({exc})") from None
             self._offset = fh.tell()
         if len(shape) != 1 or dtype.kind != "f" or dtype.itemsize not in (4, 8) or dtype.byteorder == ">":
-            raise ScoreFileError(self.name, None, f"shape {shape} dtype {dtype}",
-                                 "expected a one-dimensional little-endian float32 or float64 array")
+            raise ScoreFileError(
+                self.name,
+                None,
+                f"shape {shape} dtype {dtype}",
+                "expected a one-dimensional little-endian float32 or float64 array",
+            )
         self.dtype = dtype
         self._n = int(shape[0])
 
@@ -192,8 +196,9 @@ class HDF5Scores:
         Check scores are finite (False for id datasets).
     """
 
-    def __init__(self, path: str | os.PathLike, dataset: str, failed_dataset: str | None = None,
-                 validate: bool = True) -> None:
+    def __init__(
+        self, path: str | os.PathLike, dataset: str, failed_dataset: str | None = None, validate: bool = True
+    ) -> None:
         import h5py
 
         self.path = Path(path)
@@ -215,8 +220,12 @@ class HDF5Scores:
                 if failed_dataset not in f:
                     raise ScoreFileError(str(self.path), None, failed_dataset, "dataset missing")
                 if f[failed_dataset].shape != d.shape:
-                    raise ScoreFileError(f"{self.path}:{failed_dataset}", None, str(f[failed_dataset].shape),
-                                         f"must have the shape of {dataset} {d.shape}")
+                    raise ScoreFileError(
+                        f"{self.path}:{failed_dataset}",
+                        None,
+                        str(f[failed_dataset].shape),
+                        f"must have the shape of {dataset} {d.shape}",
+                    )
 
     def __len__(self) -> int:
         return self._n
@@ -228,13 +237,13 @@ class HDF5Scores:
             d = f[self.dataset]
             fd = f[self.failed_dataset] if self.failed_dataset is not None else None
             for start in range(0, self._n, chunk_size):
-                values = d[start:start + chunk_size]
+                values = d[start : start + chunk_size]
                 if not self.validate:
                     yield start, values
                     continue
                 if values.dtype not in (np.float32, np.float64):
                     values = values.astype(np.float64)
-                failed = fd[start:start + chunk_size].astype(bool) if fd is not None else None
+                failed = fd[start : start + chunk_size].astype(bool) if fd is not None else None
                 _check_finite(values, start, self.name, failed)
                 if failed is not None and failed.any():
                     values = values.copy()
@@ -265,6 +274,7 @@ def open_scores(path: str | os.PathLike, dataset: str | None = None) -> ScoreSou
 
 
 # --- order-preserving integer keys --------------------------------------------------------------
+
 
 def _similarity(values: np.ndarray, higher_is_better: bool) -> np.ndarray:
     """Similarities in the source's float width (a fresh array): distances negated, ``-0.0`` made
@@ -381,8 +391,9 @@ class Reduction(Protocol):
     def finish(self, acc): ...
 
 
-def run_pass(source: ScoreSource, reduction: Reduction, chunk_size: int = DEFAULT_CHUNK,
-             ids: ScoreSource | None = None):
+def run_pass(
+    source: ScoreSource, reduction: Reduction, chunk_size: int = DEFAULT_CHUNK, ids: ScoreSource | None = None
+):
     """Run ``reduction`` over every score of ``source`` (with the aligned subject ids of ``ids``).
 
     A source with a ``run_pass(reduction, chunk_size, ids)`` method runs the pass itself (e.g.
@@ -547,8 +558,9 @@ class KeepBinsPass(_Pass):
 class DigitPass(_Pass):
     """A radix pass of :func:`kth_largest`: counts of the next ``d`` key bits inside the chosen prefixes."""
 
-    def __init__(self, dtype: np.dtype, higher_is_better: bool, slots: np.ndarray, known: int, d: int,
-                 chunk_size: int) -> None:
+    def __init__(
+        self, dtype: np.dtype, higher_is_better: bool, slots: np.ndarray, known: int, d: int, chunk_size: int
+    ) -> None:
         self.dtype, self.higher_is_better = np.dtype(dtype), higher_is_better
         self.slots, self.known, self.d, self.chunk_size = slots, known, d, chunk_size
         self.lut = None
@@ -602,9 +614,15 @@ COLLECT_LIMIT = 1 << 24
 """Most scores the second pass may hold in memory (128 MiB as float64); beyond, radix passes."""
 
 
-def kth_largest(source: ScoreSource, ks: Sequence[int] | np.ndarray, *, higher_is_better: bool = True,
-                chunk_size: int = DEFAULT_CHUNK, counter_budget: int = COUNTER_BUDGET,
-                collect_limit: int = COLLECT_LIMIT) -> Selection:
+def kth_largest(
+    source: ScoreSource,
+    ks: Sequence[int] | np.ndarray,
+    *,
+    higher_is_better: bool = True,
+    chunk_size: int = DEFAULT_CHUNK,
+    counter_budget: int = COUNTER_BUDGET,
+    collect_limit: int = COLLECT_LIMIT,
+) -> Selection:
     """Exact ``k``-th highest similarities of a source, by selection on order-preserving keys.
 
     Pass 1 counts the top 16 bits of every key (65,536 bins), which places each wanted statistic
@@ -656,8 +674,9 @@ def kth_largest(source: ScoreSource, ks: Sequence[int] | np.ndarray, *, higher_i
     finite_min = fmin if fmin != math.inf else math.nan
     finite_max = fmax if fmax != -math.inf else math.nan
     if not m:
-        return Selection(ks, np.zeros(0), np.zeros(0, dtype=np.int64), n, n_failed, finite_min, finite_max,
-                         passes, hist, dtype)
+        return Selection(
+            ks, np.zeros(0), np.zeros(0, dtype=np.int64), n, n_failed, finite_min, finite_max, passes, hist, dtype
+        )
 
     cand = np.unique(prefix).astype(np.int64)
     if int(hist[cand].sum()) <= collect_limit:
@@ -674,8 +693,9 @@ def kth_largest(source: ScoreSource, ks: Sequence[int] | np.ndarray, *, higher_i
         found = keys[end - 1 - rank]
         n_greater = above + (end - np.searchsorted(keys, found, side="right"))
         values = keys_to_float(found, dtype).astype(np.float64)
-        return Selection(ks, values, n_greater.astype(np.int64), n, n_failed, finite_min, finite_max, passes,
-                         hist, dtype)
+        return Selection(
+            ks, values, n_greater.astype(np.int64), n, n_failed, finite_min, finite_max, passes, hist, dtype
+        )
 
     # radix passes: count the next digit of the keys inside the chosen prefixes
     while known < bits:
@@ -701,6 +721,7 @@ def kth_largest(source: ScoreSource, ks: Sequence[int] | np.ndarray, *, higher_i
 
 
 # --- the evaluation -------------------------------------------------------------------------------
+
 
 def tail_ranks(n: int, n_points: int, top_fraction: float = 0.01) -> np.ndarray:
     """0-based ranks from the top, geometric from 0 to ``ceil(top_fraction * n)`` (all when few).
@@ -846,11 +867,22 @@ def _det_on_grid(sel: Selection) -> tuple[np.ndarray, np.ndarray]:
     return t[keep], fm[keep]
 
 
-def evaluate(genuine, impostor: ScoreSource | np.ndarray, fmr_targets: Sequence[float] = FMR_TARGETS, *,
-             genuine_failed=None, impostor_failed=None, higher_is_better: bool = True,
-             min_false_matches: int = 1, n_grid: int = 256, target_windows: bool = True,
-             with_eer: bool = True, chunk_size: int = DEFAULT_CHUNK,
-             counter_budget: int = COUNTER_BUDGET, collect_limit: int = COLLECT_LIMIT) -> StreamingEvaluation:
+def evaluate(
+    genuine,
+    impostor: ScoreSource | np.ndarray,
+    fmr_targets: Sequence[float] = FMR_TARGETS,
+    *,
+    genuine_failed=None,
+    impostor_failed=None,
+    higher_is_better: bool = True,
+    min_false_matches: int = 1,
+    n_grid: int = 256,
+    target_windows: bool = True,
+    with_eer: bool = True,
+    chunk_size: int = DEFAULT_CHUNK,
+    counter_budget: int = COUNTER_BUDGET,
+    collect_limit: int = COLLECT_LIMIT,
+) -> StreamingEvaluation:
     """FNMR at each FMR target, the EER and a DET curve, reading the impostors in chunks.
 
     Parameters
@@ -905,9 +937,20 @@ def evaluate(genuine, impostor: ScoreSource | np.ndarray, fmr_targets: Sequence[
     if target_windows:
         parts += [target_window_ranks(k, n) for k in wanted.values()]
     ks = np.unique(np.concatenate(parts))
-    sel = kth_largest(source, ks, higher_is_better=higher_is_better, chunk_size=chunk_size,
-                      counter_budget=counter_budget, collect_limit=collect_limit) if n else \
-        Selection(ks, np.zeros(0), np.zeros(0, dtype=np.int64), 0, 0, math.nan, math.nan, 0, None, np.dtype(np.float64))
+    sel = (
+        kth_largest(
+            source,
+            ks,
+            higher_is_better=higher_is_better,
+            chunk_size=chunk_size,
+            counter_budget=counter_budget,
+            collect_limit=collect_limit,
+        )
+        if n
+        else Selection(
+            ks, np.zeros(0), np.zeros(0, dtype=np.int64), 0, 0, math.nan, math.nan, 0, None, np.dtype(np.float64)
+        )
+    )
     passes = sel.passes
     pos_of = {int(k): i for i, k in enumerate(sel.ks)}
     for f, k in wanted.items():
@@ -918,9 +961,15 @@ def evaluate(genuine, impostor: ScoreSource | np.ndarray, fmr_targets: Sequence[
     t_sim, fm = _det_on_grid(sel)
     fnm = np.searchsorted(g_sorted, t_sim, side="left").astype(np.int64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        det = DETCurve(to_user_threshold(t_sim, higher_is_better), fm, n, fnm, g.size,
-                       fm / n if n else np.full(fm.shape, np.nan),
-                       fnm / g.size if g.size else np.full(fm.shape, np.nan))
+        det = DETCurve(
+            to_user_threshold(t_sim, higher_is_better),
+            fm,
+            n,
+            fnm,
+            g.size,
+            fm / n if n else np.full(fm.shape, np.nan),
+            fnm / g.size if g.size else np.full(fm.shape, np.nan),
+        )
 
     eer = EqualErrorRate(math.nan, math.nan, math.nan, math.nan, None, n, None, g.size)
     if with_eer:
@@ -948,14 +997,34 @@ def evaluate(genuine, impostor: ScoreSource | np.ndarray, fmr_targets: Sequence[
                 fm_c = np.append(fm_c, int(fm[b]))
                 fnm_c = np.searchsorted(g_sorted, cand, side="left").astype(np.int64)
                 r = eer_from_points(cand, fm_c, fnm_c, n, g.size)
-                eer = EqualErrorRate(r.eer, float(to_user_threshold(r.threshold, higher_is_better)), r.fmr,
-                                     r.fnmr, r.false_matches, n, r.false_non_matches, g.size)
-    return StreamingEvaluation(ops, eer, det, sel, g, g_sorted, int(np.count_nonzero(g == -np.inf)),
-                               sel.n_failed, higher_is_better, min_false_matches, passes)
+                eer = EqualErrorRate(
+                    r.eer,
+                    float(to_user_threshold(r.threshold, higher_is_better)),
+                    r.fmr,
+                    r.fnmr,
+                    r.false_matches,
+                    n,
+                    r.false_non_matches,
+                    g.size,
+                )
+    return StreamingEvaluation(
+        ops,
+        eer,
+        det,
+        sel,
+        g,
+        g_sorted,
+        int(np.count_nonzero(g == -np.inf)),
+        sel.n_failed,
+        higher_is_better,
+        min_false_matches,
+        passes,
+    )
 
 
-def fnmr_at_fmr(genuine, impostor: ScoreSource | np.ndarray, fmr_targets: Sequence[float] = FMR_TARGETS,
-                **kwargs) -> dict[float, OperatingPoint]:
+def fnmr_at_fmr(
+    genuine, impostor: ScoreSource | np.ndarray, fmr_targets: Sequence[float] = FMR_TARGETS, **kwargs
+) -> dict[float, OperatingPoint]:
     """Only FNMR at each FMR target (2 passes over float32 impostors). See :func:`evaluate`."""
     kwargs.setdefault("n_grid", 0)
     kwargs.setdefault("target_windows", False)
@@ -1015,8 +1084,15 @@ class HDF5ScoreWriter:
     ...     w.append("impostor", [0.1], subjects=[1])
     """
 
-    def __init__(self, path: str | os.PathLike, *, with_subjects: bool = False, with_failed: bool = False,
-                 direction: str = "similarity", dtype: str = "float32") -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        with_subjects: bool = False,
+        with_failed: bool = False,
+        direction: str = "similarity",
+        dtype: str = "float32",
+    ) -> None:
         import h5py
 
         if direction not in ("similarity", "distance"):
@@ -1029,11 +1105,9 @@ class HDF5ScoreWriter:
         for cls in ("genuine", "impostor"):
             self._f.create_dataset(cls, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1 << 18,))
             if with_subjects:
-                self._f.create_dataset(f"{cls}_subject", shape=(0,), maxshape=(None,), dtype="int64",
-                                       chunks=(1 << 18,))
+                self._f.create_dataset(f"{cls}_subject", shape=(0,), maxshape=(None,), dtype="int64", chunks=(1 << 18,))
             if with_failed:
-                self._f.create_dataset(f"{cls}_failed", shape=(0,), maxshape=(None,), dtype="bool",
-                                       chunks=(1 << 18,))
+                self._f.create_dataset(f"{cls}_failed", shape=(0,), maxshape=(None,), dtype="bool", chunks=(1 << 18,))
 
     def append(self, cls: str, scores, subjects=None, failed=None) -> None:
         """Append scores of class ``"genuine"`` or ``"impostor"`` (and their subjects / failure flags)."""
@@ -1046,8 +1120,12 @@ class HDF5ScoreWriter:
                 raise ValueError("this file stores subject ids: pass subjects")
             parts.append((f"{cls}_subject", np.asarray(subjects, dtype=np.int64).reshape(-1)))
         if self.with_failed:
-            parts.append((f"{cls}_failed", np.zeros(s.size, bool) if failed is None
-                          else np.asarray(failed, dtype=bool).reshape(-1)))
+            parts.append(
+                (
+                    f"{cls}_failed",
+                    np.zeros(s.size, bool) if failed is None else np.asarray(failed, dtype=bool).reshape(-1),
+                )
+            )
         for name, a in parts:
             if a.size != s.size:
                 raise ValueError(f"{name} has {a.size} values for {s.size} scores")

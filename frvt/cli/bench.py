@@ -18,13 +18,22 @@ def _split(value: str | None) -> list[str] | None:
     return items or None
 
 
-def _command_line(models, runtimes, groups, repeats, untuned_repeats, warmup, image, json_out, markdown_out,
-                  fma) -> str:
+def _command_line(
+    models, runtimes, groups, repeats, untuned_repeats, warmup, image, json_out, markdown_out, fma
+) -> str:
     """The command that reproduces this run, every setting spelled out."""
     parts = ["frvt", "bench"]
-    for flag, value in (("--models", models), ("--runtimes", runtimes), ("--groups", groups), ("--repeats", repeats),
-                        ("--untuned-repeats", untuned_repeats), ("--warmup", warmup), ("--image", image),
-                        ("--json", json_out), ("--markdown", markdown_out)):
+    for flag, value in (
+        ("--models", models),
+        ("--runtimes", runtimes),
+        ("--groups", groups),
+        ("--repeats", repeats),
+        ("--untuned-repeats", untuned_repeats),
+        ("--warmup", warmup),
+        ("--image", image),
+        ("--json", json_out),
+        ("--markdown", markdown_out),
+    ):
         if value is not None:
             parts += [flag, shlex.quote(str(value))]
     if not fma:
@@ -34,19 +43,33 @@ def _command_line(models, runtimes, groups, repeats, untuned_repeats, warmup, im
 
 @app.command("bench")
 def bench_command(
-    models: str = typer.Option(None, "--models",
-                               help="Comma-separated: dlib_resnet, retinaface, iresnet50 (default all three) or .onnx paths."),
-    runtimes: str = typer.Option(None, "--runtimes", help=f"Comma-separated subset of: {', '.join(RUNTIMES)} (default all)."),
-    groups: str = typer.Option(",".join(GROUPS), "--groups",
-                               help="ISA groups: avx2 (TVM for Broadwell vs peers capped to AVX2), full (TVM native vs uncapped)."),
+    models: str = typer.Option(
+        None, "--models", help="Comma-separated: dlib_resnet, retinaface, iresnet50 (default all three) or .onnx paths."
+    ),
+    runtimes: str = typer.Option(
+        None, "--runtimes", help=f"Comma-separated subset of: {', '.join(RUNTIMES)} (default all)."
+    ),
+    groups: str = typer.Option(
+        ",".join(GROUPS),
+        "--groups",
+        help="ISA groups: avx2 (TVM for Broadwell vs peers capped to AVX2), full (TVM native vs uncapped).",
+    ),
     repeats: int = typer.Option(30, "--repeats", min=1, help="Timed calls per runtime."),
     untuned_repeats: int = typer.Option(3, "--untuned-repeats", min=1, help="Timed calls of untuned TVM (slow)."),
     warmup: int = typer.Option(3, "--warmup", min=0, help="Discarded calls per runtime before the timed ones."),
-    image: Path = typer.Option(None, "--image", help="Face photograph the real inputs are made from (default: a MEDS mugshot)."),
+    image: Path = typer.Option(
+        None, "--image", help="Face photograph the real inputs are made from (default: a MEDS mugshot)."
+    ),
     json_out: Path = typer.Option(None, "--json", help="Write the versioned JSON result (schema frvt.bench/1) here."),
-    markdown_out: Path = typer.Option(None, "--markdown", help="Write the markdown report (e.g. docs/benchmarks.md) here."),
-    fma: bool = typer.Option(True, "--fma/--no-fma", help="Measure one core's AVX2 FMA peak for the fraction-of-peak column."),
-    cache_dir: Path = typer.Option(None, "--cache-dir", help="Root of compiled TVM models (default ~/.cache/frvt/compiled)."),
+    markdown_out: Path = typer.Option(
+        None, "--markdown", help="Write the markdown report (e.g. docs/benchmarks.md) here."
+    ),
+    fma: bool = typer.Option(
+        True, "--fma/--no-fma", help="Measure one core's AVX2 FMA peak for the fraction-of-peak column."
+    ),
+    cache_dir: Path = typer.Option(
+        None, "--cache-dir", help="Root of compiled TVM models (default ~/.cache/frvt/compiled)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Report each stage on stderr."),
 ) -> None:
     """Time the same models with every runtime on one thread, interleaved round by round, in one
@@ -55,12 +78,24 @@ def bench_command(
 
     Exit status: 0 when the benchmark ran, 2 when it could not.
     """
-    command = _command_line(models, runtimes, groups, repeats, untuned_repeats, warmup, image, json_out, markdown_out, fma)
+    command = _command_line(
+        models, runtimes, groups, repeats, untuned_repeats, warmup, image, json_out, markdown_out, fma
+    )
     report = (lambda message: typer.echo(f"[frvt bench] {message}", err=True)) if progress else None
     try:
-        result = run_benchmark(models=_split(models), runtimes=_split(runtimes), groups=_split(groups) or [],
-                               repeats=repeats, untuned_repeats=untuned_repeats, warmup=warmup, image=image,
-                               fma=fma, cache_dir=cache_dir, command=command, progress=report)
+        result = run_benchmark(
+            models=_split(models),
+            runtimes=_split(runtimes),
+            groups=_split(groups) or [],
+            repeats=repeats,
+            untuned_repeats=untuned_repeats,
+            warmup=warmup,
+            image=image,
+            fma=fma,
+            cache_dir=cache_dir,
+            command=command,
+            progress=report,
+        )
     except BenchError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)

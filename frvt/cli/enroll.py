@@ -19,8 +19,9 @@ missing templates are made. Exit status 2 on bad input."""
 def enroll(
     source: Path = typer.Argument(..., help="Image list file or <identity>/<image> folder."),
     store: Path = typer.Argument(..., help="Template store (.h5) to create or continue."),
-    implementation: str = typer.Option("implementation:FaceVerifier", "--implementation", "-i",
-                                       help="The implementation, module:Attr."),
+    implementation: str = typer.Option(
+        "implementation:FaceVerifier", "--implementation", "-i", help="The implementation, module:Attr."
+    ),
     config_dir: Path | None = typer.Option(None, "--config-dir", help="Config directory for initialize."),
     scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786)."),
     workers: int | None = typer.Option(None, "--workers", "-j", help="Local workers (default: one per core)."),
@@ -33,14 +34,25 @@ def enroll(
     from frvt.store import StoreError
 
     try:
-        report = run_enroll(source, store, implementation=implementation, config_dir=config_dir, scheduler=scheduler,
-                            workers=workers, batch=batch, progress=progress, say=lambda s: typer.echo(s, err=True))
+        report = run_enroll(
+            source,
+            store,
+            implementation=implementation,
+            config_dir=config_dir,
+            scheduler=scheduler,
+            workers=workers,
+            batch=batch,
+            progress=progress,
+            say=lambda s: typer.echo(s, err=True),
+        )
     except (StoreError, ListFormatError, ConfigDirError, ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     rate = report.images_per_second
-    typer.echo(f"{report.store}: {report.n_images} images, {report.n_made} templates made in this run"
-               + (f" in {report.seconds:.1f} s ({rate:.2f} images/s, {report.workers} workers)" if rate else ""))
+    typer.echo(
+        f"{report.store}: {report.n_images} images, {report.n_made} templates made in this run"
+        + (f" in {report.seconds:.1f} s ({rate:.2f} images/s, {report.workers} workers)" if rate else "")
+    )
     typer.echo(f"failures to enrol: {len(report.failures)} of {report.n_images}")
     for tid, code, info in report.failures[:20]:
         typer.echo(f"  {tid}: {code} {info}")

@@ -29,7 +29,8 @@ def score(
     inputs: Optional[List[Path]] = typer.Argument(None, help="Validate output directories or .h5/.hdf5 score files."),
     genuine: Optional[List[Path]] = typer.Option(None, "--genuine", help="Genuine score file (pairs with --impostor)."),
     impostor: Optional[List[Path]] = typer.Option(
-        None, "--impostor", help="Impostor score file (pairs with --genuine)."),
+        None, "--impostor", help="Impostor score file (pairs with --genuine)."
+    ),
     label: Optional[List[str]] = typer.Option(None, "--label", help="System name, once per input, in order."),
     out: Path = typer.Option(Path("out/score"), "--out", "-o", help="Directory for metrics.json and plots."),
     distance: bool = typer.Option(False, "--distance", help="Scores are distances (lower = more alike)."),
@@ -38,23 +39,38 @@ def score(
     seed: int = typer.Option(0, "--seed", help="Bootstrap seed (recorded in metrics.json)."),
     confidence: float = typer.Option(0.95, "--confidence", help="Interval coverage."),
     min_false_matches: int = typer.Option(
-        1, "--min-false-matches", help="An FMR target needs n_impostor >= ceil(this / FMR) to be estimated."),
+        1, "--min-false-matches", help="An FMR target needs n_impostor >= ceil(this / FMR) to be estimated."
+    ),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write DET and histogram PNG/SVG."),
-    all_vs_all: Optional[Path] = typer.Option(None, "--all-vs-all", help="Template store: every pair of its templates."),
-    gallery: Optional[Path] = typer.Option(None, "--gallery", help="Template store of enrolled templates (with --probe)."),
+    all_vs_all: Optional[Path] = typer.Option(
+        None, "--all-vs-all", help="Template store: every pair of its templates."
+    ),
+    gallery: Optional[Path] = typer.Option(
+        None, "--gallery", help="Template store of enrolled templates (with --probe)."
+    ),
     probe: Optional[Path] = typer.Option(None, "--probe", help="Template store of probe templates (with --gallery)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786)."),
-    workers: Optional[int] = typer.Option(None, "--workers", "-j", help="Local Dask workers (default: one per core; 0: "
-                                          "no Dask)."),
+    workers: Optional[int] = typer.Option(
+        None, "--workers", "-j", help="Local Dask workers (default: one per core; 0: no Dask)."
+    ),
     block: int = typer.Option(2048, "--block", help="Templates per block side."),
-    pairwise: bool = typer.Option(False, "--pairwise", help="Call match_templates for every pair even when the "
-                                  "templates declare a vector similarity."),
+    pairwise: bool = typer.Option(
+        False,
+        "--pairwise",
+        help="Call match_templates for every pair even when the templates declare a vector similarity.",
+    ),
     demographics: Optional[Path] = typer.Option(
-        None, "--demographics", help="Labels CSV (key column + one column per attribute): FNMR and FMR per group, "
-        "cross-group FMR, ratios and Gini at the global thresholds; writes demographics.json."),
+        None,
+        "--demographics",
+        help="Labels CSV (key column + one column per attribute): FNMR and FMR per group, "
+        "cross-group FMR, ratios and Gini at the global thresholds; writes demographics.json.",
+    ),
     demographics_key: Optional[str] = typer.Option(
-        None, "--demographics-key", help="The labels' key column (default: the first); named identity/subject/"
-        "name/person: keyed by identity, else by image id."),
+        None,
+        "--demographics-key",
+        help="The labels' key column (default: the first); named identity/subject/"
+        "name/person: keyed by identity, else by image id.",
+    ),
 ) -> None:
     from validation.metrics import FMR_TARGETS, ScoreError
     from validation.score import ScoreInput, format_report, score as run_score
@@ -63,11 +79,31 @@ def score(
     labels = None
     if all_vs_all is not None or gallery is not None or probe is not None:
         if demographics is not None:
-            typer.echo("error: --demographics reads a validate folder or an HDF5 score file with each comparison's "
-                       "templates; it is not available on template stores", err=True)
+            typer.echo(
+                "error: --demographics reads a validate folder or an HDF5 score file with each comparison's "
+                "templates; it is not available on template stores",
+                err=True,
+            )
             raise typer.Exit(2)
-        _score_stores(all_vs_all, gallery, probe, inputs, genuine, label, out, fmr, bootstrap, seed, confidence,
-                      min_false_matches, plots, scheduler, workers, block, pairwise)
+        _score_stores(
+            all_vs_all,
+            gallery,
+            probe,
+            inputs,
+            genuine,
+            label,
+            out,
+            fmr,
+            bootstrap,
+            seed,
+            confidence,
+            min_false_matches,
+            plots,
+            scheduler,
+            workers,
+            block,
+            pairwise,
+        )
         return
     try:
         if demographics is not None:
@@ -82,9 +118,17 @@ def score(
         names = list(label) + [None] * (n_inputs - len(label))
         items = [ScoreInput.from_path(p, names.pop(0)) for p in inputs or []]
         items += [ScoreInput.from_files(g, i, names.pop(0)) for g, i in zip(genuine, impostor)]
-        report = run_score(items, out, fmr_targets=tuple(fmr) if fmr else FMR_TARGETS,
-                           higher_is_better=False if distance else None, n_resamples=bootstrap, seed=seed,
-                           confidence=confidence, min_false_matches=min_false_matches, plots=plots)
+        report = run_score(
+            items,
+            out,
+            fmr_targets=tuple(fmr) if fmr else FMR_TARGETS,
+            higher_is_better=False if distance else None,
+            n_resamples=bootstrap,
+            seed=seed,
+            confidence=confidence,
+            min_false_matches=min_false_matches,
+            plots=plots,
+        )
     except (ScoreError, ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
@@ -101,8 +145,25 @@ def score(
         typer.echo(f"wrote {path}")
 
 
-def _score_stores(all_vs_all, gallery, probe, inputs, genuine, label, out, fmr, bootstrap, seed, confidence,
-                  min_false_matches, plots, scheduler, workers, block, pairwise) -> None:
+def _score_stores(
+    all_vs_all,
+    gallery,
+    probe,
+    inputs,
+    genuine,
+    label,
+    out,
+    fmr,
+    bootstrap,
+    seed,
+    confidence,
+    min_false_matches,
+    plots,
+    scheduler,
+    workers,
+    block,
+    pairwise,
+) -> None:
     from frvt.store import StoreError
     from validation.allvsall import score_stores
     from validation.metrics import FMR_TARGETS, ScoreError
@@ -117,15 +178,29 @@ def _score_stores(all_vs_all, gallery, probe, inputs, genuine, label, out, fmr, 
             raise ValueError("--gallery and --probe go together")
         if len(label) > 1:
             raise ValueError(f"{len(label)} --label for one system")
-        report, timings = score_stores(all_vs_all or gallery, probe, out, label=label[0] if label else None,
-                                       scheduler=scheduler, workers=workers, block=block, force_pairwise=pairwise,
-                                       progress=True, fmr_targets=tuple(fmr) if fmr else (1e-8, 1e-7, *FMR_TARGETS),
-                                       n_resamples=bootstrap, seed=seed, confidence=confidence,
-                                       min_false_matches=min_false_matches, plots=plots)
+        report, timings = score_stores(
+            all_vs_all or gallery,
+            probe,
+            out,
+            label=label[0] if label else None,
+            scheduler=scheduler,
+            workers=workers,
+            block=block,
+            force_pairwise=pairwise,
+            progress=True,
+            fmr_targets=tuple(fmr) if fmr else (1e-8, 1e-7, *FMR_TARGETS),
+            n_resamples=bootstrap,
+            seed=seed,
+            confidence=confidence,
+            min_false_matches=min_false_matches,
+            plots=plots,
+        )
     except (StoreError, ScoreError, ValueError, OSError, RuntimeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     typer.echo(format_report(report))
     for t in timings:
-        typer.echo(f"pass {t['pass']}: {t['comparisons']:,} comparisons in {t['seconds']:.1f} s "
-                   f"({t['comparisons_per_second']:.3g}/s)")
+        typer.echo(
+            f"pass {t['pass']}: {t['comparisons']:,} comparisons in {t['seconds']:.1f} s "
+            f"({t['comparisons_per_second']:.3g}/s)"
+        )

@@ -139,9 +139,7 @@ def parse_target(spec: str | dict) -> dict:
         if not isinstance(target, dict) or "kind" not in target:
             raise ValueError(f"target {spec!r} must be a JSON object with a 'kind'")
     else:
-        raise ValueError(
-            f"unknown target {spec!r}: use 'broadwell', 'native' or a JSON object string"
-        )
+        raise ValueError(f"unknown target {spec!r}: use 'broadwell', 'native' or a JSON object string")
     target.setdefault("num-cores", 1)
     return target
 
@@ -382,8 +380,13 @@ def import_onnx(onnx_path: str | Path, input_shape: tuple[int, ...] | None = Non
         raise CompileError(f"TVM's ONNX importer failed on {onnx_path}: {exc}") from exc
 
 
-def prepare_module(mod, target: dict, conv_scheme: str = "NCHW", winograd: dict | None = None,
-                   layout_elementwise: list[str] | None = None):
+def prepare_module(
+    mod,
+    target: dict,
+    conv_scheme: str = "NCHW",
+    winograd: dict | None = None,
+    layout_elementwise: list[str] | None = None,
+):
     """Relax module -> fused TIR functions ready for tuning (the tuning tasks' source).
 
     The same function runs before tuning (``scripts/tune.py``) and before building, so the
@@ -425,7 +428,9 @@ def prepare_module(mod, target: dict, conv_scheme: str = "NCHW", winograd: dict 
     if conv_scheme == "NHWC-winograd":
         from frvt.compiler.winograd import make_legalize_conv2d
 
-        legalize_map = {"relax.nn.conv2d": make_legalize_conv2d(**(winograd if winograd is not None else WINOGRAD_SETTINGS))}
+        legalize_map = {
+            "relax.nn.conv2d": make_legalize_conv2d(**(winograd if winograd is not None else WINOGRAD_SETTINGS))
+        }
     seq = tvm.transform.Sequential(
         [
             relax.transform.DecomposeOpsForInference(),
@@ -441,7 +446,9 @@ def prepare_module(mod, target: dict, conv_scheme: str = "NCHW", winograd: dict 
             relax.transform.AttachAttrLayoutFreeBuffers(),
         ]
     )
-    elementwise = (layout_elementwise if layout_elementwise is not None else LAYOUT_ELEMENTWISE_OPS) if layout_passes else []
+    elementwise = (
+        (layout_elementwise if layout_elementwise is not None else LAYOUT_ELEMENTWISE_OPS) if layout_passes else []
+    )
     with tvm.target.Target(target), _layout_rules(elementwise):
         return seq(mod)
 
@@ -456,8 +463,9 @@ def extract_tasks(mod, target: dict) -> list:
     return ms_extract_tasks(mod, tvm.target.Target(target))
 
 
-def select_tasks(tasks: list, op_names: list[str] | None = None,
-                 gflops_range: tuple[float, float] | None = None) -> list:
+def select_tasks(
+    tasks: list, op_names: list[str] | None = None, gflops_range: tuple[float, float] | None = None
+) -> list:
     """The tasks whose name contains one of ``op_names`` and whose GFLOPs per model call
     (FLOPs x occurrences) is in ``[low, high)`` (each filter only when given)."""
     if op_names:
@@ -664,13 +672,12 @@ def tune_module(
             max_trials_global=trials,
             max_trials_per_task=max_trials_per_task or trials,
             num_trials_per_iter=trials_per_iter,
-            builder=ms.builder.LocalBuilder(
-                max_workers=builder_workers, timeout_sec=builder_timeout_sec
-            ),
+            builder=ms.builder.LocalBuilder(max_workers=builder_workers, timeout_sec=builder_timeout_sec),
             runner=_local_runner(cache_flush),
             database=ms.database.JSONDatabase(work_dir=str(database)),
             cost_model=ms.cost_model.XGBModel(
-                extractor=ms.feature_extractor.PerStoreFeature(), adaptive_training=True,
+                extractor=ms.feature_extractor.PerStoreFeature(),
+                adaptive_training=True,
                 num_tuning_cores=search_threads,
             ),
             task_scheduler=scheduler,
@@ -709,7 +716,9 @@ def _anchor_index(src) -> dict:
     return index
 
 
-def _source_candidates(src, mod, top_k: int, anchor_index: Callable[[], dict], tvm_target) -> tuple[list, list[str], bool]:
+def _source_candidates(
+    src, mod, top_k: int, anchor_index: Callable[[], dict], tvm_target
+) -> tuple[list, list[str], bool]:
     """``(record label, trace, MeasureCandidate)`` for a task from the source database.
 
     The task's own records when the source has its workload; otherwise the best records of the
@@ -727,8 +736,14 @@ def _source_candidates(src, mod, top_k: int, anchor_index: Callable[[], dict], t
 
     if src.has_workload(mod):
         records = src.get_top_k(src.commit_workload(mod), top_k)
-        return [(f"record #{rank + 1}", record.trace, record.as_measure_candidate())
-                for rank, record in enumerate(records)], [], False
+        return (
+            [
+                (f"record #{rank + 1}", record.trace, record.as_measure_candidate())
+                for rank, record in enumerate(records)
+            ],
+            [],
+            False,
+        )
     candidates, failures = [], []
     func = mod["main"]
     if not (func.attrs and "global_symbol" in func.attrs):  # as MetaSchedule's tasks: built as "main"
@@ -812,13 +827,17 @@ def remeasure_records(
                         retry.append(item)
                     else:
                         to_run.append((item, build))
-                futures = runner.run([ms.runner.RunnerInput(build.artifact_path, "cpu", item[2].args_info)
-                                      for item, build in to_run])
+                futures = runner.run(
+                    [ms.runner.RunnerInput(build.artifact_path, "cpu", item[2].args_info) for item, build in to_run]
+                )
                 for ((label, trace, candidate), build), future in zip(to_run, futures):
                     result = future.result()
                     if result.error_msg is None and result.run_secs:
-                        dst.commit_tuning_record(ms.database.TuningRecord(
-                            trace, workload, [float(s) for s in result.run_secs], tvm_target, candidate.args_info))
+                        dst.commit_tuning_record(
+                            ms.database.TuningRecord(
+                                trace, workload, [float(s) for s in result.run_secs], tvm_target, candidate.args_info
+                            )
+                        )
                         added += 1
                         transferred += is_transfer
                         failures.pop(label, None)
@@ -1007,9 +1026,7 @@ def compile_model(
     mod = prepare_module(mod, target_dict, scheme, **settings)
     if tune:
         report(f"tuning {trials} trials into {database}")
-        n_records = tune_module(
-            mod, target_dict, database, trials=trials, max_trials_per_task=max_trials_per_task
-        )
+        n_records = tune_module(mod, target_dict, database, trials=trials, max_trials_per_task=max_trials_per_task)
         write_manifest(database, onnx_path, target_dict, conv_scheme=scheme, **settings)
         report(f"database has {n_records} records")
     report("compiling")
@@ -1082,9 +1099,7 @@ def resolve_conv_scheme(
     if conv_scheme == tuned_scheme or count_records(database) == 0:
         return conv_scheme
     if tune:
-        raise ValueError(
-            f"{database} holds {tuned_scheme} records; tune {conv_scheme} into a new directory"
-        )
+        raise ValueError(f"{database} holds {tuned_scheme} records; tune {conv_scheme} into a new directory")
     report(
         f"warning: {database} was tuned with {tuned_scheme} convolutions; their schedules do "
         f"not apply to {conv_scheme} ones, which compile untuned"
@@ -1193,8 +1208,14 @@ def ensure_compiled(
     if (out / "metadata.json").exists() and (out / "model.so").exists():
         return out
     compile_model(
-        onnx_path, target=target_dict, output_dir=out, model_config=model_config,
-        database=database, progress=progress, auto_database=False, conv_scheme=conv_scheme,
+        onnx_path,
+        target=target_dict,
+        output_dir=out,
+        model_config=model_config,
+        database=database,
+        progress=progress,
+        auto_database=False,
+        conv_scheme=conv_scheme,
     )
     return out
 

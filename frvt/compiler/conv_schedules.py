@@ -95,8 +95,12 @@ def candidate_tiles(shape: dict, limit: int = 8) -> list[ConvTile]:
         for yi, xi in itertools.product(range(1, shape["h"] + 1), range(1, shape["w"] + 1)):
             pixels = yi * xi
             # at least two pixels: with one, every weight vector is loaded for a single FMA
-            if shape["h"] % yi or shape["w"] % xi or pixels < 2 \
-                    or not MIN_ACCUMULATORS <= pixels * vectors <= MAX_ACCUMULATORS:
+            if (
+                shape["h"] % yi
+                or shape["w"] % xi
+                or pixels < 2
+                or not MIN_ACCUMULATORS <= pixels * vectors <= MAX_ACCUMULATORS
+            ):
                 continue
             options.append(((-pixels * vectors, -pixels, -fi, yi), ConvTile(fi, yi, xi)))
     options.sort(key=lambda item: item[0])
@@ -149,8 +153,7 @@ def schedule_direct_conv(func, tile: ConvTile):
     return sch
 
 
-def write_seed_database(tasks: list, target: dict, out: str | Path,
-                        limit: int = 8) -> tuple[dict[str, int], list[str]]:
+def write_seed_database(tasks: list, target: dict, out: str | Path, limit: int = 8) -> tuple[dict[str, int], list[str]]:
     """Write every fitting hand-written variant of each task's convolution to a JSON database at
     ``out``, to be timed by :func:`frvt.compiler.compile.remeasure_records` (the run time written,
     1 s, is a placeholder: this database only carries the traces). Returns the records written per

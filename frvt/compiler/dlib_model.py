@@ -276,9 +276,12 @@ def _ares_down(n: int) -> list[tuple]:
 FACE_RESNET_V1_ARCHITECTURE: tuple[tuple, ...] = tuple(
     [("con", 32, 2), ("affine",), ("relu",), ("max_pool",)]
     + _ares(32) * 3  # alevel4
-    + _ares_down(64) + _ares(64) * 3  # alevel3
-    + _ares_down(128) + _ares(128) * 2  # alevel2
-    + _ares_down(256) + _ares(256) * 2  # alevel1
+    + _ares_down(64)
+    + _ares(64) * 3  # alevel3
+    + _ares_down(128)
+    + _ares(128) * 2  # alevel2
+    + _ares_down(256)
+    + _ares(256) * 2  # alevel1
     + _ares_down(256)  # alevel0
     + [("avg_pool",), ("fc", 128)]  # avg_pool_everything, fc_no_bias<128>
 )
@@ -327,7 +330,9 @@ def _read_affine(s: DlibStream, version: str) -> DlibLayer:
         mode = s.read_int()  # newer dlib writes the mode (0 CONV_MODE, 1 FC_MODE); older files do not
     n = int(np.prod(gamma_shape))
     if params.size != 2 * n or int(np.prod(beta_shape)) != n:
-        raise DlibFormatError(f"affine parameters of size {params.size} do not match {gamma_shape} before offset {s.pos}")
+        raise DlibFormatError(
+            f"affine parameters of size {params.size} do not match {gamma_shape} before offset {s.pos}"
+        )
     return DlibLayer(
         "affine",
         {"mode": mode},

@@ -149,17 +149,13 @@ def conv2d_winograd_nhwc(data, kernel_pack, padding, m: int, out_dtype: str | No
         rows = [data_pad[n, y * m + a, x * m + b, ci] for a in range(alpha)]
         return _select_chain(eps, [_linear(B_np[:, k], rows) for k in range(alpha)])
 
-    dp_tmp = te.compute(
-        (alpha, alpha, P, CI), tmp_fn, name="dp_tmp", attrs={"schedule_rule": "None"}
-    )
+    dp_tmp = te.compute((alpha, alpha, P, CI), tmp_fn, name="dp_tmp", attrs={"schedule_rule": "None"})
 
     def pack_fn(eps, nu, p, ci):
         cols = [dp_tmp[eps, b, p, ci] for b in range(alpha)]
         return _select_chain(nu, [_linear(B_np[:, k], cols) for k in range(alpha)])
 
-    data_pack = te.compute(
-        (alpha, alpha, P, CI), pack_fn, name="data_pack", attrs={"schedule_rule": RULE_DATA_PACK}
-    )
+    data_pack = te.compute((alpha, alpha, P, CI), pack_fn, name="data_pack", attrs={"schedule_rule": RULE_DATA_PACK})
     rc = te.reduce_axis((0, CI), name="rc")
     bgemm = te.compute(
         (alpha, alpha, P, CO),
@@ -322,7 +318,8 @@ def make_legalize_conv2d(*, tiles, min_channels: int):
         const = _constant_value(bb, weight)
         m = next((m for min_hw, m in tiles if min(ds[1:3]) >= min_hw), None)
         ok = (
-            a.data_layout == "NHWC" and a.kernel_layout == "OHWI"
+            a.data_layout == "NHWC"
+            and a.kernel_layout == "OHWI"
             and (a.out_layout in ("", "NHWC"))
             and int(a.groups) == 1
             and [int(s) for s in a.strides] == [1, 1]

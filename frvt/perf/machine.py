@@ -24,9 +24,20 @@ from frvt.settings import SOURCE_ROOT
 
 #: Instruction-set flags (as /proc/cpuinfo spells them) that matter for the kernels we run.
 ISA_FLAGS = (
-    "sse4_2", "avx", "avx2", "fma", "f16c",
-    "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-    "avx_vnni", "amx_tile", "amx_int8",
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
 )
 
 #: Distribution names whose versions go into every result (first installed name of each group).
@@ -93,8 +104,12 @@ def git_dirty(repo: str | Path = REPO_ROOT) -> bool | None:
     if git is None:
         return None
     try:
-        out = subprocess.run([git, "--no-optional-locks", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                             capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            [git, "--no-optional-locks", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return bool(out.stdout.strip()) if out.returncode == 0 else None
@@ -174,7 +189,12 @@ def versioned(schema: str, payload: dict[str, Any], machine: dict[str, Any] | No
     if clash:
         raise ValueError(f"payload uses reserved key(s) {sorted(clash)}")
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    return {"schema": schema, "created": created, "machine": machine if machine is not None else machine_info(), **payload}
+    return {
+        "schema": schema,
+        "created": created,
+        "machine": machine if machine is not None else machine_info(),
+        **payload,
+    }
 
 
 # --- single-core AVX2 FMA throughput ----------------------------------------------------------
@@ -266,8 +286,9 @@ def measure_fma_peak(
     with tempfile.TemporaryDirectory(prefix="frvt_fma_") as tmp:
         src, lib = Path(tmp) / "fma.c", Path(tmp) / "libfma.so"
         src.write_text(_FMA_KERNEL)
-        build = subprocess.run([cc, "-O3", "-mavx2", "-mfma", "-shared", "-fPIC", "-o", str(lib), str(src)],
-                               capture_output=True, text=True)
+        build = subprocess.run(
+            [cc, "-O3", "-mavx2", "-mfma", "-shared", "-fPIC", "-o", str(lib), str(src)], capture_output=True, text=True
+        )
         if build.returncode != 0:
             raise FmaPeakUnavailable(f"building the FMA kernel failed: {build.stderr.strip()[:500]}")
         kernel = ctypes.CDLL(str(lib))
@@ -332,5 +353,9 @@ def measure_read_bandwidth(
         t0 = clock()
         data.sum()
         gbps.append(data.nbytes / max(clock() - t0, 1e-9) / 1e9)
-    return {"read_gbps": max(gbps), "median_gbps": statistics.median(gbps), "repeats_gbps": gbps,
-            "megabytes": megabytes}
+    return {
+        "read_gbps": max(gbps),
+        "median_gbps": statistics.median(gbps),
+        "repeats_gbps": gbps,
+        "megabytes": megabytes,
+    }

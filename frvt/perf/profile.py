@@ -52,8 +52,19 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".bmp", ".t
 #: Set in the fresh process's environment, before numpy, OpenCV or TVM are imported.
 THREAD_ENV = settings.SINGLE_THREAD_ENV
 #: Summary keys copied into the JSON for each timed call (besides the samples).
-SUMMARY_KEYS = ("n", "median_ms", "p90_ms", "p99_ms", "max_ms", "min_ms", "mean_ms", "stdev_ms", "mad_ms",
-                "unstable", "unstable_reasons")
+SUMMARY_KEYS = (
+    "n",
+    "median_ms",
+    "p90_ms",
+    "p99_ms",
+    "max_ms",
+    "min_ms",
+    "mean_ms",
+    "stdev_ms",
+    "mad_ms",
+    "unstable",
+    "unstable_reasons",
+)
 
 #: The CPU NIST's FRVT 1:1 timing runs on, and what scaling to it assumes.
 TARGET_CPU = {
@@ -70,6 +81,7 @@ class ProfileError(RuntimeError):
 
 
 # --- inputs -------------------------------------------------------------------------------------
+
 
 def find_images(images: str | Path | Sequence[str | Path] | None = None) -> list[Path]:
     """The image files to profile on.
@@ -137,6 +149,7 @@ def _resolve_config_dir(impl: Any, config_dir: str | Path | None, scratch: Path)
 
 # --- measuring (in whatever process calls it) ---------------------------------------------------
 
+
 def _summary(samples_ms: Sequence[float]) -> dict[str, Any]:
     stats = latency_stats(samples_ms)
     out = {k: stats[k] for k in SUMMARY_KEYS}
@@ -176,8 +189,9 @@ def _operator_rows(rows: Any, top: int) -> dict[str, Any]:
     }
 
 
-def _stage_breakdown(call_ms: list[float], stage_dicts: list[dict[str, float] | None],
-                     decode_ms: list[float]) -> dict[str, Any] | None:
+def _stage_breakdown(
+    call_ms: list[float], stage_dicts: list[dict[str, float] | None], decode_ms: list[float]
+) -> dict[str, Any] | None:
     """Per-stage times per call, with ``other`` making each call's stages add up to the call."""
     if not any(stage_dicts):
         return None
@@ -209,7 +223,7 @@ def _stage_breakdown(call_ms: list[float], stage_dicts: list[dict[str, float] | 
         "calls_with_negative_other": negative,
         "harness_decode_mean_ms": float(np.mean(decode_ms)) if decode_ms else float("nan"),
         "note": "mean over calls: the means of the stages and 'other' add up to the mean call time "
-                "(medians do not add up); harness_decode_mean_ms (image file -> Image) is outside the call",
+        "(medians do not add up); harness_decode_mean_ms (image file -> Image) is outside the call",
     }
 
 
@@ -297,8 +311,12 @@ def measure_implementation(
         class _Bar(tqdm):
             monitor_interval = 0  # no monitor thread: the thread count below must be the implementation's
 
-        bar = _Bar(total=len(args_list) + min(max_matches, n_first_pass * (n_first_pass - 1)),
-                   desc="profile", unit="call", file=sys.stderr)
+        bar = _Bar(
+            total=len(args_list) + min(max_matches, n_first_pass * (n_first_pass - 1)),
+            desc="profile",
+            unit="call",
+            file=sys.stderr,
+        )
 
     def after_create(i: int, result: Any, elapsed_ms: float, cpu: float | None) -> None:
         stages = getattr(impl, "last_stage_times", None)
@@ -332,8 +350,13 @@ def measure_implementation(
             if bar is not None:
                 bar.update()
 
-        match_ms = time_calls(impl.match_templates, match_args, warmup=min(warmup, len(match_args)), clock=clock,
-                              on_call=after_match) if match_args else []
+        match_ms = (
+            time_calls(
+                impl.match_templates, match_args, warmup=min(warmup, len(match_args)), clock=clock, on_call=after_match
+            )
+            if match_args
+            else []
+        )
     except Exception as exc:  # an exception crossed the contract: the profile cannot go on
         raise ProfileError(f"an exception crossed the implementation's calls: {type(exc).__name__}: {exc}") from exc
     finally:
@@ -348,8 +371,9 @@ def measure_implementation(
         create_summary["cpu"] = {k: cpu_stats[k] for k in ("median_ms", "p90_ms", "p99_ms", "max_ms", "mean_ms")}
         create_summary["cpu"]["samples_ms"] = cpu_ms
         # > 1 when the call waited for a core (a busy machine), or the implementation used threads
-        create_summary["wall_to_cpu"] = (create_summary["median_ms"] / cpu_stats["median_ms"]
-                                         if cpu_stats["median_ms"] > 0 else float("nan"))
+        create_summary["wall_to_cpu"] = (
+            create_summary["median_ms"] / cpu_stats["median_ms"] if cpu_stats["median_ms"] > 0 else float("nan")
+        )
     if match_ms:
         match_summary = _summary(match_ms)
     else:
@@ -363,8 +387,10 @@ def measure_implementation(
     if callable(profiler):
         try:
             raw = profiler(decoded[0][1])
-            operators = {"image": decoded[0][0],
-                         "models": {str(model): _operator_rows(rows, top_operators) for model, rows in dict(raw).items()}}
+            operators = {
+                "image": decoded[0][0],
+                "models": {str(model): _operator_rows(rows, top_operators) for model, rows in dict(raw).items()},
+            }
         except Exception as exc:  # a diagnostic; the latency numbers stand without it
             operators = {"error": f"{type(exc).__name__}: {exc}"}
 
@@ -392,16 +418,26 @@ def measure_implementation(
         "stages": _stage_breakdown(create_ms, stage_dicts, decode_ms),
         "operators": operators,
         "target": target,
-        "images": {"n_files": len(image_paths), "n_profiled": len(decoded), "repeats": repeats,
-                   "warmup": warmup, "role": role.name, "skipped": skipped},
-        "process": {"threads_after_run": threads, "cpu_affinity_after_run": affinity,
-                    "thread_env": {k: os.environ.get(k) for k in THREAD_ENV},
-                    "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
+        "images": {
+            "n_files": len(image_paths),
+            "n_profiled": len(decoded),
+            "repeats": repeats,
+            "warmup": warmup,
+            "role": role.name,
+            "skipped": skipped,
+        },
+        "process": {
+            "threads_after_run": threads,
+            "cpu_affinity_after_run": affinity,
+            "thread_env": {k: os.environ.get(k) for k in THREAD_ENV},
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        },
     }
 
 
-def estimate_for_target(create: dict[str, Any], fma_gflops_here: float | None,
-                        target: dict[str, Any] = TARGET_CPU) -> dict[str, Any]:
+def estimate_for_target(
+    create: dict[str, Any], fma_gflops_here: float | None, target: dict[str, Any] = TARGET_CPU
+) -> dict[str, Any]:
     """An ESTIMATE of create-template latency on NIST's CPU, by FMA-throughput scaling.
 
     Parameters
@@ -457,6 +493,7 @@ def estimate_for_target(create: dict[str, Any], fma_gflops_here: float | None,
 
 # --- the fresh process ----------------------------------------------------------------------------
 
+
 def _callable_name(obj: Callable[..., Any]) -> str:
     """``module:qualname`` of a module-level callable, so a fresh process can import it."""
     module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
@@ -469,8 +506,9 @@ def _callable_name(obj: Callable[..., Any]) -> str:
                 return f"{module}:{qualname}"
         except (ImportError, AttributeError):
             pass
-    raise ProfileError(f"clock {obj!r} cannot be sent to a fresh process: pass a module-level callable "
-                       "or isolate=False")
+    raise ProfileError(
+        f"clock {obj!r} cannot be sent to a fresh process: pass a module-level callable or isolate=False"
+    )
 
 
 def _import_name(name: str) -> Any:
@@ -504,13 +542,23 @@ def _run(request: dict[str, Any], clock: Callable[[], float]) -> dict[str, Any]:
         if not getattr(status, "ok", False):
             raise ProfileError(f"initialize({config_dir}) returned {status}")
         payload = measure_implementation(
-            impl, request["images"], budget_ms=request["budget_ms"], warmup=request["warmup"],
-            repeats=request["repeats"], max_matches=request["max_matches"],
-            verdict_statistic=request["verdict_statistic"], top_operators=request["top_operators"],
-            clock=clock, progress=request.get("progress", False),
+            impl,
+            request["images"],
+            budget_ms=request["budget_ms"],
+            warmup=request["warmup"],
+            repeats=request["repeats"],
+            max_matches=request["max_matches"],
+            verdict_statistic=request["verdict_statistic"],
+            top_operators=request["top_operators"],
+            clock=clock,
+            progress=request.get("progress", False),
         )
-    payload = {"implementation": request["implementation"], "config_dir": str(config_dir),
-               "initialize_s": init_s, **payload}
+    payload = {
+        "implementation": request["implementation"],
+        "config_dir": str(config_dir),
+        "initialize_s": init_s,
+        **payload,
+    }
     fma: dict[str, Any] | None = None
     if request.get("fma", True):
         try:
@@ -586,14 +634,22 @@ def profile_implementation(
     if key not in VERDICT_STATISTICS:
         raise ProfileError(f"verdict statistic {verdict_statistic!r} is not one of {', '.join(VERDICT_STATISTICS)}")
     if warmup < 0 or repeats < 1 or max_matches < 0:
-        raise ProfileError(f"warmup={warmup}, repeats={repeats}, max_matches={max_matches}: need warmup >= 0, "
-                           "repeats >= 1, max_matches >= 0")
+        raise ProfileError(
+            f"warmup={warmup}, repeats={repeats}, max_matches={max_matches}: need warmup >= 0, "
+            "repeats >= 1, max_matches >= 0"
+        )
     request = {
         "implementation": spec,
         "config_dir": str(Path(config_dir).resolve()) if config_dir is not None else None,
         "images": [str(p) for p in find_images(images)],
-        "budget_ms": float(budget_ms), "warmup": warmup, "repeats": repeats, "max_matches": max_matches,
-        "verdict_statistic": key, "top_operators": top_operators, "fma": fma, "progress": progress,
+        "budget_ms": float(budget_ms),
+        "warmup": warmup,
+        "repeats": repeats,
+        "max_matches": max_matches,
+        "verdict_statistic": key,
+        "top_operators": top_operators,
+        "fma": fma,
+        "progress": progress,
     }
     if not isolate:
         return _run(request, clock)
@@ -604,9 +660,14 @@ def profile_implementation(
         req_path, out_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
         req_path.write_text(json.dumps(request))
         try:
-            proc = subprocess.run([sys.executable, "-m", "frvt.perf.profile", str(req_path), str(out_path)],
-                                  env=env, stdout=subprocess.PIPE, stderr=None if progress else subprocess.PIPE,
-                                  text=True, timeout=timeout_s)
+            proc = subprocess.run(
+                [sys.executable, "-m", "frvt.perf.profile", str(req_path), str(out_path)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=None if progress else subprocess.PIPE,
+                text=True,
+                timeout=timeout_s,
+            )
         except subprocess.TimeoutExpired as exc:
             raise ProfileError(f"the measuring process did not finish within {timeout_s} s") from exc
         if out_path.is_file():
@@ -615,8 +676,10 @@ def profile_implementation(
                 raise ProfileError(result["error"])
             return result
         tail = (proc.stderr or "").strip().splitlines()[-15:]
-        raise ProfileError(f"the measuring process exited with status {proc.returncode} and no result"
-                           + (":\n" + "\n".join(tail) if tail else ""))
+        raise ProfileError(
+            f"the measuring process exited with status {proc.returncode} and no result"
+            + (":\n" + "\n".join(tail) if tail else "")
+        )
 
 
 def _child_main(argv: Sequence[str]) -> int:
@@ -635,6 +698,7 @@ def _child_main(argv: Sequence[str]) -> int:
 
 
 # --- reading, comparing, presenting ------------------------------------------------------------
+
 
 def load_profile(path: str | Path) -> dict[str, Any]:
     """Read a profile written by ``frvt profile --json``; raises ProfileError when it is not one."""
@@ -681,8 +745,11 @@ def compare_profiles(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any
         ratio = fb / fa if (math.isfinite(fa) and math.isfinite(fb) and fa > 0) else float("nan")
         rows.append({"name": name, "a_ms": fa, "b_ms": fb, "ratio": ratio})
 
-    for call, keys in (("create_face_template", ("median_ms", "p90_ms", "p99_ms", "max_ms")),
-                       ("match_templates", ("median_ms", "p99_ms")), ("decode", ("median_ms",))):
+    for call, keys in (
+        ("create_face_template", ("median_ms", "p90_ms", "p99_ms", "max_ms")),
+        ("match_templates", ("median_ms", "p99_ms")),
+        ("decode", ("median_ms",)),
+    ):
         for k in keys:
             add(f"{call} {k[:-3]}", (a.get(call) or {}).get(k), (b.get(call) or {}).get(k))
     sa = (a.get("stages") or {}).get("stages") or {}
@@ -705,44 +772,59 @@ def format_profile(result: dict[str, Any]) -> str:
     m = result.get("machine") or {}
     versions = m.get("versions") or {}
     lines.append(f"implementation {result.get('implementation')}  target {result.get('target')}")
-    lines.append(f"machine: {m.get('cpu_model')}, {m.get('usable_cores')} usable core(s); TVM {versions.get('tvm')}; "
-                 f"git {(m.get('git_revision') or 'unknown')[:12]}{' (dirty)' if m.get('git_dirty') else ''}")
+    lines.append(
+        f"machine: {m.get('cpu_model')}, {m.get('usable_cores')} usable core(s); TVM {versions.get('tvm')}; "
+        f"git {(m.get('git_revision') or 'unknown')[:12]}{' (dirty)' if m.get('git_dirty') else ''}"
+    )
     img = result.get("images") or {}
-    lines.append(f"images: {img.get('n_profiled')} profiled of {img.get('n_files')} files "
-                 f"({len(img.get('skipped') or [])} undecodable), {img.get('repeats')} pass(es), "
-                 f"{img.get('warmup')} warm-up call(s) discarded; threads after run: "
-                 f"{(result.get('process') or {}).get('threads_after_run')}")
+    lines.append(
+        f"images: {img.get('n_profiled')} profiled of {img.get('n_files')} files "
+        f"({len(img.get('skipped') or [])} undecodable), {img.get('repeats')} pass(es), "
+        f"{img.get('warmup')} warm-up call(s) discarded; threads after run: "
+        f"{(result.get('process') or {}).get('threads_after_run')}"
+    )
     lines.append("")
     lines.append(f"{'per call (ms)':<22}{'n':>6}{'median':>10}{'p90':>10}{'p99':>10}{'max':>10}  spread")
     for call in ("create_face_template", "match_templates", "decode"):
         s = result.get(call) or {}
         spread = "UNSTABLE" if s.get("unstable") else "ok"
-        lines.append(f"{call:<22}{s.get('n', 0):>6}{_fmt_ms(s.get('median_ms')):>10}{_fmt_ms(s.get('p90_ms')):>10}"
-                     f"{_fmt_ms(s.get('p99_ms')):>10}{_fmt_ms(s.get('max_ms')):>10}  {spread}")
+        lines.append(
+            f"{call:<22}{s.get('n', 0):>6}{_fmt_ms(s.get('median_ms')):>10}{_fmt_ms(s.get('p90_ms')):>10}"
+            f"{_fmt_ms(s.get('p99_ms')):>10}{_fmt_ms(s.get('max_ms')):>10}  {spread}"
+        )
         cpu = s.get("cpu")
         if cpu:
-            lines.append(f"{'  thread CPU time':<22}{'':>6}{_fmt_ms(cpu['median_ms']):>10}{_fmt_ms(cpu['p90_ms']):>10}"
-                         f"{_fmt_ms(cpu['p99_ms']):>10}{_fmt_ms(cpu['max_ms']):>10}")
+            lines.append(
+                f"{'  thread CPU time':<22}{'':>6}{_fmt_ms(cpu['median_ms']):>10}{_fmt_ms(cpu['p90_ms']):>10}"
+                f"{_fmt_ms(cpu['p99_ms']):>10}{_fmt_ms(cpu['max_ms']):>10}"
+            )
     proc = result.get("process") or {}
     affinity, usable = proc.get("cpu_affinity_after_run"), (result.get("machine") or {}).get("usable_cores")
     if affinity is not None and usable is not None and len(affinity) < usable:
-        lines.append(f"  warning: the implementation pinned the process to CPU(s) {affinity} of {usable}: processes "
-                     "forked after initialize (as NIST's are) inherit the pin and share those CPU(s)")
+        lines.append(
+            f"  warning: the implementation pinned the process to CPU(s) {affinity} of {usable}: processes "
+            "forked after initialize (as NIST's are) inherit the pin and share those CPU(s)"
+        )
     ratio = (result.get("create_face_template") or {}).get("wall_to_cpu")
     if ratio is not None and math.isfinite(ratio) and ratio > 1.2:
         load = (result.get("process") or {}).get("load_average")
-        lines.append(f"  warning: median wall time is {ratio:.2f}x the thread CPU time: the call waited for a core "
-                     f"(load average {load[0]:.1f} on {(result.get('machine') or {}).get('logical_cores')} cores)"
-                     if load else f"  warning: median wall time is {ratio:.2f}x the thread CPU time")
+        lines.append(
+            f"  warning: median wall time is {ratio:.2f}x the thread CPU time: the call waited for a core "
+            f"(load average {load[0]:.1f} on {(result.get('machine') or {}).get('logical_cores')} cores)"
+            if load
+            else f"  warning: median wall time is {ratio:.2f}x the thread CPU time"
+        )
     for call in ("create_face_template", "match_templates"):
         for reason in (result.get(call) or {}).get("unstable_reasons") or []:
             lines.append(f"  warning ({call}): {reason}")
     create = result.get("create_face_template") or {}
     stat = result.get("verdict_statistic", "median_ms")
     lines.append("")
-    lines.append(f"VERDICT: {result.get('verdict')}  (create_face_template {stat[:-3]} "
-                 f"{_fmt_ms(create.get(stat))} ms vs budget {_fmt_ms(result.get('budget_ms'))} ms; "
-                 f"{create.get('n_over_budget', 0)} of {create.get('n', 0)} calls over budget)")
+    lines.append(
+        f"VERDICT: {result.get('verdict')}  (create_face_template {stat[:-3]} "
+        f"{_fmt_ms(create.get(stat))} ms vs budget {_fmt_ms(result.get('budget_ms'))} ms; "
+        f"{create.get('n_over_budget', 0)} of {create.get('n', 0)} calls over budget)"
+    )
     codes = create.get("return_codes") or {}
     if codes:
         lines.append("return codes: " + ", ".join(f"{k} {v}" for k, v in sorted(codes.items())))
@@ -750,14 +832,18 @@ def format_profile(result: dict[str, Any]) -> str:
     lines.append("")
     if st:
         lines.append("stage breakdown (mean ms per create_face_template call):")
-        lines.append(f"  {'(file decode by the harness, outside the call)':<48}{_fmt_ms(st.get('harness_decode_mean_ms')):>10}")
+        lines.append(
+            f"  {'(file decode by the harness, outside the call)':<48}{_fmt_ms(st.get('harness_decode_mean_ms')):>10}"
+        )
         for name in st["order"]:
             s = st["stages"][name]
             lines.append(f"  {name:<48}{_fmt_ms(s['mean_ms']):>10}  {s['share']:6.1%}")
         total = sum(st["stages"][n]["mean_ms"] for n in st["order"])
         lines.append(f"  {'= mean create_face_template call':<48}{_fmt_ms(total):>10}")
         if st.get("calls_with_negative_other"):
-            lines.append(f"  warning: in {st['calls_with_negative_other']} call(s) the stages add up to more than the call")
+            lines.append(
+                f"  warning: in {st['calls_with_negative_other']} call(s) the stages add up to more than the call"
+            )
     else:
         lines.append("stage breakdown: the implementation reports no last_stage_times")
     ops = result.get("operators")
@@ -768,16 +854,20 @@ def format_profile(result: dict[str, Any]) -> str:
         lines.append(f"operator profile failed: {ops['error']}")
     else:
         for model, prof in ops["models"].items():
-            lines.append(f"operators of {model}: {prof['total_us'] / 1000:.2f} ms in {prof['n_operators']} operators; "
-                         f"top {len(prof['top'])} = {prof['top_share']:.0%}")
+            lines.append(
+                f"operators of {model}: {prof['total_us'] / 1000:.2f} ms in {prof['n_operators']} operators; "
+                f"top {len(prof['top'])} = {prof['top_share']:.0%}"
+            )
             for r in prof["top"]:
                 lines.append(f"  {r['time_us'] / 1000:9.3f} ms {r['share']:6.1%}  x{r['calls']:<3} {r['name']}")
     est = result.get("estimate") or {}
     lines.append("")
     if est.get("available"):
         lines.append(f"{est['label']}:")
-        lines.append(f"  create_face_template median {_fmt_ms(est['median_ms']['turbo'])}-{_fmt_ms(est['median_ms']['base'])} ms, "
-                     f"p99 {_fmt_ms(est['p99_ms']['turbo'])}-{_fmt_ms(est['p99_ms']['base'])} ms (turbo-base)")
+        lines.append(
+            f"  create_face_template median {_fmt_ms(est['median_ms']['turbo'])}-{_fmt_ms(est['median_ms']['base'])} ms, "
+            f"p99 {_fmt_ms(est['p99_ms']['turbo'])}-{_fmt_ms(est['p99_ms']['base'])} ms (turbo-base)"
+        )
         for a in est["assumptions"]:
             lines.append(f"  assumes: {a}")
     elif est:

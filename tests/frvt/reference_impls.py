@@ -54,7 +54,7 @@ class PixelMatcher:
             return self._failed(ReturnCode.ParseError, str(exc))
         grey = pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY)
         h, w = grey.shape
-        centre = grey[h // 5: h - h // 5, w // 5: w - w // 5]
+        centre = grey[h // 5 : h - h // 5, w // 5 : w - w // 5]
         if centre.size == 0 or float(centre.std()) < 2.0:
             return self._failed(ReturnCode.FaceDetectionError, "flat image")
         v = cv2.resize(centre, (self.size, self.size), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()

@@ -8,7 +8,13 @@ from frvt.contract import Image, ImageLabel, ReturnCode, TemplateRole, load_impl
 
 def test_nist_numeric_values():
     assert [ReturnCode(i).name for i in (0, 3, 8, 10, 14, 17)] == [
-        "Success", "RefuseInput", "FaceDetectionError", "TemplateFormatError", "MatchError", "VendorError"]
+        "Success",
+        "RefuseInput",
+        "FaceDetectionError",
+        "TemplateFormatError",
+        "MatchError",
+        "VendorError",
+    ]
     assert len(ReturnCode) == 18
     assert (TemplateRole.Enrollment_11, TemplateRole.Verification_11, TemplateRole.Search_1N) == (0, 1, 3)
     assert ImageLabel.FaceMugshot == 2 and ImageLabel.FaceWild == 4

@@ -3,13 +3,24 @@
 import pytest
 
 from frvt.contract import EyePair, ImageLabel
-from frvt.records import (ListFormatError, MatchRow, TemplateRow, read_image_list, read_match_list, read_match_log,
-                          read_template_log, write_match_log, write_template_log)
+from frvt.records import (
+    ListFormatError,
+    MatchRow,
+    TemplateRow,
+    read_image_list,
+    read_match_list,
+    read_match_log,
+    read_template_log,
+    write_match_log,
+    write_template_log,
+)
 
 
 def test_template_log_round_trip(tmp_path):
-    rows = [TemplateRow("e1", "a/b.jpg", 532, 0, EyePair(True, True, 10, 20, 5, 21)),
-            TemplateRow("e2", "c.jpg", 20, 8, EyePair())]
+    rows = [
+        TemplateRow("e1", "a/b.jpg", 532, 0, EyePair(True, True, 10, 20, 5, 21)),
+        TemplateRow("e2", "c.jpg", 20, 8, EyePair()),
+    ]
     write_template_log(tmp_path / "enroll.log", rows)
     text = (tmp_path / "enroll.log").read_text().splitlines()
     assert text[0] == "id image templateSizeBytes returnCode isLeftAssigned isRightAssigned xleft yleft xright yright"
@@ -25,12 +36,15 @@ def test_match_log_round_trip_keeps_scores(tmp_path):
     assert back[1] == rows[1] and back[0].score == pytest.approx(rows[0].score, rel=1e-8)
 
 
-@pytest.mark.parametrize("body, where, what", [
-    ("e1 v1 0.5 0\ne2 v1 abc 0\n", ":3", "'abc'"),
-    ("e1 v1 0.5 0\ne2 v1 nan 0\n", ":3", "not finite"),
-    ("e1 v1 0.5\n", ":2", "4 columns"),
-    ("e1 v1 0.5 x\n", ":2", "returnCode 'x'"),
-])
+@pytest.mark.parametrize(
+    "body, where, what",
+    [
+        ("e1 v1 0.5 0\ne2 v1 abc 0\n", ":3", "'abc'"),
+        ("e1 v1 0.5 0\ne2 v1 nan 0\n", ":3", "not finite"),
+        ("e1 v1 0.5\n", ":2", "4 columns"),
+        ("e1 v1 0.5 x\n", ":2", "returnCode 'x'"),
+    ],
+)
 def test_bad_match_log_lines_are_named(tmp_path, body, where, what):
     p = tmp_path / "match.log"
     p.write_text("enrollTempl verifTempl simScore returnCode\n" + body)

@@ -27,7 +27,9 @@ def small_set(tmp_path_factory) -> Path:
     verif = read_image_list(BUNDLED / "verif.txt")
     keep_e = [e for e in enroll if not e.id.startswith("e_edge")][:8] + [e for e in enroll if e.id.startswith("e_edge")]
     subjects = {e.identity for e in keep_e}
-    keep_v = [v for v in verif if v.identity in subjects and "profile" not in v.id][:10] + [v for v in verif if v.id.startswith("v_edge")]
+    keep_v = [v for v in verif if v.identity in subjects and "profile" not in v.id][:10] + [
+        v for v in verif if v.id.startswith("v_edge")
+    ]
     line = lambda x: f"{x.id} {x.path} {int(x.label)} {x.identity}\n"  # noqa: E731
     (out / "enroll.txt").write_text("".join(map(line, keep_e)))
     (out / "verif.txt").write_text("".join(map(line, keep_v)))
@@ -78,17 +80,20 @@ def test_good_implementation_passes_and_writes_nist_outputs(small_set, config_di
     assert version.strip() == "pixel-matcher 1.0"
 
 
-@pytest.mark.parametrize("impl, check", [
-    ("NegativeScores", "scores_non_negative"),
-    ("ExtraThreads", "single_thread"),
-    ("HardcodedConfig", "config_path"),
-    ("EmptyTemplate", "template_sizes"),
-    ("ScoresFailedTemplates", "failed_templates_matchable"),
-    ("ConstantScore", "unique_scores"),
-    ("EyesOutside", "eye_coordinates"),
-    ("Raises", "no_exceptions"),
-    ("NoVersion", "version_txt"),
-])
+@pytest.mark.parametrize(
+    "impl, check",
+    [
+        ("NegativeScores", "scores_non_negative"),
+        ("ExtraThreads", "single_thread"),
+        ("HardcodedConfig", "config_path"),
+        ("EmptyTemplate", "template_sizes"),
+        ("ScoresFailedTemplates", "failed_templates_matchable"),
+        ("ConstantScore", "unique_scores"),
+        ("EyesOutside", "eye_coordinates"),
+        ("Raises", "no_exceptions"),
+        ("NoVersion", "version_txt"),
+    ],
+)
 def test_each_broken_implementation_fails_its_check(small_set, config_dir, tmp_path, impl, check, monkeypatch):
     monkeypatch.setattr(reference_impls.HardcodedConfig, "hardcoded_dir", config_dir)
     result = run(small_set, config_dir, tmp_path, impl)
@@ -103,12 +108,42 @@ def test_latency_budget_fails_when_exceeded(small_set, config_dir, tmp_path):
 
 def test_cli_exit_codes(small_set, config_dir, tmp_path, monkeypatch):
     runner = CliRunner()
-    ok = runner.invoke(app, ["validate", "-i", f"{MODULE}:PixelMatcher", "--input-dir", str(small_set), "-o", str(tmp_path / "a"),
-                             "--config-dir", str(config_dir), "-j", "2", "--no-progress"])
+    ok = runner.invoke(
+        app,
+        [
+            "validate",
+            "-i",
+            f"{MODULE}:PixelMatcher",
+            "--input-dir",
+            str(small_set),
+            "-o",
+            str(tmp_path / "a"),
+            "--config-dir",
+            str(config_dir),
+            "-j",
+            "2",
+            "--no-progress",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     assert "verdict:" in ok.output and "single_thread" in ok.output
-    bad = runner.invoke(app, ["validate", "-i", f"{MODULE}:ConstantScore", "--input-dir", str(small_set), "-o", str(tmp_path / "b"),
-                              "--config-dir", str(config_dir), "-j", "2", "--no-progress"])
+    bad = runner.invoke(
+        app,
+        [
+            "validate",
+            "-i",
+            f"{MODULE}:ConstantScore",
+            "--input-dir",
+            str(small_set),
+            "-o",
+            str(tmp_path / "b"),
+            "--config-dir",
+            str(config_dir),
+            "-j",
+            "2",
+            "--no-progress",
+        ],
+    )
     assert bad.exit_code == 1
     assert "unique_scores" in bad.output and "FAIL" in bad.output
 
@@ -121,8 +156,21 @@ def test_malformed_list_line_stops_before_any_work(small_set, config_dir, tmp_pa
     lines = (broken / "verif.txt").read_text().splitlines()
     lines[2] = "v_only_two_fields somewhere.jpg"
     (broken / "verif.txt").write_text("\n".join(lines) + "\n")
-    result = CliRunner().invoke(app, ["validate", "-i", f"{MODULE}:PixelMatcher", "--input-dir", str(broken), "-o", str(tmp_path / "out"),
-                                      "--config-dir", str(config_dir), "--no-progress"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "validate",
+            "-i",
+            f"{MODULE}:PixelMatcher",
+            "--input-dir",
+            str(broken),
+            "-o",
+            str(tmp_path / "out"),
+            "--config-dir",
+            str(config_dir),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 2
     assert "verif.txt:3" in result.output
     assert not (tmp_path / "out").exists()
@@ -134,10 +182,14 @@ def test_unknown_template_in_match_list_is_an_error(small_set, tmp_path):
     for name in ("enroll.txt", "verif.txt"):
         (broken / name).write_text((small_set / name).read_text())
     (broken / "match.txt").write_text("e_nobody v_edge_text\n")
-    result = CliRunner().invoke(app, ["validate", "-i", f"{MODULE}:PixelMatcher", "--input-dir", str(broken), "-o", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        app, ["validate", "-i", f"{MODULE}:PixelMatcher", "--input-dir", str(broken), "-o", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2 and "match.txt:1" in result.output and "e_nobody" in result.output
 
 
 def test_unloadable_implementation_is_a_clear_error(small_set, tmp_path):
-    result = CliRunner().invoke(app, ["validate", "-i", "no_such_module:Thing", "--input-dir", str(small_set), "-o", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        app, ["validate", "-i", "no_such_module:Thing", "--input-dir", str(small_set), "-o", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2 and "no_such_module" in result.output

@@ -9,8 +9,15 @@ import cv2
 import numpy as np
 import pytest
 
-from implementation.align import (CHIP_SIZE, CHIP_TEMPLATE, LANDMARK_WEIGHTS, align, chip_transform,
-                                  similarity_transform, warp_to_chip)
+from implementation.align import (
+    CHIP_SIZE,
+    CHIP_TEMPLATE,
+    LANDMARK_WEIGHTS,
+    align,
+    chip_transform,
+    similarity_transform,
+    warp_to_chip,
+)
 from implementation.detect import RetinaFaceDetector, select_face
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,11 +78,14 @@ def test_zero_weighted_points_are_ignored():
     np.testing.assert_allclose(similarity_transform(src, dst, [1, 1, 0, 0, 0]), truth, atol=1e-9)
 
 
-@pytest.mark.parametrize("src, weights", [
-    (np.zeros((5, 2)), None),
-    (np.arange(10.0).reshape(5, 2), [1, 0, 0, 0, 0]),
-    (np.arange(10.0).reshape(5, 2), [1, -1, 1, 1, 1]),
-])
+@pytest.mark.parametrize(
+    "src, weights",
+    [
+        (np.zeros((5, 2)), None),
+        (np.arange(10.0).reshape(5, 2), [1, 0, 0, 0, 0]),
+        (np.arange(10.0).reshape(5, 2), [1, -1, 1, 1, 1]),
+    ],
+)
 def test_similarity_transform_rejects_degenerate_input(src, weights):
     with pytest.raises(ValueError):
         similarity_transform(src, np.arange(10.0).reshape(5, 2), weights)
@@ -86,8 +96,9 @@ def test_landmarks_on_a_scaled_rotated_template_land_on_the_template():
     landmarks = apply(truth, CHIP_TEMPLATE) + 0.5  # continuous image coordinates
     m = chip_transform(landmarks)
     np.testing.assert_allclose(apply(m, landmarks - 0.5), CHIP_TEMPLATE, atol=1e-9)
-    np.testing.assert_allclose(apply(chip_transform(landmarks, size=300), landmarks - 0.5),
-                               CHIP_TEMPLATE * 2, atol=1e-9)
+    np.testing.assert_allclose(
+        apply(chip_transform(landmarks, size=300), landmarks - 0.5), CHIP_TEMPLATE * 2, atol=1e-9
+    )
 
 
 def test_template_is_an_upright_face_in_dlib_framing():

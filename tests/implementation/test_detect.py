@@ -167,8 +167,9 @@ def test_select_face_rule():
     assert select_face([central, big, corner], (100, 100, 3)) is big
 
 
-@pytest.mark.parametrize("bad", [np.zeros((10, 10, 3), np.float32), np.zeros((10, 10, 4), np.uint8),
-                                 np.zeros((0, 10), np.uint8)])
+@pytest.mark.parametrize(
+    "bad", [np.zeros((10, 10, 3), np.float32), np.zeros((10, 10, 4), np.uint8), np.zeros((0, 10), np.uint8)]
+)
 def test_bad_images_are_rejected_with_their_shape(detector, bad):
     with pytest.raises(ValueError, match="image"):
         detector.detect(bad)
@@ -205,8 +206,9 @@ def test_tvm_compiled_model_gives_the_same_faces(detector):
     np.testing.assert_allclose(got[0].score, expected[0].score, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["meds/S001/S001-01-t10_01.jpg", "edge/grey8_S001.png", "edge/small_S008.jpg",
-                                  "edge/large_S006.jpg"])
+@pytest.mark.parametrize(
+    "name", ["meds/S001/S001-01-t10_01.jpg", "edge/grey8_S001.png", "edge/small_S008.jpg", "edge/large_S006.jpg"]
+)
 def test_preprocess_equals_the_plain_recipe(name):
     """The fast path (resize before the colour conversion, per-plane mean subtraction) changes no bit."""
     from frvt.driver import decode_image

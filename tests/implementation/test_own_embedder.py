@@ -23,21 +23,43 @@ def tiny_embedder(path: Path, size: int = 112, dim: int = 16) -> None:
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.normal(0, 0.1, (8, 3, 3, 3)).astype(np.float32), "w")
     fc = numpy_helper.from_array(rng.normal(0, 0.3, (8, dim)).astype(np.float32), "fc")
-    nodes = [helper.make_node("Conv", ["data", "w"], ["c"], strides=[4, 4], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("GlobalAveragePool", ["r"], ["p"]),
-             helper.make_node("Flatten", ["p"], ["f"]),
-             helper.make_node("MatMul", ["f", "fc"], ["emb"])]
+    nodes = [
+        helper.make_node("Conv", ["data", "w"], ["c"], strides=[4, 4], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("MatMul", ["f", "fc"], ["emb"]),
+    ]
     save_model(path, nodes, {"data": (1, 3, size, size)}, {"emb": (1, dim)}, [w, fc], name="tiny")
 
 
 def test_compile_own_embedder_into_a_config_the_default_implementation_runs(tmp_path, default_config_dir):
     tiny_embedder(tmp_path / "mine.onnx")
-    cfg = ModelConfig(name="mine", input_name="data", input_shape=(1, 3, 112, 112), mean=(127.5, 127.5, 127.5),
-                      scale=1 / 128, embedding_size=16, chip={"kind": "dlib", "size": 150})
+    cfg = ModelConfig(
+        name="mine",
+        input_name="data",
+        input_shape=(1, 3, 112, 112),
+        mean=(127.5, 127.5, 127.5),
+        scale=1 / 128,
+        embedding_size=16,
+        chip={"kind": "dlib", "size": 150},
+    )
     cfg.save(tmp_path / "mine.json")
-    result = CliRunner().invoke(app, ["compile", str(tmp_path / "mine.onnx"), "--model-config", str(tmp_path / "mine.json"),
-                                      "-o", str(tmp_path / "compiled"), "--config-dir", str(tmp_path / "config"), "--no-flip", "--no-progress"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "compile",
+            str(tmp_path / "mine.onnx"),
+            "--model-config",
+            str(tmp_path / "mine.json"),
+            "-o",
+            str(tmp_path / "compiled"),
+            "--config-dir",
+            str(tmp_path / "config"),
+            "--no-flip",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     fv = FaceVerifier()
     assert fv.initialize(str(tmp_path / "config")).ok

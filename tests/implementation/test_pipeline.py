@@ -25,8 +25,12 @@ def make(fv, *paths):
 
 @pytest.fixture(scope="module")
 def templates(face_verifier):
-    names = {"S001_01": "S001/S001-01-t10_01.jpg", "S001_02": "S001/S001-02-t10_01.jpg",
-             "S002_01": "S002/S002-01-t10_01.jpg", "S003_01": "S003/S003-01-t10_01.jpg"}
+    names = {
+        "S001_01": "S001/S001-01-t10_01.jpg",
+        "S001_02": "S001/S001-02-t10_01.jpg",
+        "S002_01": "S002/S002-01-t10_01.jpg",
+        "S003_01": "S003/S003-01-t10_01.jpg",
+    }
     return {key: make(face_verifier, MEDS / name) for key, name in names.items()}
 
 
@@ -74,10 +78,16 @@ def test_no_face_gives_detection_error_and_a_matchable_failed_template(face_veri
     assert m.similarity == -1.0 and not m.status.ok
 
 
-@pytest.mark.parametrize("name, subject", [
-    ("grey8_S001.png", "S001"), ("small_S008.jpg", "S008"), ("large_S006.jpg", "S006"),
-    ("rot90_S013.jpg", "S013"), ("rot180_S015.jpg", "S015"),
-])
+@pytest.mark.parametrize(
+    "name, subject",
+    [
+        ("grey8_S001.png", "S001"),
+        ("small_S008.jpg", "S008"),
+        ("large_S006.jpg", "S006"),
+        ("rot90_S013.jpg", "S013"),
+        ("rot180_S015.jpg", "S015"),
+    ],
+)
 def test_hard_images_still_make_a_template_of_the_right_person(face_verifier, name, subject):
     hard = make(face_verifier, EDGE / name)
     assert hard.status.code == ReturnCode.Success, hard.status

@@ -36,11 +36,14 @@ def test_any_flipped_bit_is_rejected(position):
         tpl.decode(bytes(data), FP)
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "shorter"),
-    (b"NOPE" + bytes(40), "magic"),
-    (tpl.encode(unit(2), FP)[:-10], "bytes"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "shorter"),
+        (b"NOPE" + bytes(40), "magic"),
+        (tpl.encode(unit(2), FP)[:-10], "bytes"),
+    ],
+)
 def test_truncated_or_foreign_bytes_are_rejected(data, message):
     with pytest.raises(tpl.TemplateFormatError, match=message):
         tpl.decode(data, FP)
@@ -51,6 +54,7 @@ def test_other_version_and_other_model_are_rejected():
     data[4] = 2  # format version 2
     import struct
     import zlib
+
     body = bytes(data[:-4])
     with pytest.raises(tpl.TemplateFormatError, match="version 2"):
         tpl.decode(body + struct.pack("<I", zlib.crc32(body)), FP)

@@ -28,6 +28,7 @@ SKIP = {"source", "failures", "created_by", "systems", "plots", "label"}
 
 def _same_numbers(a: dict, b: dict) -> None:
     """Every field of two metrics.json documents but provenance, compared exactly (floats included)."""
+
     def strip(m: dict) -> dict:
         return {k: v for k, v in m.items() if k not in SKIP}
 
@@ -62,11 +63,25 @@ def _split(store, tmp_path):
     paths = []
     for name, rows in (("gallery", np.flatnonzero(first)), ("probe", np.flatnonzero(~first))):
         p = tmp_path / f"{name}.h5"
-        create_store(p, info.ids[rows].tolist(), info.identities[rows].tolist(), info.images[rows].tolist(),
-                     implementation=info.implementation, implementation_version=info.implementation_version,
-                     config_dir=info.config_dir, role=info.role, header=info.header)
-        write_results(p, np.arange(rows.size), info.codes[rows], [templates[r] for r in rows],
-                      np.zeros(rows.size), [""] * rows.size)
+        create_store(
+            p,
+            info.ids[rows].tolist(),
+            info.identities[rows].tolist(),
+            info.images[rows].tolist(),
+            implementation=info.implementation,
+            implementation_version=info.implementation_version,
+            config_dir=info.config_dir,
+            role=info.role,
+            header=info.header,
+        )
+        write_results(
+            p,
+            np.arange(rows.size),
+            info.codes[rows],
+            [templates[r] for r in rows],
+            np.zeros(rows.size),
+            [""] * rows.size,
+        )
         paths.append(p)
     return paths
 
@@ -113,8 +128,9 @@ def test_a_local_dask_cluster_of_two_workers_gives_the_same_numbers(store, mater
 
 def test_match_templates_fallback_gives_the_same_numbers(store, materialised, tmp_path):
     _, expected = materialised
-    report, _ = score_stores(store, None, tmp_path, label="lfw", workers=0, block=13, n_resamples=200,
-                             force_pairwise=True)
+    report, _ = score_stores(
+        store, None, tmp_path, label="lfw", workers=0, block=13, n_resamples=200, force_pairwise=True
+    )
     _same_numbers(expected, report.metrics)
 
 
@@ -156,7 +172,7 @@ def test_a_template_of_another_version_is_named(store, tmp_path):
 def test_a_corrupt_or_incomplete_store_is_named(store, tmp_path):
     broken = tmp_path / "broken.h5"
     data = bytearray(store.read_bytes())
-    data[: 512] = b"\0" * 512
+    data[:512] = b"\0" * 512
     broken.write_bytes(bytes(data))
     with pytest.raises(StoreError, match="broken.h5"):
         make_plan(broken)
@@ -176,8 +192,21 @@ def test_cli_scores_a_store_and_names_a_bad_one(store, tmp_path):
 
     from frvt.cli import app
 
-    r = CliRunner().invoke(app, ["score", "--all-vs-all", str(store), "--workers", "0", "--bootstrap", "20",
-                                 "--no-plots", "-o", str(tmp_path / "out")])
+    r = CliRunner().invoke(
+        app,
+        [
+            "score",
+            "--all-vs-all",
+            str(store),
+            "--workers",
+            "0",
+            "--bootstrap",
+            "20",
+            "--no-plots",
+            "-o",
+            str(tmp_path / "out"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "1e-08" in r.output and "pass TopBinPass" in r.output
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["source"]["kind"] == "templates"

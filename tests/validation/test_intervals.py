@@ -102,8 +102,9 @@ def test_subject_bootstrap_with_failures_and_string_ids():
     rng = np.random.default_rng(2)
     gf, imf = rng.random(g.size) < 0.1, rng.random(i.size) < 0.1
     names = np.array([f"person_{k:02d}" for k in range(25)])
-    res = I.bootstrap_fnmr_at_fmr(g, i, names[gs], names[isub], (0.01,), genuine_failed=gf, impostor_failed=imf,
-                                  n_resamples=20, seed=3)[0.01]
+    res = I.bootstrap_fnmr_at_fmr(
+        g, i, names[gs], names[isub], (0.01,), genuine_failed=gf, impostor_failed=imf, n_resamples=20, seed=3
+    )[0.01]
     want = _oracle_bootstrap(g, i, names[gs], names[isub], 0.01, 20, 3, gf, imf)
     assert np.allclose(res.resample_fnmr, want, atol=1e-12, equal_nan=True)
 
@@ -140,8 +141,9 @@ def test_bootstrap_streams_hdf5_subjects(tmp_path):
         w.append("impostor", i, subjects=isub)
     src = S.HDF5Scores(h5, "impostor")
     ev = S.evaluate(g, src, (0.01,))
-    res = I.subject_bootstrap(ev, gs, src, S.HDF5Scores(h5, "impostor_subject", validate=False), n_resamples=15,
-                              seed=9, chunk_size=500)[0.01]
+    res = I.subject_bootstrap(
+        ev, gs, src, S.HDF5Scores(h5, "impostor_subject", validate=False), n_resamples=15, seed=9, chunk_size=500
+    )[0.01]
     want = I.bootstrap_fnmr_at_fmr(g, i, gs, isub, (0.01,), n_resamples=15, seed=9)[0.01]
     assert np.array_equal(res.resample_fnmr, want.resample_fnmr)
 
@@ -158,8 +160,7 @@ def test_bootstrap_needs_windows_and_aligned_ids():
 
 def test_bootstrap_unusable_when_most_resamples_lack_impostors():
     g, i, gs, isub = _clustered(5, n_imp=1000)
-    with pytest.warns(M.MetricWarning, match="could not estimate"), \
-            pytest.warns(M.MetricWarning, match="no interval"):
+    with pytest.warns(M.MetricWarning, match="could not estimate"), pytest.warns(M.MetricWarning, match="no interval"):
         b = I.bootstrap_fnmr_at_fmr(g, i, gs, isub, (1e-3,), n_resamples=40, seed=0)[1e-3]
     assert math.isnan(b.ci_low) and b.n_valid < 40
 

@@ -126,8 +126,9 @@ def test_time_calls_times_each_call_and_discards_warmups():
     # 2 warm-ups read no clock; 3 measured calls read it twice each (seconds)
     clock = StepClock([0.0, 0.010, 1.0, 1.250, 2.0, 2.0005])
     seen = []
-    times = time_calls(fn, [(1,), (2,), (3,)], warmup=2, clock=clock,
-                       on_call=lambda i, r, ms, cpu: seen.append((i, r, ms, cpu)))
+    times = time_calls(
+        fn, [(1,), (2,), (3,)], warmup=2, clock=clock, on_call=lambda i, r, ms, cpu: seen.append((i, r, ms, cpu))
+    )
     assert calls == [1, 2, 1, 2, 3]  # warm-ups on the first arguments, then every argument once
     assert times == pytest.approx([10.0, 250.0, 0.5])
     assert [(i, r) for i, r, _, _ in seen] == [(0, 2), (1, 4), (2, 6)]
@@ -140,8 +141,14 @@ def test_time_calls_reads_the_cpu_clock_inside_the_wall_clock():
     wall = StepClock([0.0, 0.100, 1.0, 1.300])
     cpu = StepClock([5.0, 5.040, 6.0, 6.300])
     seen = []
-    times = time_calls(lambda: None, [(), ()], warmup=0, clock=wall, cpu_clock=cpu,
-                       on_call=lambda i, r, ms, cpu_ms: seen.append(cpu_ms))
+    times = time_calls(
+        lambda: None,
+        [(), ()],
+        warmup=0,
+        clock=wall,
+        cpu_clock=cpu,
+        on_call=lambda i, r, ms, cpu_ms: seen.append(cpu_ms),
+    )
     assert times == pytest.approx([100.0, 300.0])
     assert seen == pytest.approx([40.0, 300.0])
 

@@ -17,6 +17,7 @@ TARGETS = (1e-3, 1e-2, 0.05, 0.1, 0.29, 0.5)
 
 # --- slow, obvious oracles: python loops over comparisons ------------------------------------------
 
+
 def oracle_counts(gen, imp, t, gen_failed=None, imp_failed=None, hib=True):
     """(false matches, false non-matches) at threshold t by looping over every comparison."""
     fm = 0
@@ -70,6 +71,7 @@ def oracle_eer(gen, imp, gen_failed=None, imp_failed=None, hib=True):
 
 # --- data ------------------------------------------------------------------------------------------
 
+
 def datasets():
     rng = np.random.default_rng(11)
     out = []
@@ -78,8 +80,9 @@ def datasets():
         out.append((f"normal{i}", rng.normal(1.5, 1, n_gen), rng.normal(0, 1, n_imp), None, None))
     out.append(("ties", rng.integers(0, 6, 60).astype(float), rng.integers(0, 4, 300).astype(float), None, None))
     out.append(("all_equal", np.full(30, 0.5), np.full(200, 0.5), None, None))
-    out.append(("float32", rng.normal(2, 1, 50).astype(np.float32), rng.normal(0, 1, 500).astype(np.float32),
-                None, None))
+    out.append(
+        ("float32", rng.normal(2, 1, 50).astype(np.float32), rng.normal(0, 1, 500).astype(np.float32), None, None)
+    )
     gen, imp = rng.normal(2, 1, 70), rng.normal(0, 1, 400)
     out.append(("failures", gen, imp, rng.random(70) < 0.1, rng.random(400) < 0.1))
     ties_g, ties_i = rng.integers(0, 5, 40).astype(float), rng.integers(0, 5, 200).astype(float)

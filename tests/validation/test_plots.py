@@ -13,14 +13,17 @@ def _series(label, shift, n=200):
     fmr = np.geomspace(1e-6, 1, n)
     fnmr = np.clip(0.5 * fmr ** (0.15 * shift), 0, 1)
     fnmr[-3:] = 0.0  # zero rates cannot go on a log axis: must not break the plot
-    marks = [P.OperatingMark("1e-03", 1e-3, 0.5 * 1e-3 ** (0.15 * shift), 0.01, 0.2),
-             P.OperatingMark("1e-06", 1e-6, float("nan"))]  # an unestimable point is skipped
+    marks = [
+        P.OperatingMark("1e-03", 1e-3, 0.5 * 1e-3 ** (0.15 * shift), 0.01, 0.2),
+        P.OperatingMark("1e-06", 1e-6, float("nan")),
+    ]  # an unestimable point is skipped
     return P.DETSeries(label, fmr, fnmr, fnmr * 0.8, np.minimum(fnmr * 1.2, 1), marks, 1000, 10**6)
 
 
 def test_det_png_and_svg(tmp_path):
-    paths = P.plot_det([_series("a", 1), _series("b", 2), P.DETSeries("empty", np.zeros(0), np.zeros(0))],
-                       tmp_path / "sub" / "det")
+    paths = P.plot_det(
+        [_series("a", 1), _series("b", 2), P.DETSeries("empty", np.zeros(0), np.zeros(0))], tmp_path / "sub" / "det"
+    )
     assert [p.name for p in paths] == ["det.png", "det.svg"]
     img = imread(paths[0])
     assert img.ndim == 3 and img.shape[0] > 400 and img.shape[1] > 400

@@ -62,8 +62,15 @@ def make_validate_dir(root: Path, seed: int = 0, n_id: int = 8, suffix: str = ""
             failed.append(code != 0)
     (root / "validation" / "match.log").write_text("\n".join(lines) + "\n")
     s, g, f = np.array(scores), np.array(same), np.array(failed)
-    return {"genuine": s[g], "genuine_failed": f[g], "impostor": s[~g], "impostor_failed": f[~g],
-            "n_enroll": len(enroll), "n_verif": len(verif), "n_match": len(scores)}
+    return {
+        "genuine": s[g],
+        "genuine_failed": f[g],
+        "impostor": s[~g],
+        "impostor_failed": f[~g],
+        "n_enroll": len(enroll),
+        "n_verif": len(verif),
+        "n_match": len(scores),
+    }
 
 
 def test_read_validate_output(tmp_path):
@@ -91,10 +98,19 @@ def test_score_validate_dir_metrics_match_library(tmp_path):
     assert list(m["fnmr_at_fmr"]) == KEYS
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = M.fnmr_at_fmr(want["genuine"], want["impostor"], M.FMR_TARGETS, genuine_failed=want["genuine_failed"],
-                            impostor_failed=want["impostor_failed"])
-        ref_eer = M.eer(want["genuine"], want["impostor"], genuine_failed=want["genuine_failed"],
-                        impostor_failed=want["impostor_failed"])
+        ref = M.fnmr_at_fmr(
+            want["genuine"],
+            want["impostor"],
+            M.FMR_TARGETS,
+            genuine_failed=want["genuine_failed"],
+            impostor_failed=want["impostor_failed"],
+        )
+        ref_eer = M.eer(
+            want["genuine"],
+            want["impostor"],
+            genuine_failed=want["genuine_failed"],
+            impostor_failed=want["impostor_failed"],
+        )
     for key, f in zip(KEYS, M.FMR_TARGETS):
         e, r = m["fnmr_at_fmr"][key], ref[f]
         if r.estimable:
@@ -120,9 +136,28 @@ def test_cli_compares_three_systems_and_writes_plots(tmp_path):
         w.append("genuine", rng.normal(0.4, 0.1, 500), subjects=rng.integers(0, 50, 500))
         w.append("impostor", rng.normal(0.9, 0.1, 30_000), subjects=rng.integers(0, 50, 30_000))
     out = tmp_path / "out"
-    r = runner.invoke(app, ["score", str(tmp_path / "run"), str(h5), "--genuine", str(g_txt), "--impostor",
-                            str(i_txt), "--label", "validate", "--label", "hdf5", "--label", "text", "-o", str(out),
-                            "--bootstrap", "20"])
+    r = runner.invoke(
+        app,
+        [
+            "score",
+            str(tmp_path / "run"),
+            str(h5),
+            "--genuine",
+            str(g_txt),
+            "--impostor",
+            str(i_txt),
+            "--label",
+            "validate",
+            "--label",
+            "hdf5",
+            "--label",
+            "text",
+            "-o",
+            str(out),
+            "--bootstrap",
+            "20",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "not estimable" in r.output and "FMR" in r.output and "EER" in r.output
     m = json.loads((out / "metrics.json").read_text())
@@ -155,13 +190,16 @@ def test_binary_impostor_file_is_streamed(tmp_path):
     assert "FNMR" in SC.format_report(rep)
 
 
-@pytest.mark.parametrize("content,line,value", [
-    ("0.5\n0.25\nabc\n", 3, "abc"),
-    ("0.5\nnan\n", 2, "nan"),
-    ("0.5\n-inf\n", 2, "-inf"),
-    ("0.5\n\n0.4\n", 2, ""),
-    ("0.5 0.7\n", 1, "0.5 0.7"),
-])
+@pytest.mark.parametrize(
+    "content,line,value",
+    [
+        ("0.5\n0.25\nabc\n", 3, "abc"),
+        ("0.5\nnan\n", 2, "nan"),
+        ("0.5\n-inf\n", 2, "-inf"),
+        ("0.5\n\n0.4\n", 2, ""),
+        ("0.5 0.7\n", 1, "0.5 0.7"),
+    ],
+)
 def test_text_score_errors_name_file_line_value(tmp_path, content, line, value):
     p = tmp_path / "s.txt"
     p.write_text(content)
@@ -171,19 +209,35 @@ def test_text_score_errors_name_file_line_value(tmp_path, content, line, value):
     assert f"line {line}" in str(e.value)
 
 
-@pytest.mark.parametrize("mutate,match", [
-    (lambda d: _replace(d / "validation" / "match.log", "e0002 v0004", "e0099 v0004"), r"match.log, line \d+.*e0099"),
-    (lambda d: _replace(d / "validation" / "match.log", "e0002 v0004", "e0002 vXXXX"), r"unknown verification.*vXXXX"),
-    (lambda d: _replace_score(d, "nan"), r"match.log, line 2: simScore 'nan' is not finite"),
-    (lambda d: _replace_score(d, "0,5"), r"match.log, line 2: simScore '0,5' is not a number"),
-    (lambda d: _replace_score(d, ""), r"match.log, line 2: expected 4 columns, got 3: 'e0000 v0000 0'"),
-    (lambda d: _replace(d / "validation" / "match.log", "simScore", "score"), r"match.log, line 1: expected header"),
-    (lambda d: _replace(d / "validation" / "enroll.log", "e0002 img.jpg 512 0", "e0002 img.jpg 512 x"),
-     r"enroll.log, line \d+: returnCode 'x' is not an integer"),
-    (lambda d: (d / "lists" / "verif.txt").unlink(), r"verif.txt: file missing"),
-    (lambda d: _replace(d / "lists" / "enroll.txt", "e0002 ../images/misc/Person_2_e.jpg 2 Person_2", "e0002"),
-     r"enroll.txt, line 3: expected .*, got 1 fields: 'e0002'"),
-])
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (
+            lambda d: _replace(d / "validation" / "match.log", "e0002 v0004", "e0099 v0004"),
+            r"match.log, line \d+.*e0099",
+        ),
+        (
+            lambda d: _replace(d / "validation" / "match.log", "e0002 v0004", "e0002 vXXXX"),
+            r"unknown verification.*vXXXX",
+        ),
+        (lambda d: _replace_score(d, "nan"), r"match.log, line 2: simScore 'nan' is not finite"),
+        (lambda d: _replace_score(d, "0,5"), r"match.log, line 2: simScore '0,5' is not a number"),
+        (lambda d: _replace_score(d, ""), r"match.log, line 2: expected 4 columns, got 3: 'e0000 v0000 0'"),
+        (
+            lambda d: _replace(d / "validation" / "match.log", "simScore", "score"),
+            r"match.log, line 1: expected header",
+        ),
+        (
+            lambda d: _replace(d / "validation" / "enroll.log", "e0002 img.jpg 512 0", "e0002 img.jpg 512 x"),
+            r"enroll.log, line \d+: returnCode 'x' is not an integer",
+        ),
+        (lambda d: (d / "lists" / "verif.txt").unlink(), r"verif.txt: file missing"),
+        (
+            lambda d: _replace(d / "lists" / "enroll.txt", "e0002 ../images/misc/Person_2_e.jpg 2 Person_2", "e0002"),
+            r"enroll.txt, line 3: expected .*, got 1 fields: 'e0002'",
+        ),
+    ],
+)
 def test_validate_dir_errors_and_cli_exit_2(tmp_path, mutate, match):
     d = tmp_path / "run"
     make_validate_dir(d)

@@ -25,15 +25,22 @@ def _quiet():
 
 def _specials(dtype):
     f = np.finfo(dtype)
-    return np.array([0.0, -0.0, f.tiny, -f.tiny, f.smallest_subnormal, -f.smallest_subnormal, f.max, f.min,
-                     1.0, -1.0, 0.5, -0.5], dtype=dtype)
+    return np.array(
+        [0.0, -0.0, f.tiny, -f.tiny, f.smallest_subnormal, -f.smallest_subnormal, f.max, f.min, 1.0, -1.0, 0.5, -0.5],
+        dtype=dtype,
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_float_keys_preserve_order_and_round_trip(dtype):
     rng = np.random.default_rng(0)
-    x = np.concatenate([_specials(dtype), (rng.standard_normal(5000) * 10.0 ** rng.integers(-30, 30, 5000))
-                        .astype(dtype), np.array([-np.inf, np.inf], dtype=dtype)])
+    x = np.concatenate(
+        [
+            _specials(dtype),
+            (rng.standard_normal(5000) * 10.0 ** rng.integers(-30, 30, 5000)).astype(dtype),
+            np.array([-np.inf, np.inf], dtype=dtype),
+        ]
+    )
     x = x + dtype(0)  # -0.0 -> +0.0, as the selection does
     k = S.float_keys(x)
     order = np.argsort(x, kind="stable")
@@ -61,8 +68,8 @@ def test_kth_largest_matches_sort(dtype, path):
         kw["counter_budget"] = 64
     cases = [
         rng.standard_normal(20_000).astype(dtype),
-        rng.integers(-3, 4, 5000).astype(dtype),               # heavy ties
-        np.full(3000, 0.25, dtype=dtype),                      # all equal
+        rng.integers(-3, 4, 5000).astype(dtype),  # heavy ties
+        np.full(3000, 0.25, dtype=dtype),  # all equal
         np.concatenate([np.zeros(50), -np.zeros(50), rng.standard_normal(100)]).astype(dtype),
         np.concatenate([_specials(dtype), rng.standard_normal(300).astype(dtype)]),
         np.where(rng.random(2000) < 0.2, np.nan, rng.standard_normal(2000)).astype(dtype),  # failures
@@ -88,8 +95,7 @@ def _datasets():
     yield "float32", rng.normal(2, 1, 300).astype(np.float32), rng.normal(0, 1, 20_000).astype(np.float32), None, None
     yield "ties", rng.integers(0, 8, 200).astype(float), rng.integers(0, 5, 5000).astype(float), None, None
     yield "all_equal", np.full(50, 1.0), np.full(3000, 1.0), None, None
-    yield ("failures", rng.normal(2, 1, 300), rng.normal(0, 1, 5000), rng.random(300) < 0.05,
-           rng.random(5000) < 0.05)
+    yield ("failures", rng.normal(2, 1, 300), rng.normal(0, 1, 5000), rng.random(300) < 0.05, rng.random(5000) < 0.05)
     yield "many_failures", rng.normal(2, 1, 40), rng.normal(0, 1, 2000), rng.random(40) < 0.8, None
     yield "perfect", rng.normal(20, 1, 40), rng.normal(0, 1, 2000), None, None
 
@@ -181,8 +187,15 @@ def test_memory_stays_bounded_by_chunk(tmp_path):
     np.random.default_rng(4).standard_normal(n, dtype=np.float32).tofile(raw)
     tracemalloc.start()
     try:
-        ev = S.evaluate(np.zeros(10), S.RawScores(raw), (1e-6, 1e-3, 0.1), n_grid=0, target_windows=False,
-                        with_eer=False, chunk_size=1 << 16)
+        ev = S.evaluate(
+            np.zeros(10),
+            S.RawScores(raw),
+            (1e-6, 1e-3, 0.1),
+            n_grid=0,
+            target_windows=False,
+            with_eer=False,
+            chunk_size=1 << 16,
+        )
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

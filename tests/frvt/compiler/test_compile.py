@@ -63,7 +63,10 @@ def compiled(tiny_model, tmp_path_factory) -> tuple[Path, dict]:
 def test_parse_target_names_and_json():
     assert tvm_compile.parse_target("broadwell") == {"kind": "llvm", "mcpu": "broadwell", "num-cores": 1}
     assert tvm_compile.parse_target('{"kind": "llvm", "mcpu": "skylake", "num-cores": 4}') == {
-        "kind": "llvm", "mcpu": "skylake", "num-cores": 4}
+        "kind": "llvm",
+        "mcpu": "skylake",
+        "num-cores": 4,
+    }
     native = tvm_compile.parse_target("native")
     assert native["kind"] == "llvm" and native["mcpu"] and native["mcpu"] != "generic"
     assert tvm_compile.target_name(native) == native["mcpu"]
@@ -84,7 +87,7 @@ def test_cache_key_depends_on_target_model_database_and_config(tiny_model, tmp_p
     assert broadwell != tvm_compile.cache_key(tiny_model, "broadwell", model_config=TINY_CONFIG)
     database = tmp_path / "db"
     database.mkdir()
-    (database / tvm_compile.RECORD_FILE).write_text('[0, [[], [0.001], {}, []]]\n')
+    (database / tvm_compile.RECORD_FILE).write_text("[0, [[], [0.001], {}, []]]\n")
     assert broadwell != tvm_compile.cache_key(tiny_model, "broadwell", database)
     assert broadwell == tvm_compile.cache_key(tiny_model, "broadwell", conv_scheme="NCHW")
     assert broadwell != tvm_compile.cache_key(tiny_model, "broadwell", conv_scheme="NHWC")
@@ -128,7 +131,9 @@ def test_conv_scheme_defaults_to_the_databases(tiny_model, tmp_path):
     new = tmp_path / "new"
     tvm_compile.write_manifest(new, tiny_model, target, conv_scheme="NHWC")
     assert tvm_compile.database_conv_scheme(new) == "NHWC"
-    assert tvm_compile.cache_key(tiny_model, target, new) == tvm_compile.cache_key(tiny_model, target, new, conv_scheme="NHWC")
+    assert tvm_compile.cache_key(tiny_model, target, new) == tvm_compile.cache_key(
+        tiny_model, target, new, conv_scheme="NHWC"
+    )
     (new / tvm_compile.MANIFEST_NAME).write_text(json.dumps({"conv_scheme": "NCWH"}))
     with pytest.raises(tvm_compile.CompileError, match="NCWH"):
         tvm_compile.database_conv_scheme(new)
@@ -140,8 +145,14 @@ def test_tuning_another_scheme_into_a_database_is_refused(tiny_model, tmp_path):
     tvm_compile.write_manifest(database, tiny_model, tvm_compile.parse_target("broadwell"), conv_scheme="NHWC")
     (database / tvm_compile.RECORD_FILE).write_text(_record(0, 0.001) + "\n")
     with pytest.raises(ValueError, match="NHWC records"):
-        tvm_compile.compile_model(tiny_model, output_dir=tmp_path / "x", progress=False, database=database,
-                                  tune=True, conv_scheme="NHWC-winograd")
+        tvm_compile.compile_model(
+            tiny_model,
+            output_dir=tmp_path / "x",
+            progress=False,
+            database=database,
+            tune=True,
+            conv_scheme="NHWC-winograd",
+        )
 
 
 def test_unknown_conv_scheme_is_an_error_naming_it(tiny_model, tmp_path):
@@ -253,11 +264,15 @@ def test_prune_keeps_the_fastest_per_workload_and_drops_failures(tmp_path):
 
 def test_merge_database_shares_workloads_and_renumbers_records(tmp_path):
     source, destination = tmp_path / "src", tmp_path / "dst"
-    for directory, workloads, records in ((source, ['["a"]', '["b"]'], [_record(0, 0.1), _record(1, 0.2)]),
-                                          (destination, ['["b"]'], [_record(0, 0.3)])):
+    for directory, workloads, records in (
+        (source, ['["a"]', '["b"]'], [_record(0, 0.1), _record(1, 0.2)]),
+        (destination, ['["b"]'], [_record(0, 0.3)]),
+    ):
         directory.mkdir()
         (directory / tvm_compile.WORKLOAD_FILE).write_text("".join(w + "\n" for w in workloads))
-        (directory / tvm_compile.RECORD_FILE).write_text("".join(r + "\n" for r in records) + '[0, [[], [0.9')  # partial line
+        (directory / tvm_compile.RECORD_FILE).write_text(
+            "".join(r + "\n" for r in records) + "[0, [[], [0.9"
+        )  # partial line
     assert tvm_compile.merge_database(source, destination) == 2
     assert (destination / tvm_compile.WORKLOAD_FILE).read_text().splitlines() == ['["b"]', '["a"]']
     merged = [json.loads(line) for line in (destination / tvm_compile.RECORD_FILE).read_text().splitlines()]
@@ -277,9 +292,29 @@ def test_drop_records_deletes_only_the_given_workloads(tmp_path):
 def test_tune_script_measures_cold_records_them_and_refuses_to_mix(tiny_model, tmp_path):
     """A real (two-candidate) MetaSchedule run with the caches flushed before each timed call."""
     database = tmp_path / "db"
-    tune = [sys.executable, str(REPO / "scripts" / "tune.py"), str(tiny_model), "--database", str(database),
-            "--op", "conv2d", "--scheduler", "round-robin", "--trials-per-iter", "2", "--trials", "2",
-            "--builder-workers", "1", "--search-threads", "1", "--population", "8", "--genetic-iters", "1"]
+    tune = [
+        sys.executable,
+        str(REPO / "scripts" / "tune.py"),
+        str(tiny_model),
+        "--database",
+        str(database),
+        "--op",
+        "conv2d",
+        "--scheduler",
+        "round-robin",
+        "--trials-per-iter",
+        "2",
+        "--trials",
+        "2",
+        "--builder-workers",
+        "1",
+        "--search-threads",
+        "1",
+        "--population",
+        "8",
+        "--genetic-iters",
+        "1",
+    ]
     run = subprocess.run([*tune, "--cache-flush"], capture_output=True, text=True, cwd=REPO, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     assert tvm_compile.count_records(database) >= 1
@@ -297,16 +332,19 @@ def test_tune_script_measures_cold_records_them_and_refuses_to_mix(tiny_model, t
     assert tvm_compile.count_records(database) >= 1
     # the cold records measured again, warm, into another database: rebuilt from their traces
     target = tvm_compile.parse_target("broadwell")
-    tasks = tvm_compile.select_tasks(tvm_compile.extract_tasks(
-        tvm_compile.prepare_module(tvm_compile.import_onnx(tiny_model), target), target), ["conv2d"])
+    tasks = tvm_compile.select_tasks(
+        tvm_compile.extract_tasks(tvm_compile.prepare_module(tvm_compile.import_onnx(tiny_model), target), target),
+        ["conv2d"],
+    )
     again = tmp_path / "again"
     remeasured = tvm_compile.remeasure_records(tasks, target, database, again, top_k=1, cache_flush=False)
     assert remeasured.added == 1 == tvm_compile.count_records(again), remeasured.errors
     record = json.loads((again / tvm_compile.RECORD_FILE).read_text().splitlines()[0])
     assert len(record[1][1]) == 1 and 0 < record[1][1][0] < 1  # one warm mean, in seconds
     # a candidate that cannot be measured (here: no build finishes in a millisecond) is reported, named
-    failed = tvm_compile.remeasure_records(tasks, target, database, tmp_path / "none", top_k=1,
-                                           cache_flush=False, builder_timeout_sec=1e-3)
+    failed = tvm_compile.remeasure_records(
+        tasks, target, database, tmp_path / "none", top_k=1, cache_flush=False, builder_timeout_sec=1e-3
+    )
     assert failed.added == 0 and tvm_compile.count_records(tmp_path / "none") == 0
     assert len(failed.errors) == 1 and tasks[0].task_name in failed.errors[0] and "build:" in failed.errors[0]
 
@@ -328,7 +366,9 @@ def test_find_tuned_database_prefers_the_canonical_name_then_more_records(tiny_m
     target = tvm_compile.parse_target("broadwell")
     for name, n_records in (("tiny-broadwell-a", 1), ("tiny-broadwell-b", 3), ("tiny-broadwell", 2)):
         tvm_compile.write_manifest(tmp_path / name, tiny_model, target)
-        (tmp_path / name / tvm_compile.RECORD_FILE).write_text("".join(_record(0, 0.001) + "\n" for _ in range(n_records)))
+        (tmp_path / name / tvm_compile.RECORD_FILE).write_text(
+            "".join(_record(0, 0.001) + "\n" for _ in range(n_records))
+        )
     assert tvm_compile.find_tuned_database(tiny_model, target, roots=(tmp_path,)) == tmp_path / "tiny-broadwell"
     (tmp_path / "tiny-broadwell" / tvm_compile.MANIFEST_NAME).unlink()
     assert tvm_compile.find_tuned_database(tiny_model, target, roots=(tmp_path,)) == tmp_path / "tiny-broadwell-b"
@@ -345,8 +385,9 @@ def test_cli_compile_writes_a_loadable_directory(tiny_model, tmp_path):
     config = tmp_path / "config.json"
     TINY_CONFIG.save(config)
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["compile", str(tiny_model), "--output", str(out),
-                                      "--model-config", str(config), "--no-progress"])
+    result = CliRunner().invoke(
+        app, ["compile", str(tiny_model), "--output", str(out), "--model-config", str(config), "--no-progress"]
+    )
     assert result.exit_code == 0, result.output
     assert "model.so" in result.output and "untuned" in result.output
     assert CompiledModel.load(out)(np.zeros(INPUT_SHAPE, np.float32))[0].shape == (1, 10)
@@ -357,6 +398,8 @@ def test_cli_compile_bad_target_exits_2(tiny_model, tmp_path):
 
     from frvt.cli.app import app
 
-    result = CliRunner().invoke(app, ["compile", str(tiny_model), "--target", "pentium", "--output", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        app, ["compile", str(tiny_model), "--target", "pentium", "--output", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2
     assert "pentium" in result.output

@@ -23,8 +23,10 @@ def _model(path: Path) -> Path:
     from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(7)
-    inits = [numpy_helper.from_array(rng.normal(0, 0.2, shape).astype(np.float32), name)
-             for name, shape in (("w1", (32, 16, 3, 3)), ("w2", (32, 32, 3, 3)), ("b1", (32,)), ("b2", (32,)))]
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.2, shape).astype(np.float32), name)
+        for name, shape in (("w1", (32, 16, 3, 3)), ("w2", (32, 32, 3, 3)), ("b1", (32,)), ("b2", (32,)))
+    ]
     conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
     nodes = [
         helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], **conv),
@@ -112,15 +114,19 @@ def test_seeded_schedules_are_measured_and_build_a_model_that_matches_onnxruntim
     assert set(per_task) == {t.task_name for t in conv_tasks}
     written = sum(per_task.values())
     assert written == tvm_compile.count_records(tmp_path / "seed") == 2 * len(conv_schedules.ORDERS)
-    measured = tvm_compile.remeasure_records(conv_tasks, target, tmp_path / "seed", tmp_path / "db",
-                                             top_k=len(conv_schedules.ORDERS), cache_flush=True)
+    measured = tvm_compile.remeasure_records(
+        conv_tasks, target, tmp_path / "seed", tmp_path / "db", top_k=len(conv_schedules.ORDERS), cache_flush=True
+    )
     assert measured.errors == () and measured.added == written and measured.transferred == 0
     records = (tmp_path / "db" / tvm_compile.RECORD_FILE).read_text().splitlines()
     assert all(0 < json.loads(line)[1][1][0] < 1.0 for line in records)  # real times, not the seed's 1 s
     with tvm.target.Target(target), ms.database.JSONDatabase(work_dir=str(tmp_path / "db"), allow_missing=False):
         applied = relax.transform.MetaScheduleApplyDatabase()(mod)
-    scheduled = [gv.name_hint for gv, func in applied.functions.items()
-                 if func.attrs is not None and func.attrs.get("tirx.is_scheduled")]
+    scheduled = [
+        gv.name_hint
+        for gv, func in applied.functions.items()
+        if func.attrs is not None and func.attrs.get("tirx.is_scheduled")
+    ]
     assert len(scheduled) == 2, scheduled
     executable, _ = tvm_compile.build_module(mod, target, tmp_path / "db")
     vm = relax.VirtualMachine(executable, tvm.cpu())

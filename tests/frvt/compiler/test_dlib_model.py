@@ -349,7 +349,18 @@ def test_onnx_graph_interface_and_ops(onnx_bytes):
     assert dims == list(DLIB_RESNET.input_shape)
     assert [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == [1, 128]
     ops = {node.op_type for node in model.graph.node}
-    assert ops <= {"Conv", "Mul", "Add", "Relu", "MaxPool", "AveragePool", "Pad", "GlobalAveragePool", "Flatten", "MatMul"}
+    assert ops <= {
+        "Conv",
+        "Mul",
+        "Add",
+        "Relu",
+        "MaxPool",
+        "AveragePool",
+        "Pad",
+        "GlobalAveragePool",
+        "Flatten",
+        "MatMul",
+    }
     assert sum(node.op_type == "Conv" for node in model.graph.node) == 29
 
 
@@ -361,13 +372,15 @@ def test_committed_onnx_is_what_the_converter_writes(onnx_bytes):
 
 def face_images(n_each: int) -> list[Path]:
     meds = sorted((DATA / "meds").glob("*/*.jpg"))[:n_each]
-    lfw = sorted((DATA / "lfw" / "lfw-deepfunneled").glob("*/*.jpg"))[:: 500][:n_each]
+    lfw = sorted((DATA / "lfw" / "lfw-deepfunneled").glob("*/*.jpg"))[::500][:n_each]
     return meds + lfw
 
 
 def normalise(chip: np.ndarray) -> np.ndarray:
     mean = np.asarray(DLIB_RESNET.mean, dtype=np.float32)
-    return np.ascontiguousarray(((chip.astype(np.float32) - mean) * np.float32(DLIB_RESNET.scale)).transpose(2, 0, 1)[None])
+    return np.ascontiguousarray(
+        ((chip.astype(np.float32) - mean) * np.float32(DLIB_RESNET.scale)).transpose(2, 0, 1)[None]
+    )
 
 
 def test_onnx_descriptors_equal_dlib_on_real_faces(dat_path, onnx_bytes):

@@ -22,8 +22,10 @@ def _model(path: Path) -> Path:
     from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(3)
-    inits = [numpy_helper.from_array(rng.normal(0, 0.2, shape).astype(np.float32), name)
-             for name, shape in (("w1", (16, 8, 3, 3)), ("w2", (8, 16, 3, 3)))]
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.2, shape).astype(np.float32), name)
+        for name, shape in (("w1", (16, 8, 3, 3)), ("w2", (8, 16, 3, 3)))
+    ]
     inits.append(numpy_helper.from_array(rng.normal(0, 0.1, 16).astype(np.float32), "b1"))
     conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
     nodes = [
@@ -76,8 +78,9 @@ def test_databases_keep_the_layout_setting_they_were_tuned_with(model, tmp_path)
     assert tvm_compile.database_layout_elementwise(legacy) == []
     assert tvm_compile.scheme_settings(legacy, "NHWC") == {"layout_elementwise": []}
     recorded = tmp_path / "recorded"
-    tvm_compile.write_manifest(recorded, model, target, conv_scheme="NHWC-winograd",
-                               **tvm_compile.scheme_settings(recorded, "NHWC-winograd"))
+    tvm_compile.write_manifest(
+        recorded, model, target, conv_scheme="NHWC-winograd", **tvm_compile.scheme_settings(recorded, "NHWC-winograd")
+    )
     manifest = tvm_compile.read_manifest(recorded)
     assert manifest["layout_elementwise"] == tvm_compile.LAYOUT_ELEMENTWISE_OPS
     assert manifest["winograd"] == tvm_compile.WINOGRAD_SETTINGS
@@ -103,8 +106,19 @@ def test_schedules_tuned_before_the_setting_carry_over_to_the_fused_functions(mo
     target = tvm_compile.parse_target("broadwell")
     legacy_db = tmp_path / "legacy"
     legacy = tvm_compile.prepare_module(tvm_compile.import_onnx(model), target, "NHWC", layout_elementwise=[])
-    tvm_compile.tune_module(legacy, target, legacy_db, trials=1, trials_per_iter=1, op_names=["conv2d_add"],
-                            scheduler="round-robin", search_threads=1, population_size=8, genetic_iters=1, seed=0)
+    tvm_compile.tune_module(
+        legacy,
+        target,
+        legacy_db,
+        trials=1,
+        trials_per_iter=1,
+        op_names=["conv2d_add"],
+        scheduler="round-robin",
+        search_threads=1,
+        population_size=8,
+        genetic_iters=1,
+        seed=0,
+    )
     assert tvm_compile.count_records(legacy_db) >= 1
     new = tvm_compile.prepare_module(tvm_compile.import_onnx(model), target, "NHWC")
     tasks = tvm_compile.select_tasks(tvm_compile.extract_tasks(new, target), ["conv2d_add"])
@@ -120,8 +134,11 @@ def test_schedules_tuned_before_the_setting_carry_over_to_the_fused_functions(mo
 
     with tvm.target.Target(target), ms.database.JSONDatabase(work_dir=str(tmp_path / "new"), allow_missing=False):
         applied = relax.transform.MetaScheduleApplyDatabase()(new)
-    scheduled = [gv.name_hint for gv, func in applied.functions.items()
-                 if "leaky" in gv.name_hint and func.attrs is not None and func.attrs.get("tirx.is_scheduled")]
+    scheduled = [
+        gv.name_hint
+        for gv, func in applied.functions.items()
+        if "leaky" in gv.name_hint and func.attrs is not None and func.attrs.get("tirx.is_scheduled")
+    ]
     assert len(scheduled) == len(fused) == result.added, scheduled  # every fused function got its schedule
     executable, _ = tvm_compile.build_module(new, target, tmp_path / "new")
     x = np.random.default_rng(5).normal(0, 1, INPUT_SHAPE).astype(np.float32)

@@ -26,7 +26,7 @@ def test_transforms_compute_a_3x3_correlation(m):
     d = rng.normal(size=(m + 2, m + 2))
     g = rng.normal(size=(3, 3))
     y = A.T @ ((G @ g @ G.T) * (B.T @ d @ B)) @ A
-    direct = np.array([[np.sum(d[i:i + 3, j:j + 3] * g) for j in range(m)] for i in range(m)])
+    direct = np.array([[np.sum(d[i : i + 3, j : j + 3] * g) for j in range(m)] for i in range(m)])
     np.testing.assert_allclose(y, direct, atol=1e-9)
 
 
@@ -37,7 +37,9 @@ def test_kernel_pack_is_g_w_gt_per_channel_pair():
     _, _, G = winograd.transform_matrices(4)
     assert packed.shape == (6, 6, 4, 5) and packed.dtype == np.float32
     co, ci = 3, 2
-    np.testing.assert_allclose(packed[:, :, ci, co], G @ weight[co, :, :, ci].astype(np.float64) @ G.T, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        packed[:, :, ci, co], G @ weight[co, :, :, ci].astype(np.float64) @ G.T, rtol=1e-5, atol=1e-6
+    )
 
 
 def _model(path: Path) -> Path:
@@ -48,7 +50,9 @@ def _model(path: Path) -> Path:
 
     rng = np.random.default_rng(1)
     shapes = {"w1": (16, 8, 3, 3), "w2": (16, 16, 3, 3), "w3": (16, 16, 3, 3), "w4": (8, 16, 3, 3), "w5": (8, 8, 3, 3)}
-    inits = [numpy_helper.from_array(rng.normal(0, 0.2, shape).astype(np.float32), name) for name, shape in shapes.items()]
+    inits = [
+        numpy_helper.from_array(rng.normal(0, 0.2, shape).astype(np.float32), name) for name, shape in shapes.items()
+    ]
     inits.append(numpy_helper.from_array(rng.normal(0, 0.1, 16).astype(np.float32), "b1"))
     conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
     nodes = [
@@ -77,8 +81,9 @@ def test_only_eligible_convolutions_are_transformed(model):
     assert len(convolutions) == 5, names
     winograd = sorted(name.split("winograd_nhwc_")[1][:2] for name in convolutions if "winograd" in name)
     assert winograd == ["f2", "f4"], names  # F(4x4) on 16x16, F(2x2) on 8x8; stride 2 and 4x4 stay direct
-    legacy = tvm_compile.prepare_module(tvm_compile.import_onnx(model), target, "NHWC-winograd",
-                                        tvm_compile.LEGACY_WINOGRAD_SETTINGS)
+    legacy = tvm_compile.prepare_module(
+        tvm_compile.import_onnx(model), target, "NHWC-winograd", tvm_compile.LEGACY_WINOGRAD_SETTINGS
+    )
     names = [task.task_name for task in tvm_compile.extract_tasks(legacy, target)]
     assert sorted(n.split("winograd_nhwc_")[1][:2] for n in names if "winograd" in n) == ["f4", "f4"], names
 
@@ -91,9 +96,13 @@ def test_databases_keep_the_winograd_settings_they_were_tuned_with(model, tmp_pa
     (legacy / tvm_compile.RECORD_FILE).write_text(json.dumps([0, [[], [0.001], {}, []]]) + "\n")
     assert tvm_compile.database_winograd(legacy) == tvm_compile.LEGACY_WINOGRAD_SETTINGS
     recorded = tmp_path / "recorded"
-    tvm_compile.write_manifest(recorded, model, target, conv_scheme="NHWC-winograd", winograd={"tiles": [[4, 2]], "min_channels": 4})
+    tvm_compile.write_manifest(
+        recorded, model, target, conv_scheme="NHWC-winograd", winograd={"tiles": [[4, 2]], "min_channels": 4}
+    )
     assert tvm_compile.database_winograd(recorded) == {"tiles": [[4, 2]], "min_channels": 4}
-    keys = {tvm_compile.cache_key(model, "broadwell", database=d, conv_scheme="NHWC-winograd") for d in (legacy, recorded)}
+    keys = {
+        tvm_compile.cache_key(model, "broadwell", database=d, conv_scheme="NHWC-winograd") for d in (legacy, recorded)
+    }
     assert len(keys) == 2  # the settings are part of the compiled artefact's key
 
 
@@ -103,8 +112,9 @@ def test_winograd_tiles_other_than_2_or_4_are_refused():
 
 
 def test_winograd_build_matches_onnxruntime(model, tmp_path):
-    metadata = tvm_compile.compile_model(model, output_dir=tmp_path / "out", progress=False,
-                                         conv_scheme="NHWC-winograd")
+    metadata = tvm_compile.compile_model(
+        model, output_dir=tmp_path / "out", progress=False, conv_scheme="NHWC-winograd"
+    )
     assert metadata["conv_scheme"] == "NHWC-winograd" and metadata["winograd"] == tvm_compile.WINOGRAD_SETTINGS
     # packed kernels: F(4x4) 6x6 per 3x3 kernel (16x8), F(2x2) 4x4 (16x16); the rest as they are
     direct = 16 * 16 * 9 + 8 * 16 * 9 + 8 * 8 * 9

@@ -17,15 +17,45 @@ import pytest
 from onnx import helper, numpy_helper
 from typer.testing import CliRunner
 
-from frvt.perf.bench import (BenchError, _make_row, add_ratios, add_throughput, build_cpuid_cap, format_markdown,
-                        model_macs, output_difference, run_benchmark, schedule_rounds, time_interleaved)
+from frvt.perf.bench import (
+    BenchError,
+    _make_row,
+    add_ratios,
+    add_throughput,
+    build_cpuid_cap,
+    format_markdown,
+    model_macs,
+    output_difference,
+    run_benchmark,
+    schedule_rounds,
+    time_interleaved,
+)
 from frvt.cli import app
 from frvt.compiler.compile import snapshot_database
 from onnx_models import save_model
 
-ROW_KEYS = {"model", "runtime", "group", "isa", "isa_used", "isa_capped", "status", "n", "median_ms", "p90_ms",
-            "min_ms", "max_ms", "cpu_median_ms", "ratio_to_tvm_tuned", "gflops", "achieved_gflops",
-            "fraction_of_fma_peak", "max_abs_diff", "max_rel_diff", "samples_ms"}
+ROW_KEYS = {
+    "model",
+    "runtime",
+    "group",
+    "isa",
+    "isa_used",
+    "isa_capped",
+    "status",
+    "n",
+    "median_ms",
+    "p90_ms",
+    "min_ms",
+    "max_ms",
+    "cpu_median_ms",
+    "ratio_to_tvm_tuned",
+    "gflops",
+    "achieved_gflops",
+    "fraction_of_fma_peak",
+    "max_abs_diff",
+    "max_rel_diff",
+    "samples_ms",
+}
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +72,18 @@ def tiny_onnx(tmp_path_factory) -> Path:
         helper.make_node("Flatten", ["relu"], ["flat"], axis=1),
         helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["output"], transB=1),
     ]
-    return save_model(tmp_path_factory.mktemp("bench") / "tiny.onnx", nodes, {"input": (1, 3, 16, 16)},
-                      {"output": (1, 10)}, [weight, bias, fc_w, fc_b], name="tiny")
+    return save_model(
+        tmp_path_factory.mktemp("bench") / "tiny.onnx",
+        nodes,
+        {"input": (1, 3, 16, 16)},
+        {"output": (1, 10)},
+        [weight, bias, fc_w, fc_b],
+        name="tiny",
+    )
 
 
 # --- counting -------------------------------------------------------------------------------
+
 
 def test_model_macs_counts_conv_and_gemm(tiny_onnx):
     macs = model_macs(tiny_onnx)
@@ -66,6 +103,7 @@ def test_model_macs_of_the_dlib_model_matches_the_documented_count():
 
 
 # --- schedule and timing with a fake clock ---------------------------------------------------
+
 
 def test_schedule_rounds_gives_each_runtime_its_calls_spread_and_rotated():
     rounds = schedule_rounds({"a": 10, "b": 10, "slow": 3})
@@ -102,15 +140,20 @@ def test_time_interleaved_records_each_call_without_warmups_and_drops_failures()
             ms = next(costs[name])
             clock.spend(ms, ms / 2)
             return [np.full(3, len(log), np.float32)]
+
         return call
 
     def broken():
         log.append("broken")
         raise RuntimeError("no kernel")
 
-    times = time_interleaved({"fast": runtime("fast"), "slow": runtime("slow"), "broken": broken},
-                             repeats={"fast": 4, "slow": 2, "broken": 4}, warmup={"fast": 1, "slow": 1, "broken": 1},
-                             clock=lambda: clock.wall, cpu_clock=lambda: clock.cpu)
+    times = time_interleaved(
+        {"fast": runtime("fast"), "slow": runtime("slow"), "broken": broken},
+        repeats={"fast": 4, "slow": 2, "broken": 4},
+        warmup={"fast": 1, "slow": 1, "broken": 1},
+        clock=lambda: clock.wall,
+        cpu_clock=lambda: clock.cpu,
+    )
     assert times.wall_ms["fast"] == pytest.approx([1.0, 2.0, 3.0, 4.0])
     assert times.cpu_ms["fast"] == pytest.approx([0.5, 1.0, 1.5, 2.0])
     assert times.wall_ms["slow"] == pytest.approx([20.0, 40.0])
@@ -136,18 +179,32 @@ def test_output_difference():
 
 # --- rows, ratios, throughput --------------------------------------------------------------
 
+
 def _raw(runtime: str, wall: list[float], cpu_scale: float = 0.5) -> dict:
-    return {"runtime": runtime, "status": "ok", "note": "", "isa_used": "avx2", "isa_capped": True,
-            "wall_ms": wall, "cpu_ms": [w * cpu_scale for w in wall], "max_abs_diff": 1e-7, "max_rel_diff": 1e-6}
+    return {
+        "runtime": runtime,
+        "status": "ok",
+        "note": "",
+        "isa_used": "avx2",
+        "isa_capped": True,
+        "wall_ms": wall,
+        "cpu_ms": [w * cpu_scale for w in wall],
+        "max_abs_diff": 1e-7,
+        "max_rel_diff": 1e-6,
+    }
 
 
 def test_rows_ratios_and_throughput_from_known_samples():
-    tvm = list(range(1, 11))            # median 5.5, p90 9.1 (linear interpolation)
-    ort = [2.0 * v for v in tvm]        # twice as slow
+    tvm = list(range(1, 11))  # median 5.5, p90 9.1 (linear interpolation)
+    ort = [2.0 * v for v in tvm]  # twice as slow
     dlib = [4.0 * v for v in tvm]
-    rows = [_make_row("dlib_resnet", "avx2", _raw(name, samples), None, True)
-            for name, samples in (("tvm-tuned", tvm), ("onnxruntime", ort), ("dlib", dlib))]
-    rows.append(_make_row("dlib_resnet", "avx2", {"runtime": "openvino", "status": "error", "note": "boom"}, None, True))
+    rows = [
+        _make_row("dlib_resnet", "avx2", _raw(name, samples), None, True)
+        for name, samples in (("tvm-tuned", tvm), ("onnxruntime", ort), ("dlib", dlib))
+    ]
+    rows.append(
+        _make_row("dlib_resnet", "avx2", {"runtime": "openvino", "status": "error", "note": "boom"}, None, True)
+    )
     add_ratios(rows)
     add_throughput(rows, {"dlib_resnet": 0.55}, peak_gflops=200.0)
     by = {r["runtime"]: r for r in rows}
@@ -166,8 +223,10 @@ def test_rows_ratios_and_throughput_from_known_samples():
 
 
 def test_ratio_is_nan_without_a_tuned_row_and_rows_in_the_full_group_are_labelled():
-    rows = [_make_row("m", "full", _raw("onnxruntime", [1.0, 2.0]), None, True),
-            _make_row("m", "full", _raw("tvm-untuned", [9.0, 9.0]), {"kind": "llvm", "mcpu": "x"}, True)]
+    rows = [
+        _make_row("m", "full", _raw("onnxruntime", [1.0, 2.0]), None, True),
+        _make_row("m", "full", _raw("tvm-untuned", [9.0, 9.0]), {"kind": "llvm", "mcpu": "x"}, True),
+    ]
     add_ratios(rows)
     assert all(math.isnan(r["ratio_to_tvm_tuned"]) for r in rows)
     assert [r["isa"] for r in rows] == ["avx512", "native"]
@@ -189,6 +248,7 @@ def test_database_snapshot_keeps_complete_lines_only(tmp_path):
 
 # --- the CPUID cap ---------------------------------------------------------------------------
 
+
 def test_tuned_row_builds_in_the_databases_conv_scheme(tiny_onnx, tmp_path, monkeypatch):
     """The build from the bench's snapshot uses the original's scheme and Winograd settings, or
     an NHWC database would be applied to an NCHW build (and match nothing)."""
@@ -197,8 +257,9 @@ def test_tuned_row_builds_in_the_databases_conv_scheme(tiny_onnx, tmp_path, monk
 
     database = tmp_path / "tiny-broadwell"
     settings = {"tiles": [[8, 4]], "min_channels": 2}
-    tvm_compile.write_manifest(database, tiny_onnx, tvm_compile.parse_target("broadwell"), conv_scheme="NHWC-winograd",
-                               winograd=settings)
+    tvm_compile.write_manifest(
+        database, tiny_onnx, tvm_compile.parse_target("broadwell"), conv_scheme="NHWC-winograd", winograd=settings
+    )
     monkeypatch.setattr(tvm_compile, "find_tuned_database", lambda path, target: database)
     spec = bench.ModelSpec("tiny", tiny_onnx)
     artefact, _, note = bench._tvm_artefact(spec, "avx2", True, tmp_path / "cache", lambda text: None, tmp_path)
@@ -212,23 +273,34 @@ def test_cpuid_cap_hides_avx512_and_keeps_real_crashes_fatal(tmp_path):
     if lib is None:
         pytest.skip(f"no CPUID cap here: {reason}")
     env = dict(os.environ, LD_PRELOAD=str(lib))
-    probe = ("import ctypes, sys, cv2, numpy; lib = ctypes.CDLL(sys.argv[1]);"
-             "f = numpy._core._multiarray_umath.__cpu_features__;"
-             "print(lib.frvt_cpuid_cap_active(), int(f['AVX512F']), int(f['AVX2']), int(cv2.checkHardwareSupport(256)))")
+    probe = (
+        "import ctypes, sys, cv2, numpy; lib = ctypes.CDLL(sys.argv[1]);"
+        "f = numpy._core._multiarray_umath.__cpu_features__;"
+        "print(lib.frvt_cpuid_cap_active(), int(f['AVX512F']), int(f['AVX2']), int(cv2.checkHardwareSupport(256)))"
+    )
     out = subprocess.run([sys.executable, "-c", probe, str(lib)], env=env, capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["1", "0", "1", "0"], out.stderr
     # a genuine segmentation fault is not swallowed by the CPUID handler (nor turned into a hang)
-    crash = subprocess.run([sys.executable, "-c", "import ctypes; ctypes.string_at(0)"], env=env, capture_output=True,
-                           timeout=60)
+    crash = subprocess.run(
+        [sys.executable, "-c", "import ctypes; ctypes.string_at(0)"], env=env, capture_output=True, timeout=60
+    )
     assert crash.returncode == -signal.SIGSEGV
 
 
 # --- real runs --------------------------------------------------------------------------------
 
+
 def test_run_benchmark_on_a_tiny_model_in_both_isa_groups(tiny_onnx, tmp_path):
-    result = run_benchmark(models=[str(tiny_onnx)], runtimes=["tvm-untuned", "onnxruntime", "opencv"],
-                           groups=["avx2", "full"], repeats=4, untuned_repeats=2, warmup=1, fma=False,
-                           cache_dir=tmp_path / "compiled")
+    result = run_benchmark(
+        models=[str(tiny_onnx)],
+        runtimes=["tvm-untuned", "onnxruntime", "opencv"],
+        groups=["avx2", "full"],
+        repeats=4,
+        untuned_repeats=2,
+        warmup=1,
+        fma=False,
+        cache_dir=tmp_path / "compiled",
+    )
     assert result["schema"] == "frvt.bench/1"
     assert result["models"]["tiny"]["gflops"] == pytest.approx(2 * (55_296 + 20_480) / 1e9)
     rows = {(r["model"], r["runtime"], r["group"]): r for r in result["rows"]}
@@ -269,9 +341,28 @@ def test_run_benchmark_rejects_unknown_names(tiny_onnx):
 
 def test_cli_writes_json_and_markdown(tiny_onnx, tmp_path):
     out, md = tmp_path / "bench.json", tmp_path / "benchmarks.md"
-    result = CliRunner().invoke(app, ["bench", "--models", str(tiny_onnx), "--runtimes", "onnxruntime,opencv",
-                                      "--groups", "full", "--repeats", "3", "--warmup", "0", "--no-fma",
-                                      "--no-progress", "--json", str(out), "--markdown", str(md)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "--models",
+            str(tiny_onnx),
+            "--runtimes",
+            "onnxruntime,opencv",
+            "--groups",
+            "full",
+            "--repeats",
+            "3",
+            "--warmup",
+            "0",
+            "--no-fma",
+            "--no-progress",
+            "--json",
+            str(out),
+            "--markdown",
+            str(md),
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert data["schema"] == "frvt.bench/1"
@@ -283,7 +374,8 @@ def test_cli_writes_json_and_markdown(tiny_onnx, tmp_path):
 
 
 def test_cli_reports_bad_input_with_exit_status_2(tiny_onnx):
-    result = CliRunner().invoke(app, ["bench", "--models", str(tiny_onnx), "--runtimes", "nope", "--no-fma",
-                                      "--no-progress"])
+    result = CliRunner().invoke(
+        app, ["bench", "--models", str(tiny_onnx), "--runtimes", "nope", "--no-fma", "--no-progress"]
+    )
     assert result.exit_code == 2
     assert "unknown runtime" in result.output

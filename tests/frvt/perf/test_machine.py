@@ -10,8 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from frvt.perf.machine import (ISA_FLAGS, REPO_ROOT, FmaPeakUnavailable, _cpuinfo, git_dirty, git_revision, machine_info,
-                          measure_fma_peak, measure_read_bandwidth, versioned)
+from frvt.perf.machine import (
+    ISA_FLAGS,
+    REPO_ROOT,
+    FmaPeakUnavailable,
+    _cpuinfo,
+    git_dirty,
+    git_revision,
+    machine_info,
+    measure_fma_peak,
+    measure_read_bandwidth,
+    versioned,
+)
 
 
 def test_machine_info_describes_this_machine_as_json():
@@ -31,8 +41,10 @@ def test_machine_info_describes_this_machine_as_json():
 
 def test_cpuinfo_reads_only_the_first_processor(tmp_path):
     p = tmp_path / "cpuinfo"
-    p.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) CPU E5-2630 v4 @ 2.20GHz\nflags\t\t: fma avx2\n\n"
-                 "processor\t: 1\nmodel name\t: other\n")
+    p.write_text(
+        "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) CPU E5-2630 v4 @ 2.20GHz\nflags\t\t: fma avx2\n\n"
+        "processor\t: 1\nmodel name\t: other\n"
+    )
     info = _cpuinfo(str(p))
     assert info["model name"] == "Intel(R) Xeon(R) CPU E5-2630 v4 @ 2.20GHz" and info["flags"] == "fma avx2"
     assert _cpuinfo(str(tmp_path / "missing")) == {}
@@ -42,7 +54,9 @@ def test_git_revision_inside_and_outside_a_checkout(tmp_path):
     assert git_revision(tmp_path) is None and git_dirty(tmp_path) is None
     if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
         pytest.skip("not a git checkout")
-    head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     assert git_revision() == head and re.fullmatch(r"[0-9a-f]{40}", head)
     assert isinstance(git_dirty(), bool)
 

@@ -19,9 +19,20 @@ from typer.testing import CliRunner
 from frvt.settings import SINGLE_THREAD_ENV
 from frvt.cli import app
 from frvt.contract import Image, MatchResult, ReturnCode, ReturnStatus, TemplateResult
-from frvt.perf.profile import (ProfileError, _match_pairs, compare_profiles, estimate_for_target, find_images,
-                          format_comparison, format_profile, load_profile, measure_implementation,
-                          plot_latency_histogram, profile_implementation, save_profile)
+from frvt.perf.profile import (
+    ProfileError,
+    _match_pairs,
+    compare_profiles,
+    estimate_for_target,
+    find_images,
+    format_comparison,
+    format_profile,
+    load_profile,
+    measure_implementation,
+    plot_latency_histogram,
+    profile_implementation,
+    save_profile,
+)
 from validation.latency import latency_stats
 
 MEDS = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "meds"
@@ -83,11 +94,13 @@ class TinyVerifier:
         if not pixels.any():
             return TemplateResult(ReturnStatus(ReturnCode.FaceDetectionError, "no face"), b"", [])
         grey = self._stage("align", lambda: pixels if pixels.ndim == 2 else pixels.mean(axis=2), self.ALIGN_MS)
-        thumb = self._stage("embed", lambda: cv2.resize(grey.astype(np.float32), (16, 16), interpolation=cv2.INTER_AREA),
-                            self.EMBED_MS)
+        thumb = self._stage(
+            "embed", lambda: cv2.resize(grey.astype(np.float32), (16, 16), interpolation=cv2.INTER_AREA), self.EMBED_MS
+        )
         v = thumb.ravel() - thumb.mean()
-        template = self._stage("encode", lambda: (v / (np.linalg.norm(v) or 1.0)).astype(np.float32).tobytes(),
-                               self.ENCODE_MS)
+        template = self._stage(
+            "encode", lambda: (v / (np.linalg.norm(v) or 1.0)).astype(np.float32).tobytes(), self.ENCODE_MS
+        )
         return TemplateResult(ReturnStatus(), template, [])
 
     def match_templates(self, verif: bytes, enroll: bytes) -> MatchResult:
@@ -99,9 +112,13 @@ class TinyVerifier:
         return MatchResult(ReturnStatus(), float((1.0 + a @ b) / 2.0))
 
     def operator_profiles(self, image):
-        return {"thumbnail": [{"name": "resize", "time_us": 30.0, "percent": 30.0},
-                              {"name": "normalise", "time_us": 60.0, "percent": 60.0},
-                              {"name": "tobytes", "time_us": 10.0, "percent": 10.0}]}
+        return {
+            "thumbnail": [
+                {"name": "resize", "time_us": 30.0, "percent": 30.0},
+                {"name": "normalise", "time_us": 60.0, "percent": 60.0},
+                {"name": "tobytes", "time_us": 10.0, "percent": 10.0},
+            ]
+        }
 
 
 class RaisingVerifier(TinyVerifier):
@@ -287,7 +304,9 @@ def test_in_process_profile_round_trips_through_json(image_dir, tmp_path, monkey
     module = types.ModuleType("tiny_fake_clock_impl")
     module.make = lambda: TinyVerifier(clock)
     monkeypatch.setitem(sys.modules, "tiny_fake_clock_impl", module)
-    result = profile_implementation("tiny_fake_clock_impl:make", images=image_dir, isolate=False, fma=False, clock=clock)
+    result = profile_implementation(
+        "tiny_fake_clock_impl:make", images=image_dir, isolate=False, fma=False, clock=clock
+    )
     path = save_profile(result, tmp_path / "p.json")
     assert load_profile(path) == result  # JSON-native all the way down
     for call in ("create_face_template", "match_templates"):
@@ -343,6 +362,7 @@ def test_bad_arguments_are_errors_naming_the_value(image_dir):
 
 # --- the command, in process; the measurement itself in a fresh process ------------------------
 
+
 @pytest.fixture
 def importable_tests(monkeypatch):
     """Make this file importable as ``test_profile`` in the fresh process."""
@@ -352,9 +372,26 @@ def importable_tests(monkeypatch):
 def test_cli_profiles_in_a_fresh_single_thread_process_and_compares(image_dir, tmp_path, importable_tests):
     runner = CliRunner()
     out_a, out_b, png = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "h.png"
-    res = runner.invoke(app, ["profile", "--implementation", "test_profile:TinyVerifier", "--images", str(image_dir),
-                              "--budget-ms", "60000", "--json", str(out_a), "--plot", str(png),
-                              "--no-fma", "--no-progress", "--warmup", "1"])
+    res = runner.invoke(
+        app,
+        [
+            "profile",
+            "--implementation",
+            "test_profile:TinyVerifier",
+            "--images",
+            str(image_dir),
+            "--budget-ms",
+            "60000",
+            "--json",
+            str(out_a),
+            "--plot",
+            str(png),
+            "--no-fma",
+            "--no-progress",
+            "--warmup",
+            "1",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "VERDICT: PASS" in res.output and "stage breakdown" in res.output and "operators of thumbnail" in res.output
     data = load_profile(out_a)
@@ -376,11 +413,26 @@ def test_cli_profiles_in_a_fresh_single_thread_process_and_compares(image_dir, t
 
 def test_cli_fail_verdict_exits_1_and_bad_input_exits_2(image_dir, tmp_path, importable_tests):
     runner = CliRunner()
-    res = runner.invoke(app, ["profile", "-i", "test_profile:TinyVerifier", "--images", str(image_dir),
-                              "--budget-ms", "0.001", "--no-fma", "--no-progress", "--max-matches", "5"])
+    res = runner.invoke(
+        app,
+        [
+            "profile",
+            "-i",
+            "test_profile:TinyVerifier",
+            "--images",
+            str(image_dir),
+            "--budget-ms",
+            "0.001",
+            "--no-fma",
+            "--no-progress",
+            "--max-matches",
+            "5",
+        ],
+    )
     assert res.exit_code == 1 and "VERDICT: FAIL" in res.output
-    res = runner.invoke(app, ["profile", "-i", "test_profile:NoSuchThing", "--images", str(image_dir), "--no-fma",
-                              "--no-progress"])
+    res = runner.invoke(
+        app, ["profile", "-i", "test_profile:NoSuchThing", "--images", str(image_dir), "--no-fma", "--no-progress"]
+    )
     assert res.exit_code == 2 and "NoSuchThing" in res.output
     res = runner.invoke(app, ["profile", "--images", str(tmp_path / "missing"), "--no-progress"])
     assert res.exit_code == 2 and "does not exist" in res.output
