@@ -62,9 +62,9 @@ def _package_dir(name: str) -> Path:
 
 def native_settings(config_dir: Path) -> str:
     """The text of ``native.cfg`` for a config folder of the Python implementation."""
-    from implementation.config_dir import CONFIG_NAME  # pylint: disable=import-outside-toplevel
-    from implementation.model_config import ModelConfig  # pylint: disable=import-outside-toplevel
-    from implementation.pipeline import _describe  # pylint: disable=import-outside-toplevel
+    from implementation.config_dir import CONFIG_NAME
+    from implementation.model_config import ModelConfig
+    from implementation.pipeline import _describe
 
     settings = json.loads((config_dir / CONFIG_NAME).read_text())
     detector, embedder = config_dir / settings["detector"], config_dir / settings["embedder"]
@@ -152,11 +152,13 @@ def build_submission(
         raise SubmissionBuildError(f"org {org!r} must be lower-case letters and digits (NIST's library name)")
     if not 0 <= seq <= 999:
         raise SubmissionBuildError(f"seq {seq} must be 0..999 (three digits in the library name)")
-    from implementation.config_dir import build_config_dir  # pylint: disable=import-outside-toplevel
+    from implementation.config_dir import build_config_dir
 
     source_config = Path(config_dir) if config_dir is not None else build_config_dir(progress=log)
     if build_dir is None:
-        digest = hashlib.sha256()
+        digest = hashlib.sha256(
+            str(_native_source().resolve()).encode()
+        )  # CMake ties a build folder to one source folder
         for path in sorted(_native_source().rglob("*")):
             if path.is_file():
                 digest.update(path.name.encode() + path.read_bytes())
