@@ -370,7 +370,7 @@ def import_onnx(onnx_path: str | Path, input_shape: tuple[int, ...] | None = Non
         shape = tuple(int(s) for s in input_shape)
     if any(s <= 0 for s in shape):
         raise CompileError(f"{onnx_path}: input {name!r} has a dynamic shape {shape}; give one")
-    from frvt.compiler.onnx_fold import fold_constant_dequantize  # pylint: disable=import-outside-toplevel
+    from frvt.compiler.onnx_fold import fold_constant_dequantize
 
     model = onnx.load(str(onnx_path))
     fold_constant_dequantize(model)  # weight-only (also blocked) quantisation -> float32 weights

@@ -261,9 +261,9 @@ class NativeLibrary:
     def create_face_templates(self, image: Image, role: TemplateRole):
         """NIST's ``createFaceTemplate(image, role, templs, eyes)``: every person in one image."""
         try:
-            from frvt.contract import MultiTemplateResult  # pylint: disable=import-outside-toplevel
+            from frvt.contract import MultiTemplateResult
         except ImportError:  # a contract without the multi-person form
-            from types import SimpleNamespace as MultiTemplateResult  # pylint: disable=import-outside-toplevel
+            from types import SimpleNamespace as MultiTemplateResult
 
         problem = self._not_ready()
         if problem is not None:
@@ -301,6 +301,6 @@ class NativeLibrary:
 
 def library_spec(library: str | Path):
     """The harness's picklable description of ``NativeLibrary(library)``, for its worker processes."""
-    from frvt.contract import ImplementationSpec  # pylint: disable=import-outside-toplevel
+    from frvt.contract import ImplementationSpec
 
     return ImplementationSpec("frvt.native:NativeLibrary", (("library", str(Path(library).resolve())),))
