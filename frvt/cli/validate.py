@@ -62,7 +62,13 @@ def validate_command(
         if config_dir is None:
             typer.echo("error: --library needs --config-dir (the folder NIST passes to initialize)", err=True)
             raise typer.Exit(2)
-        implementation = library_spec(library)
+        try:
+            implementation = library_spec(library)
+        except ImportError:
+            typer.echo(
+                "error: --library needs the isolated-worker driver, which this version does not have yet", err=True
+            )
+            raise typer.Exit(2) from None
     try:
         result = validate(
             implementation,
