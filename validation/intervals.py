@@ -38,6 +38,7 @@ from validation.streaming import (
     ScoreSource,
     StreamingEvaluation,
     _Counts,
+    _CountsPass,
     _similarity,
     evaluate,
     run_pass,
@@ -126,7 +127,7 @@ def _as_source(ids, name: str) -> ScoreSource:
     return ids if hasattr(ids, "chunks") else ArrayScores(np.asarray(ids), name)
 
 
-class SubjectEdgePass:
+class SubjectEdgePass(_CountsPass):
     """Impostor counts per (subject, number of ``edges`` strictly below the score), flattened."""
 
     def __init__(self, subjects: np.ndarray, edges: np.ndarray, higher_is_better: bool, chunk_size: int) -> None:
@@ -143,16 +144,6 @@ class SubjectEdgePass:
         idx = np.searchsorted(self.edges, s, side="left")  # edges strictly below the score
         acc.add(sid.astype(np.int64) * self.width + idx)
         return acc
-
-    def pack(self, acc):
-        return acc.pack()
-
-    def merge(self, acc, packed):
-        acc.merge(packed)
-        return acc
-
-    def finish(self, acc):
-        return acc.total()
 
 
 def _subject_universe(genuine_subject: np.ndarray, impostor_subject: ScoreSource, chunk_size: int) -> np.ndarray:

@@ -555,7 +555,21 @@ class KeepBinsPass(_Pass):
         return np.concatenate(acc) if acc else np.zeros(0, dtype=self.dtype)
 
 
-class DigitPass(_Pass):
+class _CountsPass(_Pass):
+    """A pass whose accumulator is a :class:`_Counts`: packed and merged as counts, finished as totals."""
+
+    def pack(self, acc):
+        return acc.pack()
+
+    def merge(self, acc, packed):
+        acc.merge(packed)
+        return acc
+
+    def finish(self, acc):
+        return acc.total()
+
+
+class DigitPass(_CountsPass):
     """A radix pass of :func:`kth_largest`: counts of the next ``d`` key bits inside the chosen prefixes."""
 
     def __init__(
@@ -598,16 +612,6 @@ class DigitPass(_Pass):
             sub = sub[sel]
         acc.add((pos.astype(np.int64) << d) | ((sub >> ukey(shift)) & dmask).astype(np.int64))
         return acc
-
-    def pack(self, acc):
-        return acc.pack()
-
-    def merge(self, acc, packed):
-        acc.merge(packed)
-        return acc
-
-    def finish(self, acc):
-        return acc.total()
 
 
 COLLECT_LIMIT = 1 << 24
