@@ -360,26 +360,15 @@ def validate(
 
     failures = [
         {
-            "list": "enroll",
+            "list": list_name,
             "id": o.row.id,
             "image": o.row.image,
             "code": o.row.code,
             "code_name": C._code_name(o.row.code),
             "info": o.info or o.exception or "",
         }
-        for o in enrolled
-        if o.row.code != ReturnCode.Success
-    ]
-    failures += [
-        {
-            "list": "verif",
-            "id": o.row.id,
-            "image": o.row.image,
-            "code": o.row.code,
-            "code_name": C._code_name(o.row.code),
-            "info": o.info or o.exception or "",
-        }
-        for o in verified
+        for list_name, outcomes in (("enroll", enrolled), ("verif", verified))
+        for o in outcomes
         if o.row.code != ReturnCode.Success
     ]
 
