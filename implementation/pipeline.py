@@ -99,7 +99,7 @@ class FaceVerifier:
             cv2.setNumThreads(1)
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
             return ReturnStatus(ReturnCode.ConfigError, f"cannot load config from {config_dir}: {exc}")
-        return ReturnStatus()
+        return ReturnStatus(ReturnCode.Success)
 
     # -- templates ----------------------------------------------------------------------------
     def _failed(self, code: ReturnCode, info: str, n_images: int) -> TemplateResult:
@@ -208,7 +208,7 @@ class FaceVerifier:
             return MatchResult(ReturnStatus(ReturnCode.VerifTemplateError, f"the {which} template holds no face"), -1.0)
         if v.embedding.shape != e.embedding.shape:
             return MatchResult(ReturnStatus(ReturnCode.TemplateFormatError, "templates of different sizes"), -1.0)
-        return MatchResult(ReturnStatus(), tpl.similarity(v.embedding, e.embedding))
+        return MatchResult(ReturnStatus(ReturnCode.Success), tpl.similarity(v.embedding, e.embedding))
 
     # -- profiling ----------------------------------------------------------------------------
     def operator_profiles(self, image: Image) -> dict[str, list[dict]]:

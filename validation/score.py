@@ -3,9 +3,11 @@
 Inputs (one :class:`ScoreInput` per system; several are compared on one DET plot):
 
 * **the output directory of** ``frvt validate``: ``validation/match.log`` (header
-  ``enrollTempl verifTempl simScore returnCode``), ``validation/enroll.log`` and
-  ``validation/verif.log`` (header ``id image templateSizeBytes returnCode isLeftAssigned
-  isRightAssigned xleft yleft xright yright``), and the input lists copied to ``lists/enroll.txt``
+  ``enrollTempl verifTempl simScore returnCode``; ``extra/match_exact.log``, the same rows with
+  every score at full precision, is read instead when present), ``validation/enroll.log`` and
+  ``validation/verif.log`` (header ``id image templateSizeBytes returnCode isLeftEyeAssigned
+  isRightEyeAssigned xleft yleft xright yright``; the older ``isLeftAssigned isRightAssigned`` is
+  read too), and the input lists copied to ``lists/enroll.txt``
   and ``lists/verif.txt`` (``<id> <image path> <label> [<identity>]``; the identity is the fourth
   column, else the name of the image's parent folder). A template name in ``match.log`` is a list
   id (``e0001``), or an id with an extension (``e0001.template``). A comparison is genuine when both
@@ -151,8 +153,10 @@ def _read_list(path: Path) -> dict[str, str]:
     return ids
 
 
-LOG_HEADER = ("id", "image", "templateSizeBytes", "returnCode", "isLeftAssigned", "isRightAssigned",
+LOG_HEADER = ("id", "image", "templateSizeBytes", "returnCode", "isLeftEyeAssigned", "isRightEyeAssigned",
               "xleft", "yleft", "xright", "yright")
+_OLD_LOG_HEADER = ("id", "image", "templateSizeBytes", "returnCode", "isLeftAssigned", "isRightAssigned",
+                   "xleft", "yleft", "xright", "yright")
 MATCH_HEADER = ("enrollTempl", "verifTempl", "simScore", "returnCode")
 
 
@@ -166,7 +170,11 @@ def _read_code(path: Path, no: int, text: str) -> int:
 def _read_template_log(path: Path, ids: dict[str, str]) -> dict[str, int]:
     """Template id -> return code from ``enroll.log`` / ``verif.log``; every list id must appear once."""
     codes: dict[str, int] = {}
-    for no, cols in _read_table(path, LOG_HEADER, len(LOG_HEADER), len(LOG_HEADER)):
+    header = LOG_HEADER
+    if path.is_file():
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            header = _OLD_LOG_HEADER if fh.readline().split() == list(_OLD_LOG_HEADER) else LOG_HEADER
+    for no, cols in _read_table(path, header, len(LOG_HEADER), len(LOG_HEADER)):
         tid = cols[0]
         if tid not in ids:
             raise ScoreFileError(str(path), no, tid, "template id not in the input list", "line")
@@ -228,7 +236,9 @@ def read_validate_output(directory: str | os.PathLike) -> LoadedScores:
     verif_ids = _read_list(d / "lists" / "verif.txt")
     enroll_codes = _read_template_log(d / "validation" / "enroll.log", enroll_ids)
     verif_codes = _read_template_log(d / "validation" / "verif.log", verif_ids)
-    match_log = d / "validation" / "match.log"
+    # NIST's match.log prints 6 significant digits; frvt validate also keeps every score exactly
+    exact = d / "extra" / "match_exact.log"
+    match_log = exact if exact.is_file() else d / "validation" / "match.log"
     scores, failed, same, subject, match_codes = [], [], [], [], []
     for no, cols in _read_table(match_log, MATCH_HEADER, 4, 4):
         e = _resolve(cols[0], enroll_ids)

@@ -28,14 +28,22 @@ def validate_command(
     seq: int = typer.Option(1, "--seq", min=0, max=999, help="Submission sequence number for the package file name."),
     version: str = typer.Option(None, "--version", help="Text for doc/version.txt (default: the implementation's `version`)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    call_timeout: float = typer.Option(None, "--call-timeout", min=0.01,
+                                       help="Seconds one call may take before its worker is killed (default: 30 times the budget)."),
+    memory_limit: int = typer.Option(None, "--memory-limit", min=64,
+                                     help="MiB of resident memory a worker may use before it is killed (default: 4096)."),
+    resume: bool = typer.Option(False, "--resume", help="Finish a run that was stopped, from its journal in the output folder."),
 ) -> None:
     """Drive an implementation through NIST's 1:1 validation protocol, run the checks, package the result.
 
-    Exit status: 0 when no check FAILs, 1 when one does, 2 for unusable input (a malformed list line).
+    Every call runs in a worker process that can crash, hang or overrun its memory without ending
+    the run. Exit status: 0 when no check FAILs, 1 when one does, 2 for unusable input (a malformed
+    list line) or a run that cannot start.
     """
     try:
         result = validate(implementation, input_dir, output_dir, config_dir, workers, budget_ms, org=org, seq=seq,
-                          version=version, progress=progress, log=lambda text: typer.echo(f"-- {text}", err=True))
+                          version=version, progress=progress, log=lambda text: typer.echo(f"-- {text}", err=True),
+                          call_timeout_s=call_timeout, memory_limit_mib=memory_limit, resume=resume)
     except ListFormatError as exc:
         typer.echo(f"error: malformed input list: {exc}", err=True)
         raise typer.Exit(2)
@@ -43,14 +51,22 @@ def validate_command(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     s = result.summary
-    typer.echo(f"\n{'check':<28} {'status':<6} detail")
+    typer.echo(f"\n{'check':<27} {'ours':<5} {'NIST':<12} detail")
     for check in s["checks"]:
-        typer.echo(f"{check['name']:<28} {_MARK[check['status']]:<6} {check['detail']}")
+        typer.echo(f"{check['name']:<27} {_MARK[check['status']]:<5} {check['nist']:<12} {check['detail']}")
+    typer.echo("(NIST: what NIST's own validation run does when the rule is broken: fatal, warning, or not checked)")
+    peaks = {k: v["peak_rss_mib"] for k, v in s.get("phases", {}).items()}
+    if peaks:
+        typer.echo("\npeak worker memory (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
     lat = s["latency"]
     if lat.get("n"):
         typer.echo(f"\ncreate_face_template (one thread, n={lat['n']}): median {lat['median_ms']:.1f} ms, "
                    f"p90 {lat['p90_ms']:.1f}, p99 {lat['p99_ms']:.1f}, max {lat['max_ms']:.1f}; budget {lat['budget_ms']:.0f} ms")
     typer.echo(f"\nverdict: {s['verdict']}   summary: {result.output_dir / 'summary.json'}")
+    if s["nist_fatal"]:
+        typer.echo(f"NIST's validation would stop on: {', '.join(s['nist_fatal'])}")
+    if not s["submittable"]:
+        typer.echo(f"NOT SUBMITTABLE: {s['not_submittable_reason']}")
     if result.package:
         typer.echo(f"package: {result.package}")
     if result.failed:

@@ -8,6 +8,7 @@ the whole contract for real, fast enough for unit tests. Each broken subclass br
 
 from __future__ import annotations
 
+import os
 import struct
 import threading
 from pathlib import Path
@@ -35,12 +36,13 @@ class PixelMatcher:
         self.size = None
 
     def initialize(self, config_dir: str) -> ReturnStatus:
+        cv2.setNumThreads(1)  # an implementation chooses its own threads: the harness sets none
         try:
             text = (Path(config_dir) / CONFIG_NAME).read_text()
             self.size = int(text.strip().split("=")[1])
         except (OSError, ValueError, IndexError) as exc:
             return ReturnStatus(ReturnCode.ConfigError, str(exc))
-        return ReturnStatus()
+        return ReturnStatus(ReturnCode.Success)
 
     def _failed(self, code: ReturnCode, info: str) -> TemplateResult:
         return TemplateResult(ReturnStatus(code, info), MAGIC + b"\x00", [EyePair()])
@@ -61,7 +63,7 @@ class PixelMatcher:
         v -= v.mean()
         v /= np.linalg.norm(v) + 1e-12
         eyes = EyePair(True, True, int(w * 0.62), int(h * 0.4), int(w * 0.38), int(h * 0.4))
-        return TemplateResult(ReturnStatus(), MAGIC + b"\x01" + v.astype("<f4").tobytes(), [eyes])
+        return TemplateResult(ReturnStatus(ReturnCode.Success), MAGIC + b"\x01" + v.astype("<f4").tobytes(), [eyes])
 
     def _decode(self, template: bytes):
         if len(template) < 5 or template[:4] != MAGIC:
@@ -74,7 +76,7 @@ class PixelMatcher:
         a, b = self._decode(verif), self._decode(enroll)
         if a is None or b is None or a.shape != b.shape:
             return MatchResult(ReturnStatus(ReturnCode.VerifTemplateError, "failed or foreign template"), -1.0)
-        return MatchResult(ReturnStatus(), float((1.0 + float(a @ b)) / 2.0))
+        return MatchResult(ReturnStatus(ReturnCode.Success), float((1.0 + float(a @ b)) / 2.0))
 
 
 class NegativeScores(PixelMatcher):
@@ -102,13 +104,15 @@ class ExtraThreads(PixelMatcher):
         return super().create_face_template(images, role)
 
 
-class HardcodedConfig(PixelMatcher):
-    """Reads its config from a fixed path instead of the directory it is given: fails ``config_path``."""
+HARDCODED_ENV = "FRVT_TEST_HARDCODED_CONFIG"
 
-    hardcoded_dir: Path | None = None  # set by the test to the original config directory
+
+class HardcodedConfig(PixelMatcher):
+    """Reads its config from a fixed path (``$FRVT_TEST_HARDCODED_CONFIG``, the original folder)
+    instead of the directory it is given: fails ``config_path``."""
 
     def initialize(self, config_dir):
-        return super().initialize(str(self.hardcoded_dir))
+        return super().initialize(os.environ[HARDCODED_ENV])
 
 
 class EmptyTemplate(PixelMatcher):
@@ -123,7 +127,7 @@ class ScoresFailedTemplates(PixelMatcher):
 
     def match_templates(self, verif, enroll):
         r = super().match_templates(verif, enroll)
-        return r if r.status.ok else MatchResult(ReturnStatus(), 0.0)
+        return r if r.status.ok else MatchResult(ReturnStatus(ReturnCode.Success), 0.0)
 
 
 class ConstantScore(PixelMatcher):

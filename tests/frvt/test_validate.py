@@ -64,17 +64,21 @@ def test_good_implementation_passes_and_writes_nist_outputs(small_set, config_di
     codes = {r.id: r.code for r in enroll_rows + verif_rows}
     assert codes["e_edge_zero_bytes"] == 5 and codes["v_edge_text"] == 5  # ParseError from the harness
     assert codes["e_edge_all_white"] == 8  # FaceDetectionError from the implementation
-    assert all((out / "templates" / "enroll" / f"{r.id}.tmpl").exists() for r in enroll_rows)
+    assert all((out / "validation" / "templates" / f"{r.id}.template").exists() for r in enroll_rows + verif_rows)
+    assert (out / "validation" / "enroll.log").read_text().startswith(
+        "id image templateSizeBytes returnCode isLeftEyeAssigned isRightEyeAssigned xleft yleft xright yright\n")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["schema"].startswith("frvt.validate/")
-    assert {"name", "status", "detail"} <= set(summary["checks"][0])
+    assert {"name", "status", "nist", "detail"} <= set(summary["checks"][0])
+    assert summary["submittable"] is False and "Python" in summary["not_submittable_reason"]
     assert {"median_ms", "p90_ms", "p99_ms", "max_ms", "budget_ms"} <= set(summary["latency"])
     with tarfile.open(result.package) as tar:
         names = tar.getnames()
-        version = tar.extractfile("frvt_11_testorg_001/doc/version.txt").read().decode()
-    assert result.package.name == "frvt_11_testorg_001.tar.gz"
-    assert "frvt_11_testorg_001/config/pixel.cfg" in names
-    assert "frvt_11_testorg_001/validation/match.log" in names
+        version = tar.extractfile("./doc/version.txt").read().decode()
+    # a Python implementation cannot be submitted: the name says so, and there is no ./lib
+    assert result.package.name == "NOT-SUBMITTABLE_python_11_testorg_001.tar.gz"
+    assert "./config/pixel.cfg" in names and "./validation/match.log" in names and "./validation/os.txt" in names
+    assert not any(n.startswith("./lib") for n in names)
     assert version.strip() == "pixel-matcher 1.0"
 
 
@@ -90,7 +94,7 @@ def test_good_implementation_passes_and_writes_nist_outputs(small_set, config_di
     ("NoVersion", "version_txt"),
 ])
 def test_each_broken_implementation_fails_its_check(small_set, config_dir, tmp_path, impl, check, monkeypatch):
-    monkeypatch.setattr(reference_impls.HardcodedConfig, "hardcoded_dir", config_dir)
+    monkeypatch.setenv(reference_impls.HARDCODED_ENV, str(config_dir))
     result = run(small_set, config_dir, tmp_path, impl)
     assert status_of(result, check) == "FAIL", [c for c in result.checks if c.name == check]
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["verdict"] == "FAIL"
