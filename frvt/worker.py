@@ -177,17 +177,17 @@ class Worker:
         child.close()
         deadline = time.monotonic() + self.limits.init_timeout_s
         while True:
+            if self.conn.poll(_POLL_S):
+                try:
+                    reply = self.conn.recv()
+                    return InitResult(reply["code"], reply["info"], reply["error"], reply.get("elapsed_s", 0.0),
+                                      reply.get("attributes", {}))
+                except (EOFError, OSError):
+                    self.proc.join(5)  # the pipe closed: the worker is gone or going
             failure = self._check(deadline, "initialize")
             if failure is not None:
                 return InitResult(int(ReturnCode.UnknownError), "", f"initialize did not return: {failure.detail}", 0.0,
                                   failure=failure)
-            if self.conn.poll(_POLL_S):
-                try:
-                    reply = self.conn.recv()
-                except (EOFError, OSError):
-                    continue  # _check reports the death on the next round
-                return InitResult(reply["code"], reply["info"], reply["error"], reply.get("elapsed_s", 0.0),
-                                  reply.get("attributes", {}))
 
     @property
     def pid(self) -> int | None:
@@ -203,9 +203,7 @@ class Worker:
 
     def _check(self, deadline: float, what: str) -> CallFailure | None:
         """A failure if the worker died, overran ``deadline`` or its memory; else None."""
-        if not self.proc.is_alive():
-            if self.conn.poll():
-                return None  # it answered before dying: read the answer first
+        if not self.proc.is_alive():  # callers read any answer it sent before dying first
             self.proc.join(1)
             return CallFailure("crash", f"worker {describe_exit(self.proc.exitcode)} during {what}")
         if time.monotonic() > deadline:
@@ -313,6 +311,7 @@ class WorkerPool:
                         reply = w.conn.recv()
                     except (EOFError, OSError):
                         reply = None
+                        w.proc.join(5)  # the pipe closed: the worker is gone or going
                 if reply is None:
                     fail = w._check(w.deadline, "the call")
                     if fail is None:
