@@ -1,7 +1,9 @@
 """The checks of ``frvt validate``: NIST's validation checks and the ones it should run.
 
 Each check is a pure function of the run's outcomes returning a :class:`Check` with status PASS,
-WARN or FAIL and the evidence in ``detail``.
+WARN or FAIL, the evidence in ``detail``, and ``nist``: what NIST's own validation run does when
+the same rule is broken (``fatal``: its run stops and no package is made; ``warning``: it prints
+a warning and goes on; ``not checked``: it does not look, and the rule is ours).
 """
 
 from __future__ import annotations
@@ -13,9 +15,34 @@ from typing import Sequence
 import numpy as np
 
 from frvt.contract import ReturnCode
-from frvt.driver import MatchOutcome, TemplateOutcome, ThreadSample
+from frvt.records import template_id
+from frvt.driver import MatchOutcome, MultiOutcome, TemplateOutcome
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
+FATAL, WARNING, NOT_CHECKED = "fatal", "warning", "not checked"
+
+#: What NIST's validation run does when each check's rule is broken.
+NIST_CONSEQUENCE = {
+    "initialize": FATAL,  # validate11 exits when initialize() does not return Success
+    "config_path": FATAL,  # "Detection of hard-coded config directory"
+    "no_crashes": FATAL,  # a child killed by a signal fails the phase
+    "no_timeouts": NOT_CHECKED,  # NIST's run waits for ever
+    "no_exceptions": FATAL,  # an uncaught C++ exception aborts the child
+    "not_implemented": FATAL,  # createFaceTemplate returning NotImplemented raises SIGTERM
+    "multiperson_templates": FATAL,  # no template, or #EyePairs != #templates, raises SIGTERM
+    "multi_image_eyes": NOT_CHECKED,  # fewer EyePairs than images: NIST's driver reads past the vector
+    "log_lines": FATAL,
+    "return_codes": WARNING,
+    "unique_scores": WARNING,
+    "scores_non_negative": FATAL,
+    "failed_templates_matchable": NOT_CHECKED,
+    "template_sizes": NOT_CHECKED,
+    "eye_coordinates": NOT_CHECKED,
+    "single_thread": WARNING,  # more than 2 threads of the driver's processes
+    "latency": NOT_CHECKED,  # timed in the evaluation, not by the validation package
+    "deterministic_templates": NOT_CHECKED,
+    "version_txt": FATAL,  # ./doc/version.txt must exist and be non-empty
+}
 
 
 @dataclass
@@ -25,8 +52,50 @@ class Check:
     detail: str
     evidence: dict = field(default_factory=dict)
 
+    @property
+    def nist(self) -> str:
+        return NIST_CONSEQUENCE.get(self.name, NOT_CHECKED)
+
     def to_json(self) -> dict:
-        return {"name": self.name, "status": self.status, "detail": self.detail, "evidence": self.evidence}
+        return {
+            "name": self.name,
+            "status": self.status,
+            "nist": self.nist,
+            "detail": self.detail,
+            "evidence": self.evidence,
+        }
+
+
+@dataclass
+class ThreadSample:
+    """CPU use of a worker during the single-process phase, per thread and in all.
+
+    ``max_threads`` counts every thread of the worker, idle ones too, at the busiest sample: what
+    NIST's check counts (it adds its waiting parent process: NIST warns above 2 in all).
+    """
+
+    wall_s: float = 0.0
+    cpu_s: float = 0.0  # the whole process during the phase
+    main_cpu_s: float = 0.0  # the main thread alone
+    max_threads: int = 0
+    busy_threads: int = 0  # threads that used >= 10% of the CPU time and >= 50 ms
+    per_thread_cpu_s: list[float] = field(default_factory=list)
+    idle_s: float = 0.0  # a pause after the phase, with no call running
+    idle_cpu_s: float = 0.0  # CPU the worker used during that pause
+
+    @property
+    def utilisation(self) -> float:
+        """CPU seconds per wall second: 1.0 means one core busy all the time."""
+        return self.cpu_s / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def other_threads_cpu_s(self) -> float:
+        return max(0.0, self.cpu_s - self.main_cpu_s)
+
+    @property
+    def nist_thread_count(self) -> int:
+        """NIST's count: the driver's waiting parent plus every thread of the child."""
+        return self.max_threads + 1 if self.max_threads else 0
 
 
 def _code_name(code: int) -> str:
@@ -53,10 +122,20 @@ def check_log_lines(counts: dict[str, tuple[int, int]]) -> Check:
     return Check("log_lines", PASS, ", ".join(f"{k}: {a} rows = list" for k, (a, _) in counts.items()), ev)
 
 
-def check_return_codes(templates: Sequence[TemplateOutcome], matches: Sequence[MatchOutcome]) -> Check:
+def _code(o) -> int:
+    return o.code if isinstance(o, MultiOutcome) else o.row.code
+
+
+def _label(o) -> str:
+    if isinstance(o, MatchOutcome):
+        return f"{o.row.enroll_id}/{o.row.verif_id}"
+    return o.id
+
+
+def check_return_codes(templates: Sequence, matches: Sequence[MatchOutcome]) -> Check:
     """Tally codes; any code outside NIST's enumeration fails, any non-success warns."""
     tally = {
-        "templates": dict(Counter(_code_name(o.row.code) for o in templates)),
+        "templates": dict(Counter(_code_name(_code(o)) for o in templates)),
         "matches": dict(Counter(_code_name(m.row.code) for m in matches)),
     }
     invalid = [c for part in tally.values() for c in part if c.startswith("invalid")]
@@ -69,16 +148,19 @@ def check_return_codes(templates: Sequence[TemplateOutcome], matches: Sequence[M
     return Check("return_codes", WARN if non_success else PASS, text, tally)
 
 
-def check_exceptions(templates: Sequence[TemplateOutcome], matches: Sequence[MatchOutcome]) -> Check:
-    raised = [(o.row.id, o.exception) for o in templates if o.exception]
-    raised += [(f"{m.row.enroll_id}/{m.row.verif_id}", m.exception) for m in matches if m.exception]
+def check_exceptions(templates: Sequence, matches: Sequence[MatchOutcome]) -> Check:
+    raised = [
+        (_label(o), o.exception)
+        for o in list(templates) + list(matches)
+        if o.exception and not (o.failure and o.failure.get("cause") == "memory")
+    ]
     if raised:
         first = "; ".join(f"{k}: {e}" for k, e in raised[:3])
         return Check(
             "no_exceptions",
             FAIL,
             f"{len(raised)} calls raised instead of returning a status: {first}",
-            {"count": len(raised)},
+            {"count": len(raised), "inputs": [k for k, _ in raised][:50]},
         )
     return Check("no_exceptions", PASS, "no exception crossed the contract")
 
@@ -128,7 +210,7 @@ def check_failed_templates_matchable(
     """Comparisons with a failed template must return -1 and a non-success code."""
     involved, bad = 0, []
     for m in matches:
-        e, v = templates.get(m.row.enroll_id), verif.get(m.row.verif_id)
+        e, v = templates.get(template_id(m.row.enroll_id)), verif.get(template_id(m.row.verif_id))
         failed = (e is not None and e.row.code != ReturnCode.Success) or (
             v is not None and v.row.code != ReturnCode.Success
         )
@@ -158,7 +240,7 @@ def check_failed_templates_matchable(
 
 def check_template_sizes(outcomes: Sequence[TemplateOutcome]) -> Check:
     """Every template the implementation produced is non-empty (a template is always produced)."""
-    produced = [o for o in outcomes if o.decode_error is None]
+    produced = [o for o in outcomes if o.decode_error is None and o.failure is None and not o.exception]
     sizes = np.array([o.row.size for o in produced])
     empty = [o.row.id for o in produced if o.row.size == 0]
     ev = {"n": int(sizes.size)}
@@ -177,18 +259,19 @@ def check_eye_coordinates(outcomes: Sequence[TemplateOutcome]) -> Check:
     """Assigned eyes lie inside the image; NIST's left eye (subject's left) has the larger x."""
     outside, swapped, missing = [], [], []
     for o in outcomes:
-        if o.decode_error is not None or o.elapsed_ms is None:
+        if o.decode_error is not None or o.elapsed_ms is None or not o.sizes:
             continue
-        e = o.row.eyes
-        if e.is_left_assigned and not (0 <= e.xleft < o.width and 0 <= e.yleft < o.height):
-            outside.append(f"{o.row.id} left ({e.xleft},{e.yleft}) in {o.width}x{o.height}")
-        if e.is_right_assigned and not (0 <= e.xright < o.width and 0 <= e.yright < o.height):
-            outside.append(f"{o.row.id} right ({e.xright},{e.yright}) in {o.width}x{o.height}")
-        if o.row.code == ReturnCode.Success:
-            if not (e.is_left_assigned and e.is_right_assigned):
-                missing.append(o.row.id)
-            elif e.xleft < e.xright:
-                swapped.append(o.row.id)
+        for row, (width, height) in zip(o.rows, o.sizes if len(o.sizes) == len(o.rows) else o.sizes * len(o.rows)):
+            e = row.eyes
+            if e.is_left_assigned and not (0 <= e.xleft < width and 0 <= e.yleft < height):
+                outside.append(f"{o.id} left ({e.xleft},{e.yleft}) in {width}x{height}")
+            if e.is_right_assigned and not (0 <= e.xright < width and 0 <= e.yright < height):
+                outside.append(f"{o.id} right ({e.xright},{e.yright}) in {width}x{height}")
+            if row.code == ReturnCode.Success:
+                if not (e.is_left_assigned and e.is_right_assigned):
+                    missing.append(o.id)
+                elif e.xleft < e.xright:
+                    swapped.append(o.id)
     ev = {"outside": len(outside), "left_of_right": len(swapped), "unassigned_on_success": len(missing)}
     if outside:
         return Check(
@@ -207,12 +290,18 @@ def check_eye_coordinates(outcomes: Sequence[TemplateOutcome]) -> Check:
     return Check("eye_coordinates", PASS, "all assigned eye points inside their images", ev)
 
 
-def check_single_thread(sample: ThreadSample, max_other_fraction: float = 0.15, max_utilisation: float = 1.25) -> Check:
+def check_single_thread(
+    sample: ThreadSample,
+    max_other_fraction: float = 0.15,
+    max_utilisation: float = 1.25,
+    max_idle_fraction: float = 0.2,
+) -> Check:
     """One thread computes: little CPU time outside the main thread, at most ~1 core of wall time.
 
     Fails when threads other than the main one used more than ``max_other_fraction`` of the
     process's CPU time (and at least 0.1 s), or when the process used more than
-    ``max_utilisation`` cores on average. Idle pool threads are reported but do not fail.
+    ``max_utilisation`` cores on average, or when the worker uses more than ``max_idle_fraction`` of a
+    core in a pause after the phase with no call running. Idle pool threads are reported but do not fail.
     """
     ev = {
         "max_threads": sample.max_threads,
@@ -224,13 +313,29 @@ def check_single_thread(sample: ThreadSample, max_other_fraction: float = 0.15, 
         "utilisation": round(sample.utilisation, 3),
         "per_thread_cpu_s": [round(c, 3) for c in sample.per_thread_cpu_s[:8]],
     }
+    ev["nist_thread_count"] = sample.nist_thread_count
+    nist_view = (
+        f"NIST's count would be {sample.nist_thread_count} threads (its parent + all of the worker's, idle ones "
+        f"too; it warns above 2)"
+    )
     text = (
         f"{sample.other_threads_cpu_s:.2f} s of {sample.cpu_s:.2f} s CPU outside the main thread; "
-        f"up to {sample.max_threads} threads, {sample.busy_threads} busy; {sample.utilisation:.2f} cores on average"
+        f"up to {sample.max_threads} threads, {sample.busy_threads} busy; {sample.utilisation:.2f} cores on average; {nist_view}"
     )
+    ev["idle_s"], ev["idle_cpu_s"] = round(sample.idle_s, 3), round(sample.idle_cpu_s, 3)
     other = sample.other_threads_cpu_s
     if (other > max(0.1, max_other_fraction * sample.cpu_s)) or sample.utilisation > max_utilisation:
         return Check("single_thread", FAIL, "computes on more than one thread: " + text, ev)
+    if sample.idle_s > 0 and sample.idle_cpu_s > max_idle_fraction * sample.idle_s:
+        return Check(
+            "single_thread",
+            FAIL,
+            f"computes while no call runs: {sample.idle_cpu_s:.2f} s of CPU in {sample.idle_s:.1f} s between calls "
+            "(a thread of its own keeps working); " + text,
+            ev,
+        )
+    if sample.nist_thread_count > 2:
+        return Check("single_thread", WARN, "computes on one thread, but idle threads exist: " + text, ev)
     return Check("single_thread", PASS, text, ev)
 
 
@@ -267,8 +372,15 @@ def check_latency(stats: dict, budget_ms: float) -> Check:
 
 
 def check_deterministic(single: Sequence[TemplateOutcome], multi: dict[str, TemplateOutcome]) -> Check:
-    """Templates from the single-process run equal those from the forked workers."""
-    differ = [o.row.id for o in single if o.row.id in multi and o.template != multi[o.row.id].template]
+    """Templates from the single-process run equal those from the multi-process run."""
+    differ = [
+        o.id
+        for o in single
+        if o.id in multi
+        and o.failure is None
+        and multi[o.id].failure is None
+        and o.template_sha256 != multi[o.id].template_sha256
+    ]
     if differ:
         return Check(
             "deterministic_templates",
@@ -281,6 +393,91 @@ def check_deterministic(single: Sequence[TemplateOutcome], multi: dict[str, Temp
         "deterministic_templates",
         PASS,
         f"{len(single)} templates identical in the single-process and multi-process runs",
+    )
+
+
+def _lost(outcomes: Sequence, cause: set[str]) -> list:
+    return [o for o in outcomes if o.failure and o.failure.get("cause") in cause]
+
+
+def check_crashes(phases: dict[str, Sequence], initialize_failures: Sequence[str] = ()) -> Check:
+    """No call lost its worker (a signal, an exit, a memory overrun): lists the inputs."""
+    lost = {name: _lost(outs, {"crash", "memory"}) for name, outs in phases.items()}
+    lost = {k: v for k, v in lost.items() if v}
+    items = [f"{name} {_label(o)}: {o.failure['detail']}" for name, outs in lost.items() for o in outs]
+    items += [f"initialize: {t}" for t in initialize_failures]
+    ev = {"inputs": items[:100], "count": len(items)}
+    if items:
+        return Check("no_crashes", FAIL, f"{len(items)} calls lost their worker process: {'; '.join(items[:5])}", ev)
+    return Check("no_crashes", PASS, "no worker process died or ran out of memory", ev)
+
+
+def check_timeouts(phases: dict[str, Sequence], call_timeout_s: float) -> Check:
+    lost = [f"{name} {_label(o)}" for name, outs in phases.items() for o in _lost(outs, {"timeout"})]
+    ev = {"inputs": lost[:100], "count": len(lost), "call_timeout_s": call_timeout_s}
+    if lost:
+        return Check(
+            "no_timeouts",
+            FAIL,
+            f"{len(lost)} calls did not return within {call_timeout_s:g} s (killed): {', '.join(lost[:10])}",
+            ev,
+        )
+    return Check("no_timeouts", PASS, f"every call returned within {call_timeout_s:g} s", ev)
+
+
+def check_not_implemented(phases: dict[str, Sequence]) -> Check:
+    """Both createFaceTemplate forms are implemented (NIST stops at the first NotImplemented)."""
+    hits = {name: [_label(o) for o in outs if _code(o) == ReturnCode.NotImplemented] for name, outs in phases.items()}
+    hits = {k: v for k, v in hits.items() if v}
+    if hits:
+        text = "; ".join(f"{k}: {len(v)} calls, e.g. {', '.join(v[:3])}" for k, v in hits.items())
+        return Check("not_implemented", FAIL, f"returned NotImplemented: {text}", {"inputs": hits})
+    return Check("not_implemented", PASS, "no call returned NotImplemented")
+
+
+def check_multiperson(outcomes: Sequence[MultiOutcome]) -> Check:
+    """The multi-person call returns at least one template and one EyePair per template."""
+    bad = []
+    for o in outcomes:
+        if o.decode_error is not None or o.failure is not None or o.exception:
+            continue
+        if o.n_templates == 0:
+            bad.append(f"{o.id}: no template")
+        elif o.n_eyes != o.n_templates:
+            bad.append(f"{o.id}: {o.n_templates} templates, {o.n_eyes} EyePairs")
+    ev = {"n": len(outcomes), "bad": bad[:50], "detections": {o.id: o.n_templates for o in outcomes}}
+    if bad:
+        return Check(
+            "multiperson_templates",
+            FAIL,
+            f"{len(bad)} multi-person calls broke the rule (>= 1 template, one "
+            f"EyePair per template): {'; '.join(bad[:5])}",
+            ev,
+        )
+    if not outcomes:
+        return Check("multiperson_templates", PASS, "no multi-person list: nothing to check", ev)
+    total = sum(o.n_templates for o in outcomes)
+    return Check("multiperson_templates", PASS, f"{len(outcomes)} images, {total} templates, one EyePair each", ev)
+
+
+def check_multi_image_eyes(outcomes: Sequence[TemplateOutcome]) -> Check:
+    """One EyePair per image for every multi-image (one subject, several images) template."""
+    bad = [
+        f"{o.id}: {o.n_eyes} EyePairs for {o.n_images} images"
+        for o in outcomes
+        if o.decode_error is None and o.failure is None and not o.exception and o.n_eyes != o.n_images
+    ]
+    multi = [o for o in outcomes if o.n_images > 1]
+    ev = {"lines": len(outcomes), "multi_image_lines": len(multi), "bad": bad[:50]}
+    if bad:
+        return Check(
+            "multi_image_eyes", FAIL, f"{len(bad)} templates without one EyePair per image: {'; '.join(bad[:5])}", ev
+        )
+    return Check(
+        "multi_image_eyes",
+        PASS,
+        f"one EyePair per image on all {len(outcomes)} lines ({len(multi)} with several images)",
+        ev,
     )
 
 

@@ -1,6 +1,6 @@
 """``frvt lfw``: the LFW View-2 benchmark (pairs.txt, 10 folds) for any implementation.
 
-Templates are made once per image through the NIST contract with forked workers, written to a
+Templates are made once per image through the NIST contract in worker processes, written to a
 cache folder as they come (``<cache>/templates/<image id>.tmpl`` plus one JSON line per image in
 ``<cache>/templates.jsonl``), so a killed run resumes where it stopped. Pairs are then compared with
 ``match_templates``; a comparison with a failed template scores -1 (a non-match, as NIST counts it).
@@ -21,8 +21,9 @@ import numpy as np
 
 from frvt import settings
 from frvt.contract import DEFAULT_IMPLEMENTATION, ImageLabel, ReturnCode, TemplateRole, load_implementation
-from frvt.driver import create_templates, limit_threads, match
-from frvt.records import ImageEntry
+from frvt.driver import template_outcome
+from frvt.records import ImageEntry, write_bytes_atomic
+from frvt.worker import WorkerLimits, WorkerPool
 
 SCHEMA = "frvt.lfw/1"
 
@@ -50,7 +51,7 @@ def all_image_ids(image_root: Path) -> list[str]:
 
 
 def make_templates(
-    impl,
+    pool: WorkerPool,
     entries: list[ImageEntry],
     cache: Path,
     workers: int,
@@ -77,17 +78,31 @@ def make_templates(
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             t0 = time.perf_counter()
-            outcomes = create_templates(impl, part, TemplateRole.Enrollment_11, cache / "templates", workers, progress)
+            outcomes = []
+
+            def on_result(index: int, reply, part=part, outcomes=outcomes) -> None:
+                entry = part[index]
+                if not isinstance(reply, dict) or "template" not in reply:
+                    reply_template = b""
+                else:
+                    reply_template = reply["template"]
+                write_bytes_atomic(cache / "templates" / "enroll" / f"{entry.id}.tmpl", reply_template)
+                outcomes.append(template_outcome(entry, reply, None))
+
+            requests = [
+                (
+                    i,
+                    "template",
+                    {"id": e.id, "images": [(str(e.path), int(e.label))], "role": int(TemplateRole.Enrollment_11)},
+                )
+                for i, e in enumerate(part)
+            ]
+            pool.run(requests, workers, on_result)
             spent += time.perf_counter() - t0
             for o in outcomes:
-                rec = {
-                    "id": o.row.id,
-                    "code": o.row.code,
-                    "size": o.row.size,
-                    "ms": o.elapsed_ms,
-                    "info": o.info or o.exception or "",
-                }
-                done[o.row.id] = rec
+                info = (o.failure or {}).get("detail") or o.info or o.exception or ""
+                rec = {"id": o.id, "code": o.row.code, "size": o.row.size, "ms": o.elapsed_ms, "info": info}
+                done[o.id] = rec
                 log.write(json.dumps(rec) + "\n")
             log.flush()
     return done, spent, len(todo)
@@ -118,20 +133,23 @@ def run_lfw(
     status = impl.initialize(str(config))
     if status.code != ReturnCode.Success:
         raise RuntimeError(f"initialize({config}) returned {status.code.name}: {status.info}")
-    limit_threads()
     key = implementation.replace(":", "_").replace(".", "_") + "-" + config.name
     cache = Path(cache_dir) if cache_dir is not None else settings.cache_root() / "lfw" / key
     (cache / "templates").mkdir(parents=True, exist_ok=True)
     say(f"{len(ids)} images, templates cached in {cache}")
-    records, spent, made = make_templates(impl, image_entries(image_root, ids), cache, workers, progress, say=say)
+    pool = WorkerPool(implementation, str(config), WorkerLimits(), say=say)
+    try:
+        records, spent, made = make_templates(pool, image_entries(image_root, ids), cache, workers, progress, say=say)
+    finally:
+        pool.close()
 
     templates: dict[str, bytes] = {}
     load = lambda tid: templates.setdefault(tid, (cache / "templates" / "enroll" / f"{tid}.tmpl").read_bytes())  # noqa: E731
     scores = np.empty(len(pairs), np.float64)
     failed = np.zeros(len(pairs), bool)
     for i, (a, b) in enumerate(ids_of):
-        m = match(impl, a, b, load(a), load(b)).row
-        scores[i], failed[i] = m.score, m.code != ReturnCode.Success
+        m = impl.match_templates(load(b), load(a))
+        scores[i], failed[i] = float(m.similarity), m.status.code != ReturnCode.Success
     same = np.array([p.is_same for p in pairs])
     folds = np.array([p.fold for p in pairs])
     protocol = lfw_10fold(scores, same, folds, failed=failed)

@@ -1,51 +1,77 @@
-"""``frvt validate``: drive an implementation through NIST's 1:1 validation protocol and check it.
+"""``frvt validate``: drive an implementation through NIST's 1:1 validation run and check it.
 
-The run, as NIST's validation does it:
+The run, phase by phase as NIST's ``run_testdriver.sh`` does it (lists from ``--input-dir``):
 
-1. Parse the three lists first; a malformed line stops the run before any work (ListFormatError).
-2. Copy the config directory to a read-only folder of another name; ``initialize`` it once, in
-   this process, while an audit hook watches for any access to the original folder or any write
-   to the copy (Python-level opens, listings, renames and removals; shared libraries mapped from
-   the original are caught from ``/proc/self/maps``).
-3. One single-process enrolment in a forked child while its threads are sampled: the
-   implementation must compute on one thread. Per-call create-template latency comes from this
-   run (warm-ups excluded).
-4. Enrolment, verification templates and matching with N forked worker processes.
-5. NIST logs, templates, ``summary.json`` and the submission package ``frvt_11_<org>_<seq>.tar.gz``.
+1. Parse every list first; a malformed line stops the run before any work (ListFormatError).
+2. The config folder is moved out of the way and the implementation gets a read-only copy under
+   a random name (:mod:`frvt.config_folder`); it is put back at the end, whatever ends the run.
+   A folder the implementation builds for itself (the default implementation's compiled models)
+   is first staged into ``<output>/config``, the package's ``./config``.
+3. ``enroll_single``: ``enroll.txt`` on one worker while its threads are sampled; per-call
+   create-template latency comes from here (warm-ups excluded).
+4. ``enroll_multiface``: ``enroll_multiface.txt`` (several images of one subject per line), one worker.
+5. ``enroll``, ``verif``, ``match``: ``enroll.txt``, ``verif.txt``, ``match.txt`` on N workers.
+6. ``verif_multiperson``: ``verif_multiperson.txt`` through the multi-person call, one worker;
+   ``match_multiperson``: each of its templates ``<id>_<i>`` against the enrolment template ``<id>``.
+7. NIST's logs and templates in ``<output>/validation/``, ``summary.json``, and the package.
+
+Every call runs in a worker process that can be lost (:mod:`frvt.worker`); each phase journals
+its outcomes as they come (``<output>/.run/``), and ``resume=True`` finishes a run that was
+killed, giving the logs, templates and summary an uninterrupted run gives (latencies aside).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import os
+import platform
 import shutil
-import stat
-import sys
+import signal
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from frvt import checks as C
 from frvt import settings
-from frvt.contract import DEFAULT_IMPLEMENTATION, Implementation, ReturnCode, TemplateRole, load_implementation
-from frvt.driver import create_templates, limit_threads, match_all, single_process_enrolment
+from frvt.config_folder import MovedConfig, install_watch, restore_moved, restore_orphan
+from frvt.contract import (
+    DEFAULT_IMPLEMENTATION,
+    FRVT_STRUCTS_MAJOR_VERSION,
+    FRVT_STRUCTS_MINOR_VERSION,
+    ImplementationSpec,
+    ReturnCode,
+    TemplateRole,
+    load_implementation,
+)
+from frvt.driver import PhaseResult, match_phase, multi_phase, template_phase
 from frvt.records import (
     ImageEntry,
+    ListFormatError,
+    MatchEntry,
     read_image_list,
     read_match_list,
     write_json,
+    write_match_list,
     write_match_log,
+    write_multiperson_log,
     write_template_log,
     write_text_atomic,
 )
+from frvt.worker import WorkerLimits, WorkerPool
 
-SCHEMA = "frvt.validate/1"
+SCHEMA = "frvt.validate/2"
 DEFAULT_VALIDATION_DIR = settings.data_root() / "validation"
+#: The operating system NIST's validation package requires (its ``check_os``) and writes to os.txt.
+NIST_REQUIRED_OS = "Ubuntu 24.04.3 LTS"
+RUN_DIR = ".run"
 
 
 class ValidationSetupError(RuntimeError):
-    """The run cannot start (no config directory, an unloadable implementation...)."""
+    """The run cannot start (no config directory, an unloadable implementation, a changed resume...)."""
 
 
 @dataclass
@@ -60,142 +86,52 @@ class ValidationResult:
         return [c for c in self.checks if c.status == C.FAIL]
 
 
-# ---------------------------------------------------------------------------------------------
-# Watching the config directory (an audit hook cannot be removed, so one watcher per process).
+@dataclass
+class Lists:
+    enroll: list[ImageEntry]
+    verif: list[ImageEntry]
+    pairs: list[MatchEntry]
+    multiface: list[ImageEntry]
+    multiperson: list[ImageEntry]
 
 
-class _ConfigWatch:
-    """Records accesses to forbidden paths via ``sys.addaudithook``; inherited by forked children.
+def parse_lists(input_dir: str | Path) -> Lists:
+    """Read the input lists of ``input_dir``; raises ListFormatError naming file and line.
 
-    Violations are appended with ``os.write`` to a file descriptor opened before forking, so that
-    every worker process reports into one file.
+    ``enroll.txt``, ``verif.txt`` and ``match.txt`` are required; ``enroll_multiface.txt`` and
+    ``verif_multiperson.txt`` are read when present. Stricter than NIST: enrolment and
+    verification ids must differ (their templates share one folder), and each multi-person id must
+    be an enrolment id (its templates are compared with that enrolment template).
     """
-
-    _installed = False
-
-    def __init__(self) -> None:
-        self.read_forbidden: tuple[str, ...] = ()
-        self.write_forbidden: tuple[str, ...] = ()
-        self.fd: int | None = None
-        self._busy = False
-
-    def start(self, read_forbidden: list[str], write_forbidden: list[str], report_path: Path) -> None:
-        self.read_forbidden = tuple(sorted({p for p in read_forbidden if p}))
-        self.write_forbidden = tuple(sorted({p for p in write_forbidden if p}))
-        self.fd = os.open(report_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        if not _ConfigWatch._installed:
-            sys.addaudithook(self._hook)
-            _ConfigWatch._installed = True
-
-    def stop(self) -> None:
-        self.read_forbidden, self.write_forbidden = (), ()
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-    @staticmethod
-    def _under(path, prefixes: tuple[str, ...]) -> str | None:
-        if isinstance(path, bytes):
-            path = os.fsdecode(path)
-        if not isinstance(path, (str, os.PathLike)):
-            return None
-        p = os.path.abspath(os.fspath(path))
-        for prefix in prefixes:
-            if p == prefix or p.startswith(prefix + os.sep):
-                return p
-        return None
-
-    def _report(self, text: str) -> None:
-        if self.fd is not None:
-            os.write(self.fd, (text.replace("\n", " ") + "\n").encode())
-
-    def _hook(self, event: str, args: tuple) -> None:
-        if self._busy or not (self.read_forbidden or self.write_forbidden) or self.fd is None:
-            return
-        self._busy = True
-        try:
-            if event == "open" and args:
-                path, mode, flags = (list(args) + [None, None])[:3]
-                hit = self._under(path, self.read_forbidden)
-                if hit:
-                    self._report(f"opened {hit}")
-                writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                    isinstance(flags, int) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)
+    d = Path(input_dir)
+    enroll = read_image_list(d / "enroll.txt")
+    verif = read_image_list(d / "verif.txt")
+    enroll_ids = {e.id: e for e in enroll}
+    for v in verif:
+        if v.id in enroll_ids:
+            raise ListFormatError(
+                d / "verif.txt",
+                v.line_no,
+                f"id {v.id!r} is also an enrolment id (enroll.txt line "
+                f"{enroll_ids[v.id].line_no}): both templates would be {v.id}.template",
+            )
+    pairs = read_match_list(d / "match.txt", set(enroll_ids), {v.id for v in verif})
+    multiface = read_image_list(d / "enroll_multiface.txt") if (d / "enroll_multiface.txt").exists() else []
+    multiperson = []
+    if (d / "verif_multiperson.txt").exists():
+        multiperson = read_image_list(d / "verif_multiperson.txt", single_image=True)
+        for m in multiperson:
+            if m.id not in enroll_ids:
+                raise ListFormatError(
+                    d / "verif_multiperson.txt",
+                    m.line_no,
+                    f"id {m.id!r} is not an enrolment id: "
+                    f"its templates are compared with {m.id}.template from enroll.txt",
                 )
-                hit = writing and self._under(path, self.write_forbidden)
-                if hit:
-                    self._report(f"opened for writing {hit}")
-            elif event in ("os.listdir", "os.scandir") and args:
-                hit = self._under(args[0], self.read_forbidden)
-                if hit:
-                    self._report(f"listed {hit}")
-            elif event in ("os.mkdir", "os.remove", "os.rmdir", "os.rename", "os.chmod", "os.truncate") and args:
-                for a in args[:2]:
-                    hit = self._under(a, self.write_forbidden + self.read_forbidden)
-                    if hit:
-                        self._report(f"{event} {hit}")
-        finally:
-            self._busy = False
+    return Lists(enroll, verif, pairs, multiface, multiperson)
 
 
-_WATCH = _ConfigWatch()
-
-
-def _mapped_files_under(prefixes: list[str]) -> list[str]:
-    try:
-        lines = Path("/proc/self/maps").read_text().splitlines()
-    except OSError:
-        return []
-    hits = set()
-    for line in lines:
-        parts = line.split(maxsplit=5)
-        if len(parts) == 6:
-            path = parts[5].strip()
-            if any(path == p or path.startswith(p + os.sep) for p in prefixes):
-                hits.add(f"mapped {path}")
-    return sorted(hits)
-
-
-def _make_read_only(root: Path) -> None:
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in filenames:
-            p = Path(dirpath) / name
-            p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-    for dirpath, dirnames, _ in os.walk(root, topdown=False):
-        p = Path(dirpath)
-        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-
-
-def _make_writable(root: Path) -> None:
-    for dirpath, dirnames, filenames in os.walk(root):
-        Path(dirpath).chmod(0o755)
-        for name in filenames:
-            (Path(dirpath) / name).chmod(0o644)
-
-
-def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    out = {}
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            p = Path(dirpath) / name
-            st = p.stat()
-            out[str(p.relative_to(root))] = (st.st_size, st.st_mtime_ns)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-def parse_lists(input_dir: str | Path) -> tuple[list[ImageEntry], list[ImageEntry], list]:
-    """Read enroll.txt, verif.txt and match.txt of ``input_dir``; raises ListFormatError."""
-    input_dir = Path(input_dir)
-    enroll = read_image_list(input_dir / "enroll.txt")
-    verif = read_image_list(input_dir / "verif.txt")
-    pairs = read_match_list(input_dir / "match.txt", {e.id for e in enroll}, {v.id for v in verif})
-    return enroll, verif, pairs
-
-
-def resolve_config_dir(impl: Implementation, config_dir: str | Path | None) -> Path:
+def resolve_config_dir(impl, config_dir: str | Path | None) -> Path:
     """The given config directory, or the one the implementation builds for itself."""
     try:
         return settings.resolve_config_dir(impl, config_dir)
@@ -203,17 +139,131 @@ def resolve_config_dir(impl: Implementation, config_dir: str | Path | None) -> P
         raise ValidationSetupError(str(exc)) from exc
 
 
-def _write_list_copies(out: Path, enroll, verif, pairs) -> None:
-    """Copies of the input lists with absolute paths and an explicit identity column, for scoring."""
-    for name, entries in (("enroll.txt", enroll), ("verif.txt", verif)):
-        write_text_atomic(
-            out / "lists" / name, "".join(f"{e.id} {e.path} {int(e.label)} {e.identity}\n" for e in entries)
+def _digest(input_dir: Path) -> str:
+    h = hashlib.sha256()
+    for name in ("enroll.txt", "verif.txt", "match.txt", "enroll_multiface.txt", "verif_multiperson.txt"):
+        p = input_dir / name
+        h.update(name.encode() + (p.read_bytes() if p.exists() else b"-"))
+    return h.hexdigest()
+
+
+class ThreadSampler:
+    """Samples the threads of the pool's first worker (the single-process phase) via psutil."""
+
+    def __init__(self, interval_s: float = 0.02) -> None:
+        self.interval_s = interval_s
+        self.last = 0.0
+        self.start = time.perf_counter()
+        self.base: dict[tuple[int, int], float] = {}
+        self.latest: dict[tuple[int, int], float] = {}
+        self.main: set[tuple[int, int]] = set()
+        self.max_threads = 0
+        self.idle_s = 0.0
+        self.idle_cpu_s = 0.0
+
+    def __call__(self, pool: WorkerPool) -> None:
+        import psutil
+
+        now = time.perf_counter()
+        if now - self.last < self.interval_s or not pool.workers:
+            return
+        self.last = now
+        pid = pool.workers[0].pid
+        try:
+            threads = psutil.Process(pid).threads()
+        except (psutil.Error, ValueError, TypeError):
+            return
+        self.max_threads = max(self.max_threads, len(threads))
+        self.main.add((pid, pid))
+        for t in threads:
+            key = (pid, t.id)
+            cpu = t.user_time + t.system_time
+            self.base.setdefault(key, cpu)
+            self.latest[key] = cpu
+
+    def idle_probe(self, pool: WorkerPool, seconds: float = 0.5) -> None:
+        """CPU the first worker's threads use while no call runs: a thread that computes on its own
+        between calls (NIST counts threads; a fast phase can end before such a thread shows there)."""
+        import psutil
+
+        if not pool.workers:
+            return
+        pid = pool.workers[0].pid
+
+        def cpu_by_thread() -> dict[int, float]:
+            try:
+                return {t.id: t.user_time + t.system_time for t in psutil.Process(pid).threads()}
+            except (psutil.Error, ValueError, TypeError):
+                return {}
+
+        before = cpu_by_thread()
+        time.sleep(seconds)
+        after = cpu_by_thread()
+        self.idle_s = seconds
+        self.idle_cpu_s = sum(max(0.0, c - before.get(tid, 0.0)) for tid, c in after.items())
+
+    def result(self) -> C.ThreadSample:
+        used = {k: max(0.0, self.latest[k] - self.base.get(k, 0.0)) for k in self.latest}
+        cpu = sum(used.values())
+        main = sum(v for k, v in used.items() if k in self.main)
+        busy = sum(1 for c in used.values() if c >= max(0.05, 0.10 * cpu))
+        return C.ThreadSample(
+            time.perf_counter() - self.start,
+            cpu,
+            main,
+            self.max_threads,
+            busy,
+            sorted(used.values(), reverse=True),
+            self.idle_s,
+            self.idle_cpu_s,
         )
-    write_text_atomic(out / "lists" / "match.txt", "".join(f"{p.enroll_id} {p.verif_id}\n" for p in pairs))
+
+
+def _os_name() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return platform.platform()
+
+
+def _stage_config(built: Path, out: Path, keep: bool) -> Path:
+    """Copy a config folder the implementation built (in a shared cache) to ``<out>/config``."""
+    staged = out / "config"
+    if keep and staged.is_dir():
+        return staged
+    if staged.exists():
+        shutil.rmtree(staged)
+    shutil.copytree(built, staged, symlinks=False)
+    return staged
+
+
+def _write_logs(out: Path, phases: dict[str, PhaseResult]) -> None:
+    v, extra = out / "validation", out / "extra"
+    names = {
+        "enroll": v / "enroll.log",
+        "verif": v / "verif.log",
+        "enroll_single": extra / "enroll_single.log",
+        "enroll_multiface": extra / "enroll_multiface.log",
+    }
+    for phase, path in names.items():
+        if phase in phases:
+            write_template_log(path, [r for o in phases[phase].outcomes for r in o.rows])
+    if "verif_multiperson" in phases:
+        write_multiperson_log(
+            v / "verif_multiperson.log", [r for o in phases["verif_multiperson"].outcomes for r in o.rows]
+        )
+    for phase in ("match", "match_multiperson"):
+        if phase in phases:
+            rows = [m.row for m in phases[phase].outcomes]
+            write_match_log(v / f"{phase}.log", rows)
+            write_match_log(extra / f"{phase}_exact.log", rows, exact=True)
 
 
 def validate(
-    implementation: str = DEFAULT_IMPLEMENTATION,
+    implementation: str | ImplementationSpec = DEFAULT_IMPLEMENTATION,
     input_dir: str | Path = DEFAULT_VALIDATION_DIR,
     output_dir: str | Path = "frvt-validation",
     config_dir: str | Path | None = None,
@@ -224,205 +274,504 @@ def validate(
     seq: int = 1,
     version: str | None = None,
     progress: bool = True,
-    log=None,
+    log: Callable[[str], None] | None = None,
+    call_timeout_s: float | None = None,
+    memory_limit_mib: int | None = None,
+    resume: bool = False,
 ) -> ValidationResult:
-    """Run the whole validation; see the module docstring. Raises ListFormatError on a bad list.
+    """Run the whole validation; see the module docstring. Raises ListFormatError on a bad list
+    and ValidationSetupError when the run cannot start.
 
-    ``log`` is an optional callable receiving one line of progress text at a time.
+    ``log`` receives one line of progress text at a time. ``call_timeout_s`` defaults to
+    :data:`frvt.worker.CALL_TIMEOUT_BUDGETS` times the budget; ``memory_limit_mib`` to
+    :data:`frvt.worker.DEFAULT_MEMORY_LIMIT_MIB`.
     """
     from validation.latency import latency_stats
 
     say = log or (lambda text: None)
     started = time.time()
-    enroll, verif, pairs = parse_lists(input_dir)
-    try:
-        impl = load_implementation(implementation)
-    except Exception as exc:
-        raise ValidationSetupError(str(exc)) from exc
-    original_config = resolve_config_dir(impl, config_dir)
+    spec = ImplementationSpec.parse(implementation)
+    input_dir = Path(input_dir)
+    lists = parse_lists(input_dir)
+    limits = WorkerLimits.for_budget(budget_ms, call_timeout_s, memory_limit_mib)
 
     out = Path(output_dir).resolve()
-    (out / "validation").mkdir(parents=True, exist_ok=True)
-    templates_dir = out / "templates"
-    if templates_dir.exists():
-        shutil.rmtree(templates_dir)
-    _write_list_copies(out, enroll, verif, pairs)
+    run_dir = out / RUN_DIR
+    restore_moved(run_dir / "config-moved.json", say)
+    settings = {
+        "implementation": str(spec),
+        "factory": spec.factory,
+        "kwargs": [list(kv) for kv in spec.kwargs],
+        "input_digest": _digest(input_dir),
+        "config_dir": str(config_dir) if config_dir else None,
+        "budget_ms": budget_ms,
+        "workers": workers,
+        "warmup": warmup,
+    }
+    if resume and (run_dir / "run.json").exists():
+        previous = json.loads((run_dir / "run.json").read_text())
+        changed = [k for k in ("implementation", "input_digest", "config_dir") if previous.get(k) != settings[k]]
+        if changed:
+            raise ValidationSetupError(
+                f"cannot resume {out}: {', '.join(changed)} changed since the run began "
+                "(run without --resume to start again)"
+            )
+        say(f"resuming the run in {out}")
+    else:
+        resume = False
+        for sub in ("validation", "extra", RUN_DIR):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    if config_dir is not None:
+        restore_orphan(Path(config_dir).resolve(), say)
+        original = resolve_config_dir(None, config_dir)
+    else:
+        try:
+            builder = load_implementation(spec)
+        except Exception as exc:
+            raise ValidationSetupError(str(exc)) from exc
+        original = _stage_config(resolve_config_dir(builder, None), out, keep=resume)
+        restore_orphan(original, say)
+    templates_dir = out / "validation" / "templates"
+    templates_dir.mkdir(parents=True, exist_ok=True)
+    (out / "extra").mkdir(exist_ok=True)
+    write_json(run_dir / "run.json", settings)
+    _write_list_copies(out, lists)
 
-    timings: dict[str, float] = {}
-    results: list[C.Check] = []
-    scratch = Path(tempfile.mkdtemp(prefix="frvt-validate-"))
-    ro_config = scratch / "implementation_config_ro"
-    report_path = scratch / "config-access.txt"
-    mapped: list[str] = []
-    before: dict = {}
+    phases: dict[str, PhaseResult] = {}
+    phase_seconds: dict[str, float] = {}
+    violations: list[str] = []
+    init = None
+    init_failures: list[str] = []
+    sampler = ThreadSampler()
+    attributes: dict = {}
+    report_path = run_dir / "config-access.txt"
+    moved = MovedConfig.move(original, run_dir)
+    previous_sigterm = _raise_on_sigterm()
+    pool = None
     try:
-        shutil.copytree(original_config, ro_config, symlinks=False)
-        _make_read_only(ro_config)
-        before = _snapshot(ro_config)
-        originals = sorted({str(original_config), os.path.realpath(original_config)})
-        _WATCH.start(originals, [str(ro_config), os.path.realpath(ro_config)], report_path)
-        limit_threads()
-
-        say(f"initialize({ro_config})")
+        say(
+            f"config folder {original} moved away; the implementation gets a read-only copy named {moved.read_only_copy.name}"
+        )
+        setup = functools.partial(
+            install_watch,
+            tuple(sorted({str(original), os.path.realpath(original)})),
+            (str(moved.read_only_copy),),
+            str(report_path),
+        )
+        pool = WorkerPool(spec, str(moved.read_only_copy), limits, setup, say)
         t0 = time.perf_counter()
-        try:
-            status = impl.initialize(str(ro_config))
-            init_code, init_info, init_error = int(status.code), status.info, None
-        except BaseException as exc:
-            init_code, init_info, init_error = (
-                int(ReturnCode.UnknownError),
-                "",
-                f"initialize raised {type(exc).__name__}: {exc}",
-            )
-        timings["initialize_s"] = time.perf_counter() - t0
-        results.append(C.check_initialize(init_code, init_info, init_error))
-        mapped = _mapped_files_under(originals)
-
-        say(f"single-process enrolment of {len(enroll)} images, sampling threads")
-        t0 = time.perf_counter()
-        single, sample = single_process_enrolment(impl, enroll, TemplateRole.Enrollment_11)
-        timings["single_process_enrol_s"] = time.perf_counter() - t0
-        call_ms = [o.elapsed_ms for o in single if o.elapsed_ms is not None]
-        latency = latency_stats(call_ms[warmup:] if len(call_ms) > warmup else call_ms)
-        latency = {
-            k: latency[k]
-            for k in (
-                "n",
-                "median_ms",
-                "p90_ms",
-                "p99_ms",
-                "max_ms",
-                "mean_ms",
-                "min_ms",
-                "stdev_ms",
-                "unstable",
-                "unstable_reasons",
-            )
-        }
-        latency["budget_ms"] = budget_ms
-        latency["warmup_excluded"] = min(warmup, len(call_ms))
-
-        say(f"enrolment with {workers} workers")
-        t0 = time.perf_counter()
-        enrolled = create_templates(impl, enroll, TemplateRole.Enrollment_11, templates_dir, workers, progress)
-        timings["enrol_s"] = time.perf_counter() - t0
-        say(f"verification templates with {workers} workers")
-        t0 = time.perf_counter()
-        verified = create_templates(impl, verif, TemplateRole.Verification_11, templates_dir, workers, progress)
-        timings["verif_s"] = time.perf_counter() - t0
-        say(f"{len(pairs)} comparisons with {workers} workers")
-        t0 = time.perf_counter()
-        matched = match_all(impl, pairs, templates_dir, workers, progress)
-        timings["match_s"] = time.perf_counter() - t0
+        failed = pool.ensure(1)
+        if failed is not None:
+            say("initialize failed with the config folder moved away; trying again with it in place")
+            moved.put_back()
+            pool.broken = None
+            again = pool.ensure(1)
+            if again is None:
+                violations.append(
+                    f"initialize failed while {original} was moved away ({failed.error or failed.info or failed.code})"
+                    " and succeeded with it in place: the implementation opens a hard-coded path"
+                )
+            else:
+                init = again
+        init_failures = [r.failure.detail for r in pool.init_results if r.failure is not None]
+        phase_seconds["initialize"] = time.perf_counter() - t0
+        ok_inits = [r for r in pool.init_results if r.failure is None and not r.error and r.code == ReturnCode.Success]
+        if init is None and ok_inits:
+            init = ok_inits[0]
+            attributes = init.attributes
+        elif init is None:
+            init = pool.init_results[-1]
+        if pool.workers:
+            jobs = [
+                (
+                    "enroll_single",
+                    lambda **kw: template_phase(
+                        pool,
+                        run_dir / "enroll_single.jsonl",
+                        lists.enroll,
+                        TemplateRole.Enrollment_11,
+                        None,
+                        1,
+                        on_tick=sampler,
+                        **kw,
+                    ),
+                ),
+                (
+                    "enroll_multiface",
+                    lambda **kw: template_phase(
+                        pool,
+                        run_dir / "enroll_multiface.jsonl",
+                        lists.multiface,
+                        TemplateRole.Enrollment_11,
+                        None,
+                        1,
+                        **kw,
+                    ),
+                ),
+                (
+                    "enroll",
+                    lambda **kw: template_phase(
+                        pool,
+                        run_dir / "enroll.jsonl",
+                        lists.enroll,
+                        TemplateRole.Enrollment_11,
+                        templates_dir,
+                        workers,
+                        **kw,
+                    ),
+                ),
+                (
+                    "verif",
+                    lambda **kw: template_phase(
+                        pool,
+                        run_dir / "verif.jsonl",
+                        lists.verif,
+                        TemplateRole.Verification_11,
+                        templates_dir,
+                        workers,
+                        **kw,
+                    ),
+                ),
+                (
+                    "match",
+                    lambda **kw: match_phase(pool, run_dir / "match.jsonl", lists.pairs, templates_dir, workers, **kw),
+                ),
+                (
+                    "verif_multiperson",
+                    lambda **kw: multi_phase(
+                        pool,
+                        run_dir / "verif_multiperson.jsonl",
+                        lists.multiperson,
+                        TemplateRole.Verification_11,
+                        templates_dir,
+                        1,
+                        **kw,
+                    ),
+                ),
+                (
+                    "match_multiperson",
+                    lambda **kw: match_phase(
+                        pool,
+                        run_dir / "match_multiperson.jsonl",
+                        _multiperson_pairs(out, phases),
+                        templates_dir,
+                        1,
+                        **kw,
+                    ),
+                ),
+            ]
+            for name, job in jobs:
+                if name in ("enroll_multiface",) and not lists.multiface:
+                    continue
+                if name in ("verif_multiperson", "match_multiperson") and not lists.multiperson:
+                    continue
+                say(
+                    f"{name}: "
+                    + {
+                        "enroll_single": "enrolment on one worker, threads sampled",
+                        "enroll_multiface": "several images per subject, one worker",
+                        "verif_multiperson": "several persons per image, one worker",
+                        "match_multiperson": "multi-person templates against enrolment, one worker",
+                    }.get(name, f"{workers} workers")
+                )
+                t0 = time.perf_counter()
+                phases[name] = job(progress=_progress_bar(name) if progress else None)
+                phase_seconds[name] = time.perf_counter() - t0
+                if phases[name].resumed:
+                    say(f"{name}: {phases[name].resumed} inputs taken from the journal")
+                if name == "enroll_single":
+                    sampler.idle_probe(pool)
+        for line in report_path.read_text().splitlines() if report_path.exists() else []:
+            violations.append(line)
+        violations += moved.changes_to_copy()
     finally:
-        _WATCH.stop()
-        violations = report_path.read_text().splitlines() if report_path.exists() else []
-        try:
-            after = _snapshot(ro_config) if ro_config.exists() else {}
-            if ro_config.exists() and after != before:
-                changed = sorted(set(after.items()) ^ set(before.items()))
-                violations += [f"config copy changed: {name}" for name, _ in changed[:10]]
-        except OSError:
-            pass
-        if ro_config.exists():
-            _make_writable(ro_config)
-        shutil.rmtree(scratch, ignore_errors=True)
-    violations += mapped
+        if pool is not None:
+            pool.close()
+        moved.restore()
+        signal.signal(signal.SIGTERM, previous_sigterm)
+    _write_logs(out, phases)
+    return _finish(
+        out,
+        spec,
+        input_dir,
+        original,
+        lists,
+        phases,
+        phase_seconds,
+        init,
+        init_failures,
+        attributes,
+        violations,
+        sampler,
+        limits,
+        budget_ms,
+        warmup,
+        workers,
+        org,
+        seq,
+        version,
+        started,
+        latency_stats,
+    )
 
-    write_template_log(out / "validation" / "enroll.log", [o.row for o in enrolled])
-    write_template_log(out / "validation" / "verif.log", [o.row for o in verified])
-    write_match_log(out / "validation" / "match.log", [m.row for m in matched])
 
-    by_enroll = {o.row.id: o for o in enrolled}
-    by_verif = {o.row.id: o for o in verified}
-    version_text = version if version is not None else getattr(impl, "version", None)
-    results += [
-        C.check_log_lines(
-            {
-                "enroll.log": (len(enrolled), len(enroll)),
-                "verif.log": (len(verified), len(verif)),
-                "match.log": (len(matched), len(pairs)),
-            }
-        ),
-        C.check_return_codes(enrolled + verified, matched),
-        C.check_exceptions(single + enrolled + verified, matched),
-        C.check_unique_scores(matched),
-        C.check_scores_valid(matched),
-        C.check_failed_templates_matchable(by_enroll, by_verif, matched),
-        C.check_template_sizes(enrolled + verified),
-        C.check_eye_coordinates(enrolled + verified),
-        C.check_single_thread(sample),
-        C.check_config_path(violations, str(original_config)),
-        C.check_latency(latency, budget_ms),
-        C.check_deterministic(single, by_enroll),
-        C.check_version_file(version_text),
+def _raise_on_sigterm():
+    """SIGTERM ends the run like Ctrl-C, so that the config folder is put back."""
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt("SIGTERM")
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return signal.getsignal(signal.SIGTERM)
+
+
+def _progress_bar(name: str):
+    import sys
+
+    from tqdm import tqdm
+
+    bars: dict = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in bars:
+            bars["bar"] = tqdm(total=total, desc=name, file=sys.stderr, initial=done - 1)
+        bars["bar"].update(1)
+        if done >= total:
+            bars["bar"].close()
+
+    return update
+
+
+def _multiperson_pairs(out: Path, phases: dict[str, PhaseResult]) -> list[MatchEntry]:
+    """``<id>.template <id>_<i>.template`` for every template of the multi-person phase, as NIST's
+    script builds ``match_multiperson.txt`` (stricter: NIST's script skips the list's first line)."""
+    pairs = [
+        MatchEntry(o.id, f"{o.id}_{i}", 0, f"{o.id}.template", f"{o.id}_{i}.template")
+        for o in phases["verif_multiperson"].outcomes
+        for i in range(o.n_templates)
     ]
+    write_match_list(out / "lists" / "match_multiperson.txt", pairs)
+    return pairs
 
+
+def _write_list_copies(out: Path, lists: Lists) -> None:
+    """Copies of the input lists with absolute paths and an explicit identity column, for scoring."""
+    for name, entries in (("enroll.txt", lists.enroll), ("verif.txt", lists.verif)):
+        write_text_atomic(
+            out / "lists" / name, "".join(f"{e.id} {e.path} {int(e.label)} {e.identity}\n" for e in entries)
+        )
+    write_match_list(out / "lists" / "match.txt", lists.pairs)
+
+
+def _finish(
+    out,
+    spec,
+    input_dir,
+    original,
+    lists,
+    phases,
+    phase_seconds,
+    init,
+    init_failures,
+    attributes,
+    violations,
+    sampler,
+    limits,
+    budget_ms,
+    warmup,
+    workers,
+    org,
+    seq,
+    version,
+    started,
+    latency_stats,
+) -> ValidationResult:
+    get = lambda name: phases[name].outcomes if name in phases else []  # noqa: E731
+    single, multiface, enrolled, verified = get("enroll_single"), get("enroll_multiface"), get("enroll"), get("verif")
+    matched, multiperson, matched_multi = get("match"), get("verif_multiperson"), get("match_multiperson")
+    call_ms = [o.elapsed_ms for o in single if o.elapsed_ms is not None and o.failure is None]
+    latency = latency_stats(call_ms[warmup:] if len(call_ms) > warmup else call_ms)
+    latency = {
+        k: latency[k]
+        for k in (
+            "n",
+            "median_ms",
+            "p90_ms",
+            "p99_ms",
+            "max_ms",
+            "mean_ms",
+            "min_ms",
+            "stdev_ms",
+            "unstable",
+            "unstable_reasons",
+        )
+    }
+    latency["budget_ms"] = budget_ms
+    latency["warmup_excluded"] = min(warmup, len(call_ms))
+    version_text = version if version is not None else attributes.get("version")
+    init_code = init.code if init is not None else int(ReturnCode.UnknownError)
+    init_error = init.error if init is not None else "no worker started"
+    template_phases = {
+        "enroll_single": single,
+        "enroll_multiface": multiface,
+        "enroll": enrolled,
+        "verif": verified,
+        "verif_multiperson": multiperson,
+    }
+    call_phases = dict(template_phases, match=matched, match_multiperson=matched_multi)
+    ran = bool(phases)
+    results = [C.check_initialize(init_code, init.info if init else "", init_error if not ran else None)]
+    if ran:
+        counts = {
+            "enroll.log": (sum(len(o.rows) for o in enrolled), sum(len(e.images) for e in lists.enroll)),
+            "verif.log": (sum(len(o.rows) for o in verified), sum(len(e.images) for e in lists.verif)),
+            "match.log": (len(matched), len(lists.pairs)),
+        }
+        if lists.multiperson:
+            counts["match_multiperson.log"] = (len(matched_multi), sum(o.n_templates for o in multiperson))
+        by_enroll = {o.id: o for o in enrolled}
+        by_verif = {o.id: o for o in verified}
+        all_templates = single + multiface + enrolled + verified
+        results += [
+            C.check_crashes(call_phases, init_failures),
+            C.check_timeouts(call_phases, limits.call_timeout_s),
+            C.check_exceptions(all_templates + multiperson, matched + matched_multi),
+            C.check_not_implemented(template_phases),
+            C.check_multiperson(multiperson),
+            C.check_multi_image_eyes(multiface + enrolled + verified),
+            C.check_log_lines(counts),
+            C.check_return_codes(enrolled + verified + multiperson, matched + matched_multi),
+            C.check_unique_scores(matched),
+            C.check_scores_valid(matched + matched_multi),
+            C.check_failed_templates_matchable(by_enroll, by_verif, matched),
+            C.check_template_sizes(enrolled + verified),
+            C.check_eye_coordinates(all_templates),
+            C.check_single_thread(sampler.result()),
+            C.check_latency(latency, budget_ms),
+            C.check_deterministic(single, by_enroll),
+        ]
+    results += [C.check_config_path(violations, str(original)), C.check_version_file(version_text)]
+    os_name = _os_name()
+    library = attributes.get("library_path")
+    submittable = bool(library)
+    reason = (
+        None
+        if submittable
+        else (
+            "a Python implementation cannot be submitted to NIST: NIST runs a C++ shared "
+            "library built against its 1:1 headers (lib/libfrvt_11_<org>_<seq>.so)"
+        )
+    )
     failures = [
         {
-            "list": list_name,
-            "id": o.row.id,
-            "image": o.row.image,
+            "list": name,
+            "id": o.id,
             "code": o.row.code,
             "code_name": C._code_name(o.row.code),
-            "info": o.info or o.exception or "",
+            "info": (o.failure or {}).get("detail") or o.info or o.exception or "",
         }
-        for list_name, outcomes in (("enroll", enrolled), ("verif", verified))
-        for o in outcomes
+        for name, outs in (("enroll", enrolled), ("verif", verified))
+        for o in outs
         if o.row.code != ReturnCode.Success
     ]
-
     from frvt.perf.machine import machine_info
 
-    org_name = org or getattr(impl, "organization", None) or "anon"
+    verdict = (
+        C.FAIL
+        if any(c.status == C.FAIL for c in results)
+        else (C.WARN if any(c.status == C.WARN for c in results) else C.PASS)
+    )
+    nist_fatal = [c.name for c in results if c.status == C.FAIL and c.nist == C.FATAL]
     summary = {
         "schema": SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "implementation": implementation,
+        "implementation": str(spec),
         "implementation_version": version_text,
-        "input_dir": str(Path(input_dir).resolve()),
-        "config_dir": str(original_config),
+        "api_version": "6.0",
+        "structs_version": f"{FRVT_STRUCTS_MAJOR_VERSION}.{FRVT_STRUCTS_MINOR_VERSION}",
+        "input_dir": str(input_dir.resolve()),
+        "config_dir": str(original),
         "workers": workers,
+        "limits": {
+            "call_timeout_s": limits.call_timeout_s,
+            "init_timeout_s": limits.init_timeout_s,
+            "memory_limit_mib": limits.memory_limit_mib,
+        },
         "counts": {
-            "enroll": len(enroll),
-            "verif": len(verif),
-            "match": len(pairs),
+            "enroll": len(lists.enroll),
+            "verif": len(lists.verif),
+            "match": len(lists.pairs),
+            "enroll_multiface": len(lists.multiface),
+            "verif_multiperson": len(lists.multiperson),
+            "multiperson_templates": sum(o.n_templates for o in multiperson),
             "enroll_failed": sum(o.row.code != 0 for o in enrolled),
             "verif_failed": sum(o.row.code != 0 for o in verified),
             "match_failed": sum(m.row.code != 0 for m in matched),
         },
         "checks": [c.to_json() for c in results],
-        "verdict": C.FAIL
-        if any(c.status == C.FAIL for c in results)
-        else (C.WARN if any(c.status == C.WARN for c in results) else C.PASS),
+        "verdict": verdict,
+        "nist_fatal": nist_fatal,
+        "submittable": submittable,
+        "not_submittable_reason": reason,
+        "os": {"this_machine": os_name, "nist_requires": NIST_REQUIRED_OS},
         "latency": latency,
-        "timings": {k: round(v, 3) for k, v in timings.items()} | {"total_s": round(time.time() - started, 3)},
+        "phases": {
+            name: {
+                "inputs": len(r.outcomes),
+                "from_journal": r.resumed,
+                "peak_rss_mib": round(r.stats.peak_rss_mib, 1),
+                "worker_restarts": r.stats.worker_restarts,
+            }
+            for name, r in phases.items()
+        },
+        "timings": {k: round(v, 3) for k, v in phase_seconds.items()} | {"total_s": round(time.time() - started, 3)},
         "template_failures": failures,
         "machine": machine_info(),
     }
-    target = getattr(impl, "target", None)
-    if target is not None:
-        summary["target"] = target
-
+    if attributes.get("target") is not None:
+        summary["target"] = attributes["target"]
     package = None
     if version_text and str(version_text).strip():
-        package = build_package(out, original_config, version_text, org_name, seq)
+        org_name = org or attributes.get("organization") or "anon"
+        package = build_package(out, original, version_text, org_name, seq, library, os_name)
         summary["package"] = str(package)
     write_json(out / "summary.json", summary)
     return ValidationResult(summary, out, package, results)
 
 
-def build_package(out: Path, config_dir: Path, version_text: str, org: str, seq: int) -> Path:
-    """``frvt_11_<org>_<seq>.tar.gz`` with config/, validation/ and doc/version.txt, as NIST asks."""
+def build_package(
+    out: Path,
+    config_dir: Path,
+    version_text: str,
+    org: str,
+    seq: int,
+    library: str | None = None,
+    os_name: str | None = None,
+) -> Path:
+    """The archive NIST asks for, ``libfrvt_11_<org>_<seq>.v<structs>.tar.gz`` with ``./config
+    ./lib ./validation ./doc`` (``validation/os.txt`` included), when a native core library was
+    validated; otherwise ``NOT-SUBMITTABLE_python_11_<org>_<seq>.tar.gz`` without ``./lib``.
+    """
     doc = out / "doc"
     doc.mkdir(exist_ok=True)
     write_text_atomic(doc / "version.txt", str(version_text).strip() + "\n")
-    name = f"frvt_11_{org.lower()}_{seq:03d}"
+    write_text_atomic(out / "validation" / "os.txt", (os_name or _os_name()) + "\n")
+    structs = f"{FRVT_STRUCTS_MAJOR_VERSION}.{FRVT_STRUCTS_MINOR_VERSION}"
+    members = [(config_dir, "./config"), (out / "validation", "./validation"), (doc, "./doc")]
+    if library:
+        lib = Path(library)
+        name = f"{lib.name.removesuffix('.so')}.v{structs}"
+        members.insert(1, (lib.parent, "./lib"))
+    else:
+        name = f"NOT-SUBMITTABLE_python_11_{org.lower()}_{seq:03d}"
     path = out / f"{name}.tar.gz"
+    for stale in list(out.glob("NOT-SUBMITTABLE_python_11_*.tar.gz")) + list(out.glob("libfrvt_11_*.tar.gz")):
+        stale.unlink()
     tmp = out / f".{name}.tar.gz.partial"
     with tarfile.open(tmp, "w:gz") as tar:
-        tar.add(config_dir, arcname=f"{name}/config")
-        tar.add(out / "validation", arcname=f"{name}/validation")
-        tar.add(doc, arcname=f"{name}/doc")
+        for src, arc in members:
+            tar.add(src, arcname=arc)
     os.replace(tmp, path)
     return path

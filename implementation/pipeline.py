@@ -1,5 +1,8 @@
 """The default FRVT 1:1 implementation: RetinaFace -> dlib-chip alignment -> TVM-compiled ResNet.
 
+Multi-person (NIST's one-image, several-people call): every face found gets its own template and
+its eyes, left to right.
+
 Per image: decode the contract's pixels, detect faces with 5 landmarks (RetinaFace MobileNet-0.25,
 compiled by TVM), keep the largest / most central face, cut dlib's 150x150 chip with a similarity
 transform, embed the chip and its mirror image with dlib's ResNet (compiled by TVM) and average
@@ -26,7 +29,16 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from frvt.contract import EyePair, Image, MatchResult, ReturnCode, ReturnStatus, TemplateResult, TemplateRole
+from frvt.contract import (
+    EyePair,
+    Image,
+    MatchResult,
+    MultiTemplateResult,
+    ReturnCode,
+    ReturnStatus,
+    TemplateResult,
+    TemplateRole,
+)
 from implementation import template as tpl
 from implementation.align import align
 from implementation.config_dir import CONFIG_FORMAT, CONFIG_NAME
@@ -102,7 +114,7 @@ class FaceVerifier:
             cv2.setNumThreads(1)
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
             return ReturnStatus(ReturnCode.ConfigError, f"cannot load config from {config_dir}: {exc}")
-        return ReturnStatus()
+        return ReturnStatus(ReturnCode.Success)
 
     # -- templates ----------------------------------------------------------------------------
     def _failed(self, code: ReturnCode, info: str, n_images: int) -> TemplateResult:
@@ -110,16 +122,34 @@ class FaceVerifier:
             ReturnStatus(code, info), tpl.encode(None, self._fingerprint), [EyePair()] * max(n_images, 1)
         )
 
-    def _detect(self, rgb: np.ndarray):
-        """The chosen face's landmarks (5, 2) in original pixels, or None; tries rotations."""
+    def _detect_all(self, rgb: np.ndarray, choose_one: bool) -> list[np.ndarray]:
+        """Landmarks (5, 2) in original pixels of the chosen face (``choose_one``) or of every face,
+        from the first rotation in which any face is found; every face ordered left to right."""
         h, w = rgb.shape[:2]
         for rotation, back in _ROTATIONS:
             view = rgb if rotation is None else cv2.rotate(rgb, rotation)
-            face = select_face(self._detector.detect(view), view.shape)
-            if face is not None:
-                lm = np.array([back(float(x), float(y), w, h) for x, y in face.landmarks], dtype=np.float32)
-                return lm
-        return None
+            faces = self._detector.detect(view)
+            if choose_one:
+                chosen = select_face(faces, view.shape)
+                faces = [chosen] if chosen is not None else []
+            if faces:
+                found = [
+                    np.array([back(float(x), float(y), w, h) for x, y in f.landmarks], dtype=np.float32) for f in faces
+                ]
+                return sorted(found, key=lambda lm: float(lm[:, 0].mean()))
+        return []
+
+    def _detect(self, rgb: np.ndarray):
+        """The chosen face's landmarks (5, 2) in original pixels, or None; tries rotations."""
+        found = self._detect_all(rgb, choose_one=True)
+        return found[0] if found else None
+
+    @staticmethod
+    def _eyes(landmarks: np.ndarray, w: int, h: int) -> EyePair:
+        """NIST's EyePair: left = the subject's left eye (RetinaFace's second landmark)."""
+        (xr, yr), (xl, yl) = landmarks[0], landmarks[1]
+        clip = lambda v, n: int(min(max(round(float(v)), 0), n - 1))  # noqa: E731
+        return EyePair(True, True, clip(xl, w), clip(yl, h), clip(xr, w), clip(yr, h))
 
     @property
     def _chip_size(self) -> int:
@@ -170,9 +200,7 @@ class FaceVerifier:
                     eyes.append(EyePair())
                     continue
                 h, w = rgb.shape[:2]
-                (xr, yr), (xl, yl) = landmarks[0], landmarks[1]  # subject's right eye, subject's left eye
-                clip = lambda v, n: int(min(max(round(float(v)), 0), n - 1))  # noqa: E731
-                eyes.append(EyePair(True, True, clip(xl, w), clip(yl, h), clip(xr, w), clip(yr, h)))
+                eyes.append(self._eyes(landmarks, w, h))
                 chip = align(rgb, landmarks, self._chip_size, self._config.chip)
                 t4 = time.perf_counter()
                 times["align"] += (t4 - t3) * 1e3
@@ -196,6 +224,34 @@ class FaceVerifier:
         except Exception as exc:  # the contract: no exception crosses
             return self._failed(ReturnCode.TemplateCreationError, f"{type(exc).__name__}: {exc}", len(images))
 
+    def create_face_templates(self, image: Image, role: TemplateRole) -> MultiTemplateResult:
+        """NIST's multi-person call: one template and one EyePair per face RetinaFace finds in
+        ``image`` (left to right); one "no face" template when it finds none. Never raises."""
+        failed = lambda code, info: MultiTemplateResult(  # noqa: E731
+            ReturnStatus(code, info), [tpl.encode(None, self._fingerprint)], [EyePair()]
+        )
+        if self._embedder is None:
+            return failed(ReturnCode.ConfigError, "initialize was not called or failed")
+        try:
+            try:
+                pixels = image.to_array()
+            except ValueError as exc:
+                return failed(ReturnCode.ParseError, str(exc))
+            rgb = cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB) if pixels.ndim == 2 else pixels
+            faces = self._detect_all(rgb, choose_one=False)
+            if not faces:
+                return failed(ReturnCode.FaceDetectionError, "no face found")
+            h, w = rgb.shape[:2]
+            templates = [
+                tpl.encode(self._embed(align(rgb, lm, self._chip_size, self._config.chip)), self._fingerprint, 1)
+                for lm in faces
+            ]
+            return MultiTemplateResult(
+                ReturnStatus(ReturnCode.Success), templates, [self._eyes(lm, w, h) for lm in faces]
+            )
+        except Exception as exc:  # the contract: no exception crosses
+            return failed(ReturnCode.TemplateCreationError, f"{type(exc).__name__}: {exc}")
+
     # -- matching -----------------------------------------------------------------------------
     def match_templates(self, verif_template: bytes, enroll_template: bytes) -> MatchResult:
         """Similarity in [0, 1]; -1 with VerifTemplateError when either template failed or is foreign."""
@@ -211,7 +267,7 @@ class FaceVerifier:
             return MatchResult(ReturnStatus(ReturnCode.VerifTemplateError, f"the {which} template holds no face"), -1.0)
         if v.embedding.shape != e.embedding.shape:
             return MatchResult(ReturnStatus(ReturnCode.TemplateFormatError, "templates of different sizes"), -1.0)
-        return MatchResult(ReturnStatus(), tpl.similarity(v.embedding, e.embedding))
+        return MatchResult(ReturnStatus(ReturnCode.Success), tpl.similarity(v.embedding, e.embedding))
 
     def vector_form(self) -> tpl.VectorForm | None:
         """Templates as fixed-length vectors with the declared similarity (after ``initialize``)."""

@@ -12,8 +12,11 @@ What it writes (deterministic: the same inputs give the same files):
 - ``images/edge/*``: generated edge cases in the spirit of NIST's validation images: all white,
   all black, 8-bit grey, very large, very small, rotated 90 and 180 degrees, two faces in one
   image, no face at all, and malformed files (a truncated JPEG, a zero-byte file, text named .jpg).
-- ``enroll.txt`` / ``verif.txt`` (``<id> <image path> <label> [<identity>]``) and ``match.txt``
-  (every enrolment template against every verification template: genuine and impostor pairs).
+- ``enroll.txt`` / ``verif.txt`` (``<id> <image path> <label> [<identity>]``, NIST's lowercase
+  labels) and ``match.txt`` (``<id>.template <id>.template``: every enrolment template against
+  every verification template, genuine and impostor pairs).
+- ``enroll_multiface.txt``, ``verif_multiperson.txt`` and ``images/multi/``: NIST's multi-image and
+  multi-person lists, by ``scripts/make_multiperson_set.py`` from the images above.
   Enrolment: the first frontal image of each subject. Verification: every other frontal image.
 """
 
@@ -62,11 +65,11 @@ def build(meds: Path, out: Path) -> dict:
         frontal = _frontal(images)
         if not frontal:
             continue
-        enroll.append((f"e_{name}", rel(frontal[0]), "FaceMugshot", None))
+        enroll.append((f"e_{name}", rel(frontal[0]), "facemugshot", None))
         for i, image in enumerate(frontal[1:], start=1):
-            verif.append((f"v_{name}_{i:02d}", rel(image), "FaceMugshot", None))
+            verif.append((f"v_{name}_{i:02d}", rel(image), "facemugshot", None))
         for j, image in enumerate(sorted(set(images) - set(frontal)), start=1):
-            verif.append((f"v_{name}_profile{j}", rel(image), "FaceMugshot", None))
+            verif.append((f"v_{name}_profile{j}", rel(image), "facemugshot", None))
 
     # Edge cases. Subjects with two or more frontal images give the derived cases a genuine mate.
     multi = [n for n, imgs in by_subject.items() if len(_frontal(imgs)) >= 2]
@@ -114,20 +117,20 @@ def build(meds: Path, out: Path) -> dict:
 
     er = lambda name: f"images/edge/{name}"  # noqa: E731
     enroll += [
-        ("e_edge_all_white", er("all_white.png"), "FaceUnknown", "none_white"),
-        ("e_edge_grey8", er(f"grey8_{a}.png"), "FaceMugshot", a),
-        ("e_edge_rot90", er(f"rot90_{d}.jpg"), "FaceMugshot", d),
-        ("e_edge_large", er(f"large_{b}.jpg"), "FaceMugshot", b),
-        ("e_edge_zero_bytes", er("zero_bytes.jpg"), "FaceUnknown", "none_zero"),
+        ("e_edge_all_white", er("all_white.png"), "faceunknown", "none_white"),
+        ("e_edge_grey8", er(f"grey8_{a}.png"), "facemugshot", a),
+        ("e_edge_rot90", er(f"rot90_{d}.jpg"), "facemugshot", d),
+        ("e_edge_large", er(f"large_{b}.jpg"), "facemugshot", b),
+        ("e_edge_zero_bytes", er("zero_bytes.jpg"), "faceunknown", "none_zero"),
     ]
     verif += [
-        ("v_edge_all_black", er("all_black.png"), "FaceUnknown", "none_black"),
-        ("v_edge_small", er(f"small_{c}.jpg"), "FaceMugshot", c),
-        ("v_edge_rot180", er(f"rot180_{e}.jpg"), "FaceMugshot", e),
-        ("v_edge_two_faces", er(f"two_faces_{f}.jpg"), "FaceMugshot", f),
-        ("v_edge_no_face", er("no_face.jpg"), "FaceUnknown", "none_scene"),
-        ("v_edge_truncated", er(f"truncated_{multi[7]}.jpg"), "FaceMugshot", multi[7]),
-        ("v_edge_text", er("text.jpg"), "FaceUnknown", "none_text"),
+        ("v_edge_all_black", er("all_black.png"), "faceunknown", "none_black"),
+        ("v_edge_small", er(f"small_{c}.jpg"), "facemugshot", c),
+        ("v_edge_rot180", er(f"rot180_{e}.jpg"), "facemugshot", e),
+        ("v_edge_two_faces", er(f"two_faces_{f}.jpg"), "facemugshot", f),
+        ("v_edge_no_face", er("no_face.jpg"), "faceunknown", "none_scene"),
+        ("v_edge_truncated", er(f"truncated_{multi[7]}.jpg"), "facemugshot", multi[7]),
+        ("v_edge_text", er("text.jpg"), "faceunknown", "none_text"),
     ]
 
     def line(entry):
@@ -136,11 +139,16 @@ def build(meds: Path, out: Path) -> dict:
 
     (out / "enroll.txt").write_text("".join(map(line, enroll)))
     (out / "verif.txt").write_text("".join(map(line, verif)))
-    (out / "match.txt").write_text("".join(f"{e[0]} {v[0]}\n" for e in enroll for v in verif))
+    (out / "match.txt").write_text("".join(f"{e[0]}.template {v[0]}.template\n" for e in enroll for v in verif))
+    from make_multiperson_set import build as build_multiperson
+
+    multi = build_multiperson(out)
     (out / "README.md").write_text(
         "# Bundled validation set\n\nBuilt by `python scripts/build_validation_set.py` from NIST MEDS-II (SD-32) mugshots "
         "S001-S050 (public NIST data, prepared by MITRE) plus generated edge cases; see that script's docstring.\n"
-        f"\n{len(enroll)} enrolment images, {len(verif)} verification images, {len(enroll) * len(verif)} comparisons.\n"
+        f"\n{len(enroll)} enrolment images, {len(verif)} verification images, {len(enroll) * len(verif)} comparisons; "
+        f"{multi['enroll_multiface']} multi-image enrolment lines and {multi['verif_multiperson']} multi-person images "
+        "(`scripts/make_multiperson_set.py`).\n"
     )
     return {"enroll": len(enroll), "verif": len(verif), "match": len(enroll) * len(verif)}
 

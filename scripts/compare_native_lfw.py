@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from frvt import settings
-from frvt.contract import ReturnCode
-from frvt.driver import limit_threads, match
+from frvt.contract import DEFAULT_IMPLEMENTATION, ReturnCode
 from frvt.lfw import image_entries, make_templates, pair_ids
-from frvt.native import NativeLibrary
+from frvt.native import NativeLibrary, library_spec
+from frvt.worker import WorkerLimits, WorkerPool
 from frvt.perf.machine import machine_info
 from frvt.submission import build_submission
 from implementation.pipeline import FaceVerifier
@@ -44,8 +44,8 @@ def scores_of(impl, cache: Path, ids_of: list[tuple[str, str]]) -> tuple[np.ndar
     scores = np.empty(len(ids_of))
     failed = np.zeros(len(ids_of), bool)
     for i, (a, b) in enumerate(ids_of):
-        row = match(impl, a, b, load(a), load(b)).row
-        scores[i], failed[i] = row.score, row.code != ReturnCode.Success
+        result = impl.match_templates(load(b), load(a))
+        scores[i], failed[i] = result.similarity, result.status.code != ReturnCode.Success
     return scores, failed
 
 
@@ -55,10 +55,15 @@ def run_side(side: str, library: Path, config: Path, entries, ids_of, cache: Pat
     status = impl.initialize(str(config))
     if status.code != ReturnCode.Success:
         raise SystemExit(f"{side}: initialize({config}) returned {status.code.name}: {status.info}")
-    limit_threads()
+    settings.limit_threads_by_default()
     (cache / "templates").mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    records, _, made = make_templates(impl, entries, cache, workers, progress=True, say=print)
+    spec = library_spec(library) if side == "cpp" else DEFAULT_IMPLEMENTATION
+    pool = WorkerPool(spec, str(config), WorkerLimits(), say=print)
+    try:
+        records, _, made = make_templates(pool, entries, cache, workers, progress=True, say=print)
+    finally:
+        pool.close()
     print(f"{side}: {made} templates made in {time.perf_counter() - start:.0f} s")
     scores, failed = scores_of(impl, cache, ids_of)
     wanted = {e.id for e in entries}

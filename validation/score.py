@@ -3,9 +3,11 @@
 Inputs (one :class:`ScoreInput` per system; several are compared on one DET plot):
 
 * **the output directory of** ``frvt validate``: ``validation/match.log`` (header
-  ``enrollTempl verifTempl simScore returnCode``), ``validation/enroll.log`` and
-  ``validation/verif.log`` (header ``id image templateSizeBytes returnCode isLeftAssigned
-  isRightAssigned xleft yleft xright yright``), and the input lists copied to ``lists/enroll.txt``
+  ``enrollTempl verifTempl simScore returnCode``; ``extra/match_exact.log``, the same rows with
+  every score at full precision, is read instead when present), ``validation/enroll.log`` and
+  ``validation/verif.log`` (header ``id image templateSizeBytes returnCode isLeftEyeAssigned
+  isRightEyeAssigned xleft yleft xright yright``; the older ``isLeftAssigned isRightAssigned`` is
+  read too), and the input lists copied to ``lists/enroll.txt``
   and ``lists/verif.txt`` (``<id> <image path> <label> [<identity>]``; the identity is the fourth
   column, else the name of the image's parent folder). A template name in ``match.log`` is a list
   id (``e0001``), or an id with an extension (``e0001.template``). A comparison is genuine when both
@@ -219,7 +221,9 @@ def read_validate_output(directory: str | os.PathLike) -> LoadedScores:
     verif_ids = _read_list(d / "lists" / "verif.txt")
     enroll_codes = _read_template_log(d / "validation" / "enroll.log", enroll_ids)
     verif_codes = _read_template_log(d / "validation" / "verif.log", verif_ids)
-    match_log = d / "validation" / "match.log"
+    # NIST's match.log prints 6 significant digits; frvt validate also keeps every score exactly
+    exact = d / "extra" / "match_exact.log"
+    match_log = exact if exact.is_file() else d / "validation" / "match.log"
     scores, failed, same, subject, match_codes = [], [], [], [], []
     for no, row in enumerate(_nist_file(read_match_log, match_log), start=2):
         e = _resolve(row.enroll_id, enroll_ids)

@@ -51,10 +51,27 @@ def validate_command(
         help="Validate a NIST 1:1 C++ library (lib/libfrvt_11_<org>_<seq>.so) "
         "instead of a Python implementation; needs --config-dir.",
     ),
+    call_timeout: float = typer.Option(
+        None,
+        "--call-timeout",
+        min=0.01,
+        help="Seconds one call may take before its worker is killed (default: 30 times the budget).",
+    ),
+    memory_limit: int = typer.Option(
+        None,
+        "--memory-limit",
+        min=64,
+        help="MiB of resident memory a worker may use before it is killed (default: 4096).",
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Finish a run that was stopped, from its journal in the output folder."
+    ),
 ) -> None:
     """Drive an implementation through NIST's 1:1 validation protocol, run the checks, package the result.
 
-    Exit status: 0 when no check FAILs, 1 when one does, 2 for unusable input (a malformed list line).
+    Every call runs in a worker process that can crash, hang or overrun its memory without ending
+    the run. Exit status: 0 when no check FAILs, 1 when one does, 2 for unusable input (a malformed
+    list line) or a run that cannot start.
     """
     if library is not None:
         from frvt.native import library_spec
@@ -62,13 +79,7 @@ def validate_command(
         if config_dir is None:
             typer.echo("error: --library needs --config-dir (the folder NIST passes to initialize)", err=True)
             raise typer.Exit(2)
-        try:
-            implementation = library_spec(library)
-        except ImportError:
-            typer.echo(
-                "error: --library needs the isolated-worker driver, which this version does not have yet", err=True
-            )
-            raise typer.Exit(2) from None
+        implementation = library_spec(library)
     try:
         result = validate(
             implementation,
@@ -82,6 +93,9 @@ def validate_command(
             version=version,
             progress=progress,
             log=lambda text: typer.echo(f"-- {text}", err=True),
+            call_timeout_s=call_timeout,
+            memory_limit_mib=memory_limit,
+            resume=resume,
         )
     except ListFormatError as exc:
         typer.echo(f"error: malformed input list: {exc}", err=True)
@@ -90,9 +104,13 @@ def validate_command(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     s = result.summary
-    typer.echo(f"\n{'check':<28} {'status':<6} detail")
+    typer.echo(f"\n{'check':<27} {'ours':<5} {'NIST':<12} detail")
     for check in s["checks"]:
-        typer.echo(f"{check['name']:<28} {_MARK[check['status']]:<6} {check['detail']}")
+        typer.echo(f"{check['name']:<27} {_MARK[check['status']]:<5} {check['nist']:<12} {check['detail']}")
+    typer.echo("(NIST: what NIST's own validation run does when the rule is broken: fatal, warning, or not checked)")
+    peaks = {k: v["peak_rss_mib"] for k, v in s.get("phases", {}).items()}
+    if peaks:
+        typer.echo("\npeak worker memory (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
     lat = s["latency"]
     if lat.get("n"):
         typer.echo(
@@ -100,6 +118,10 @@ def validate_command(
             f"p90 {lat['p90_ms']:.1f}, p99 {lat['p99_ms']:.1f}, max {lat['max_ms']:.1f}; budget {lat['budget_ms']:.0f} ms"
         )
     typer.echo(f"\nverdict: {s['verdict']}   summary: {result.output_dir / 'summary.json'}")
+    if s["nist_fatal"]:
+        typer.echo(f"NIST's validation would stop on: {', '.join(s['nist_fatal'])}")
+    if not s["submittable"]:
+        typer.echo(f"NOT SUBMITTABLE: {s['not_submittable_reason']}")
     if result.package:
         typer.echo(f"package: {result.package}")
     if result.failed:

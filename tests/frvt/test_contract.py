@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from frvt.contract import Image, ImageLabel, ReturnCode, TemplateRole, load_implementation
+from frvt.contract import Image, ImageLabel, ImplementationSpec, ReturnCode, TemplateRole, load_implementation
 
 
 def test_nist_numeric_values():
@@ -43,3 +43,50 @@ def test_load_implementation_errors_name_the_problem():
         load_implementation("reference_impls:Path")  # a class without the contract calls
     impl = load_implementation("reference_impls:PixelMatcher")
     assert impl.version
+
+
+def test_structs_3_1_enums_defaults_and_versions():
+    from frvt import contract as c
+
+    assert (c.API_MAJOR_VERSION, c.API_MINOR_VERSION, c.FRVT_STRUCTS_MAJOR_VERSION, c.FRVT_STRUCTS_MINOR_VERSION) == (
+        6,
+        0,
+        3,
+        1,
+    )
+    assert [d.name for d in c.ImageDescription] == [
+        "FaceUnknown",
+        "FaceIso",
+        "FaceMugshot",
+        "FacePhotojournalism",
+        "FaceWild",
+        "IrisUnknown",
+        "IrisNIR",
+        "IrisWild",
+    ]
+    assert [(i.name, int(i)) for i in c.Illuminant][-1] == ("LWIR", 5) and len(c.Illuminant) == 6
+    assert (c.IrisLR.Unspecified, c.IrisLR.RightIris, c.IrisLR.LeftIris) == (0, 1, 2)
+    img = c.Image()
+    assert (img.width, img.height, img.depth, img.description, img.illuminant, img.iris_lr) == (
+        0,
+        0,
+        24,
+        c.ImageDescription.FaceUnknown,
+        c.Illuminant.Unspecified,
+        c.IrisLR.Unspecified,
+    )
+    assert c.ReturnStatus().code == c.ReturnCode.UnknownError  # NIST's default
+    assert c.EyePair() == c.EyePair(False, False, 0, 0, 0, 0)
+    assert c.IrisAnnulus() == c.IrisAnnulus(0, 0, 0, 0)
+
+
+def test_implementation_spec_carries_factory_arguments():
+    import pickle
+
+    spec = ImplementationSpec.parse("reference_impls:PixelMatcher")
+    assert pickle.loads(pickle.dumps(spec)) == spec and str(spec) == "reference_impls:PixelMatcher"
+    with_args = ImplementationSpec.parse("pathlib:PurePosixPath")
+    assert load_implementation is not None and with_args.kwargs == ()
+    assert str(ImplementationSpec.parse(spec, library="/x/libfrvt_11_a_001.so")) == (
+        "reference_impls:PixelMatcher(library='/x/libfrvt_11_a_001.so')"
+    )

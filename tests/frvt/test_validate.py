@@ -33,7 +33,14 @@ def small_set(tmp_path_factory) -> Path:
     line = lambda x: f"{x.id} {x.path} {int(x.label)} {x.identity}\n"  # noqa: E731
     (out / "enroll.txt").write_text("".join(map(line, keep_e)))
     (out / "verif.txt").write_text("".join(map(line, keep_v)))
-    (out / "match.txt").write_text("".join(f"{e.id} {v.id}\n" for e in keep_e for v in keep_v))
+    (out / "match.txt").write_text("".join(f"{e.id}.template {v.id}.template\n" for e in keep_e for v in keep_v))
+    # NIST's multi-image and multi-person lists, for the subjects kept
+    multiface = read_image_list(BUNDLED / "enroll_multiface.txt")
+    multi_line = lambda x: " ".join([x.id] + [f"{r.path} {r.label_token}" for r in x.images]) + "\n"  # noqa: E731
+    (out / "enroll_multiface.txt").write_text("".join(map(multi_line, multiface[:2] + multiface[-1:])))
+    ids = {e.id for e in keep_e}
+    persons = [m for m in read_image_list(BUNDLED / "verif_multiperson.txt") if m.id in ids]
+    (out / "verif_multiperson.txt").write_text("".join(map(multi_line, persons)))
     return out
 
 
@@ -43,6 +50,7 @@ def config_dir(tmp_path_factory) -> Path:
 
 
 def run(small_set, config_dir, tmp_path, name, **kw):
+    kw.setdefault("call_timeout_s", 20.0)
     return validate(f"{MODULE}:{name}", small_set, tmp_path / "out", config_dir, workers=2, progress=False, **kw)
 
 
@@ -66,17 +74,26 @@ def test_good_implementation_passes_and_writes_nist_outputs(small_set, config_di
     codes = {r.id: r.code for r in enroll_rows + verif_rows}
     assert codes["e_edge_zero_bytes"] == 5 and codes["v_edge_text"] == 5  # ParseError from the harness
     assert codes["e_edge_all_white"] == 8  # FaceDetectionError from the implementation
-    assert all((out / "templates" / "enroll" / f"{r.id}.tmpl").exists() for r in enroll_rows)
+    assert all((out / "validation" / "templates" / f"{r.id}.template").exists() for r in enroll_rows + verif_rows)
+    assert (
+        (out / "validation" / "enroll.log")
+        .read_text()
+        .startswith(
+            "id image templateSizeBytes returnCode isLeftEyeAssigned isRightEyeAssigned xleft yleft xright yright\n"
+        )
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["schema"].startswith("frvt.validate/")
-    assert {"name", "status", "detail"} <= set(summary["checks"][0])
+    assert {"name", "status", "nist", "detail"} <= set(summary["checks"][0])
+    assert summary["submittable"] is False and "Python" in summary["not_submittable_reason"]
     assert {"median_ms", "p90_ms", "p99_ms", "max_ms", "budget_ms"} <= set(summary["latency"])
     with tarfile.open(result.package) as tar:
         names = tar.getnames()
-        version = tar.extractfile("frvt_11_testorg_001/doc/version.txt").read().decode()
-    assert result.package.name == "frvt_11_testorg_001.tar.gz"
-    assert "frvt_11_testorg_001/config/pixel.cfg" in names
-    assert "frvt_11_testorg_001/validation/match.log" in names
+        version = tar.extractfile("./doc/version.txt").read().decode()
+    # a Python implementation cannot be submitted: the name says so, and there is no ./lib
+    assert result.package.name == "NOT-SUBMITTABLE_python_11_testorg_001.tar.gz"
+    assert "./config/pixel.cfg" in names and "./validation/match.log" in names and "./validation/os.txt" in names
+    assert not any(n.startswith("./lib") for n in names)
     assert version.strip() == "pixel-matcher 1.0"
 
 
@@ -95,10 +112,52 @@ def test_good_implementation_passes_and_writes_nist_outputs(small_set, config_di
     ],
 )
 def test_each_broken_implementation_fails_its_check(small_set, config_dir, tmp_path, impl, check, monkeypatch):
-    monkeypatch.setattr(reference_impls.HardcodedConfig, "hardcoded_dir", config_dir)
+    monkeypatch.setenv(reference_impls.HARDCODED_ENV, str(config_dir))
     result = run(small_set, config_dir, tmp_path, impl)
     assert status_of(result, check) == "FAIL", [c for c in result.checks if c.name == check]
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["verdict"] == "FAIL"
+
+
+@pytest.mark.parametrize(
+    "impl, check, expect",
+    [
+        ("SegfaultOnOne", "no_crashes", "SIGSEGV"),
+        ("HangOnOne", "no_timeouts", "e_S003"),
+        ("ExitInMatch", "no_crashes", "status 3"),
+        ("RunawayAllocation", "no_crashes", "MiB"),
+        ("CExtensionRaises", "no_exceptions", "zlib.error"),
+        ("AbortOnOne", "no_crashes", "SIGABRT"),
+        ("NativeHardcodedConfig", "config_path", "hard-coded path"),
+        ("NotImplementedTemplates", "not_implemented", "NotImplemented"),
+        ("MultiPersonFewerEyes", "multiperson_templates", "2 templates, 1 EyePairs"),
+    ],
+)
+def test_gallery_of_broken_implementations(small_set, config_dir, tmp_path, impl, check, expect, monkeypatch):
+    """Each ends the run normally, with a complete summary, its check FAILing and the input named;
+    the config folder is back in place."""
+    monkeypatch.setenv(reference_impls.HARDCODED_ENV, str(config_dir))
+    result = run(small_set, config_dir, tmp_path, impl, call_timeout_s=3.0, memory_limit_mib=400)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    checks = {c["name"]: c for c in summary["checks"]}
+    assert checks[check]["status"] == "FAIL", checks[check]
+    assert expect in checks[check]["detail"], checks[check]["detail"]
+    assert summary["verdict"] == "FAIL" and "latency" in summary and len(checks) >= 19
+    assert (config_dir / reference_impls.CONFIG_NAME).exists()
+    assert not list(config_dir.parent.glob(f".{config_dir.name}.frvt-moved-*"))
+    if check in ("no_crashes", "no_timeouts"):
+        # the lost call has its row, the worker was replaced and the rest of the run went on
+        assert (tmp_path / "out" / "validation" / "match.log").exists()
+        assert sum(p["worker_restarts"] for p in summary["phases"].values()) >= 1
+    nist = {
+        "no_crashes": "fatal",
+        "no_timeouts": "not checked",
+        "no_exceptions": "fatal",
+        "config_path": "fatal",
+        "not_implemented": "fatal",
+        "multiperson_templates": "fatal",
+    }[check]
+    assert checks[check]["nist"] == nist
+    assert result.summary["nist_fatal"] == ([] if nist != "fatal" else result.summary["nist_fatal"])
 
 
 def test_latency_budget_fails_when_exceeded(small_set, config_dir, tmp_path):

@@ -83,7 +83,7 @@ class TinyVerifier:
         return out
 
     def initialize(self, config_dir: str) -> ReturnStatus:
-        return ReturnStatus()
+        return ReturnStatus(ReturnCode.Success)
 
     def create_face_template(self, images, role) -> TemplateResult:
         self.last_stage_times = {}
@@ -101,7 +101,7 @@ class TinyVerifier:
         template = self._stage(
             "encode", lambda: (v / (np.linalg.norm(v) or 1.0)).astype(np.float32).tobytes(), self.ENCODE_MS
         )
-        return TemplateResult(ReturnStatus(), template, [])
+        return TemplateResult(ReturnStatus(ReturnCode.Success), template, [])
 
     def match_templates(self, verif: bytes, enroll: bytes) -> MatchResult:
         if self.clock is not None:
@@ -109,7 +109,7 @@ class TinyVerifier:
         if not verif or not enroll:
             return MatchResult(ReturnStatus(ReturnCode.VerifTemplateError), -1.0)
         a, b = np.frombuffer(verif, np.float32), np.frombuffer(enroll, np.float32)
-        return MatchResult(ReturnStatus(), float((1.0 + a @ b) / 2.0))
+        return MatchResult(ReturnStatus(ReturnCode.Success), float((1.0 + a @ b) / 2.0))
 
     def operator_profiles(self, image):
         return {
