@@ -70,8 +70,9 @@ class Check:
 class ThreadSample:
     """CPU use of a worker during the single-process phase, per thread and in all.
 
-    ``max_threads`` counts every thread of the worker, idle ones too, at the busiest sample: what
-    NIST's check counts (it adds its waiting parent process: NIST warns above 2 in all).
+    ``max_threads`` counts every thread of the worker, idle ones too, at the busiest sample, except
+    the ones the harness's own imports started before the implementation was loaded: what NIST's
+    check counts (it adds its waiting parent process: NIST warns above 2 in all).
     """
 
     wall_s: float = 0.0

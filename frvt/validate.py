@@ -22,6 +22,7 @@ killed, giving the logs, templates and summary an uninterrupted run gives (laten
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -160,6 +161,11 @@ class ThreadSampler:
         self.max_threads = 0
         self.idle_s = 0.0
         self.idle_cpu_s = 0.0
+        self.restored: C.ThreadSample | None = None
+        # Whole-process CPU (Linux counts threads that have exited too): a thread started and
+        # joined inside one call may never be seen in a sample of the live threads.
+        self.proc_base: dict[int, float] = {}
+        self.proc_latest: dict[int, float] = {}
 
     def __call__(self, pool: WorkerPool) -> None:
         import psutil
@@ -170,10 +176,17 @@ class ThreadSampler:
         self.last = now
         pid = pool.workers[0].pid
         try:
-            threads = psutil.Process(pid).threads()
+            proc = psutil.Process(pid)
+            threads = proc.threads()
+            times = proc.cpu_times()
         except (psutil.Error, ValueError, TypeError):
             return
-        self.max_threads = max(self.max_threads, len(threads))
+        self.proc_base.setdefault(pid, times.user + times.system)
+        self.proc_latest[pid] = times.user + times.system
+        # NIST's driver starts no thread of its own; the harness's imports (numpy's and OpenCV's
+        # pools) do, in the worker, before the implementation is loaded: those are not counted.
+        harness = pool.workers[0].harness_threads - {pid}
+        self.max_threads = max(self.max_threads, sum(1 for t in threads if t.id not in harness))
         self.main.add((pid, pid))
         for t in threads:
             key = (pid, t.id)
@@ -202,10 +215,23 @@ class ThreadSampler:
         self.idle_s = seconds
         self.idle_cpu_s = sum(max(0.0, c - before.get(tid, 0.0)) for tid, c in after.items())
 
+    def keep(self, path: Path) -> None:
+        """Save what was sampled; when a resumed phase made no calls, take the stopped run's sample."""
+        if self.latest:
+            write_json(path, dataclasses.asdict(self.result()))
+        elif path.exists():
+            try:
+                self.restored = C.ThreadSample(**json.loads(path.read_text()))
+            except (OSError, ValueError, TypeError):
+                self.restored = None
+
     def result(self) -> C.ThreadSample:
+        if self.restored is not None and not self.latest:
+            return self.restored
         used = {k: max(0.0, self.latest[k] - self.base.get(k, 0.0)) for k in self.latest}
-        cpu = sum(used.values())
         main = sum(v for k, v in used.items() if k in self.main)
+        process = sum(max(0.0, self.proc_latest[p] - self.proc_base.get(p, 0.0)) for p in self.proc_latest)
+        cpu = max(sum(used.values()), process)
         busy = sum(1 for c in used.values() if c >= max(0.05, 0.10 * cpu))
         return C.ThreadSample(
             time.perf_counter() - self.start,
@@ -481,6 +507,7 @@ def validate(
                     say(f"{name}: {phases[name].resumed} inputs taken from the journal")
                 if name == "enroll_single":
                     sampler.idle_probe(pool)
+                    sampler.keep(run_dir / "threads.json")
         for line in report_path.read_text().splitlines() if report_path.exists() else []:
             violations.append(line)
         violations += moved.changes_to_copy()

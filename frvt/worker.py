@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing
 import multiprocessing.connection as mpc
+import os
 import signal
 import time
 import traceback
@@ -92,6 +93,14 @@ def _limit_address_space(memory_limit_mib: int) -> None:
         pass
 
 
+def _thread_ids() -> list[int]:
+    """This process's thread ids (Linux); empty where /proc is not there."""
+    try:
+        return sorted(int(t) for t in os.listdir("/proc/self/task"))
+    except OSError:
+        return []
+
+
 def exception_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
@@ -105,6 +114,7 @@ def _worker_main(
     from frvt import driver
     from frvt.contract import load_implementation
 
+    harness_threads = _thread_ids()  # numpy's and OpenCV's pools, started by the harness's own imports
     if setup is not None:
         setup()
     t0 = time.perf_counter()
@@ -131,6 +141,7 @@ def _worker_main(
         }
     reply["elapsed_s"] = time.perf_counter() - t0
     reply["attributes"] = driver.implementation_attributes(impl)
+    reply["harness_threads"] = harness_threads
     conn.send(reply)
     handlers = driver.REQUEST_HANDLERS
     while True:
@@ -180,6 +191,8 @@ class Worker:
         self.task: Any = None
         self.deadline = 0.0
         self.started_call = 0.0
+        #: threads the worker had before it loaded the implementation (the harness's own imports)
+        self.harness_threads: frozenset[int] = frozenset()
 
     def start(self) -> InitResult:
         ctx = multiprocessing.get_context("spawn")
@@ -197,6 +210,7 @@ class Worker:
             if self.conn.poll(_POLL_S):
                 try:
                     reply = self.conn.recv()
+                    self.harness_threads = frozenset(reply.get("harness_threads", ()))
                     return InitResult(
                         reply["code"],
                         reply["info"],
