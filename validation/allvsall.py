@@ -133,9 +133,10 @@ class BlockContext:
     A Dask worker gets one through :class:`ScoringPlugin`; a run in this process holds one itself.
     """
 
-    def __init__(self, plan: Plan, panels: int = 8) -> None:
+    def __init__(self, plan: Plan, panels: int = 8, compiled: bool = True) -> None:
         self.plan = plan
         self.max_panels = panels
+        self.compiled = compiled  # False: every pass through numpy on materialised blocks (the reference)
         self._panels: dict[tuple, tuple] = {}
         self._impl = None
 
@@ -268,6 +269,15 @@ class BlockContext:
     def run_block(self, blk: tuple[int, int, int, int], reduction, chunk_size: int, with_ids: bool):
         """One pass's packed partial over the impostor comparisons of a block."""
         r0, r1, c0, c1 = blk
+        plan = self.plan
+        if self.compiled and plan.vector_form is not None:
+            from validation import blockpasses
+
+            if blockpasses.supports(plan.vector_form, reduction):
+                a, a_ok, _ = self.panel(plan.gallery, r0, r1)
+                b, b_ok, _ = self.panel(plan.probe, c0, c1)
+                rs, cs = plan.row_subject[r0:r1], plan.col_subject[c0:c1]
+                return blockpasses.run_block(reduction, a, a_ok, b, b_ok, rs, cs, r0, c0, plan.all_vs_all)
         s, owned = self.block_scores(r0, r1, c0, c1)
         rs = self.plan.row_subject[r0:r1]
         impostor = self.impostor_mask(r0, r1, c0, c1, owned)
