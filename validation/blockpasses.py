@@ -35,14 +35,16 @@ from validation.streaming import (
     DigitPass,
     HistogramPass,
     KeepBinsPass,
+    MultiPass,
     TopBinPass,
     _Counts,
     float_keys,
     keys_to_float,
 )
 
-STRIP = 64
-"""Rows of a block per float32 product: a 64 x 2048 strip of approximations is 512 KiB (in L2)."""
+TILE_ROWS, TILE_COLS = 256, 512
+"""A block is taken in tiles of 256 x 512 pairs: the tile's float32 products (512 KiB) and the
+columns' embeddings (256 KiB) stay in the core's L2 cache while a pass's loop reads them."""
 
 _SCALE = 2.0 ** (-2 * tpl.QUANTUM_BITS)
 _SLACK = 2.0**-50
@@ -59,6 +61,8 @@ def error_bound_factor(dim: int) -> float:
 
 def supports(vector_form, reduction) -> bool:
     """Whether this module computes ``reduction`` on blocks of ``vector_form``'s similarity."""
+    if isinstance(reduction, MultiPass):
+        return bool(reduction.reductions) and all(supports(vector_form, r) for r in reduction.reductions)
     return (
         isinstance(vector_form, tpl.VectorForm)
         and vector_form.similarity == tpl.SIMILARITY
@@ -111,23 +115,21 @@ def _sim32(dot):
     return np.float32(s)
 
 
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _exact_dot(qa, i, qb, j):
+    """The dot product of row ``i`` of ``qa`` and row ``j`` of ``qb``: an integer below 2**53 whose
+    every partial sum is one too, so it is exact in float64 in any order (reassociation and fused
+    multiply-adds allowed: vector instructions)."""
+    acc = 0.0
+    for k in range(qa.shape[1]):
+        acc += np.float64(qa[i, k]) * np.float64(qb[j, k])
+    return acc
+
+
 @njit(inline="always", cache=True)
 def _exact(qa, i, qb, j):
-    """The exact similarity of row ``i`` of ``qa`` and row ``j`` of ``qb``: their dot product is an
-    integer below 2**53, exact in float64 in any order (four partial sums here)."""
-    d = qa.shape[1]
-    s0 = s1 = s2 = s3 = 0.0
-    k = 0
-    while k + 4 <= d:
-        s0 += qa[i, k] * qb[j, k]
-        s1 += qa[i, k + 1] * qb[j, k + 1]
-        s2 += qa[i, k + 2] * qb[j, k + 2]
-        s3 += qa[i, k + 3] * qb[j, k + 3]
-        k += 4
-    while k < d:
-        s0 += qa[i, k] * qb[j, k]
-        k += 1
-    return _sim32((s0 + s1) + (s2 + s3))
+    """The exact similarity of row ``i`` of ``qa`` and row ``j`` of ``qb``."""
+    return _sim32(_exact_dot(qa, i, qb, j))
 
 
 @njit(inline="always", cache=True)
@@ -182,25 +184,38 @@ def _first_col(all_vs_all, gi, gj0):
 # and column; all_vs_all (the block owns the pairs i < j).
 
 
+_GRID = 1 << 18
+"""Cells of [0, 1] for finding a similarity among sorted edges: a few edges per cell at most."""
+
+
+def _edge_grid(red, edges: np.ndarray) -> np.ndarray:
+    """``grid[g]``: edges ``e`` with ``floor(e * _GRID) < g``, all strictly below any ``x`` with
+    ``floor(x * _GRID) = g`` (both products rounded alike, so the order holds). Kept on the pass
+    object: a worker holds one copy of it for every block of the pass."""
+    grid = getattr(red, "_edge_grid", None)
+    if grid is None:
+        cell = np.floor(np.clip(edges * _GRID, -1.0, _GRID + 1.0)).astype(np.int64)
+        grid = np.searchsorted(cell, np.arange(_GRID + 1), side="left").astype(np.int64)
+        red._edge_grid = grid
+    return grid
+
+
 @njit(inline="always", cache=True)
-def _search(edges, x, start, strict):
-    """``searchsorted(edges, x, 'left' if strict else 'right')`` knowing that the answer is at least
-    ``start``: a short forward scan, then a binary search past a run of edges."""
-    n = edges.shape[0]
-    k = start
-    for _ in range(4):
-        if k < n and (edges[k] < x if strict else edges[k] <= x):
-            k += 1
-        else:
-            return k
-    lo, hi = k, n
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if edges[mid] < x if strict else edges[mid] <= x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
+def _n_below(edges, grid, x):
+    """``searchsorted(edges, x, 'left')`` for ``0 <= x <= 1``: edges strictly below ``x``."""
+    k = grid[int(x * _GRID)]
+    while k < edges.shape[0] and edges[k] < x:
+        k += 1
+    return k
+
+
+@njit(inline="always", cache=True)
+def _n_at_or_below(edges, grid, x):
+    """``searchsorted(edges, x, 'right')`` for ``0 <= x <= 1``."""
+    k = grid[int(x * _GRID)]
+    while k < edges.shape[0] and edges[k] <= x:
+        k += 1
+    return k
 
 
 @njit(cache=True)
@@ -306,9 +321,9 @@ def _bracket(approx, qa, qb, ca, nb, gi0, gj0, all_vs_all, below, lo_t, hi_t, ou
 
 
 @njit(cache=True)
-def _subject_edges(approx, qa, qb, ca, nb, gi0, gj0, all_vs_all, below, row_slot, edges, first, counts):
+def _subject_edges(approx, qa, qb, ca, nb, gi0, gj0, all_vs_all, below, row_slot, edges, grid, counts):
     """counts[row_slot[i], k] += comparisons of row i with ``k`` edges strictly below the similarity;
-    ``below``: a product under it has none; ``first[m]``: edges strictly below raw bin ``m``."""
+    ``below``: a product under it has none; ``grid``: :func:`_edge_grid`."""
     e0 = edges[0]
     for i in range(approx.shape[0]):
         row = row_slot[i]
@@ -325,18 +340,17 @@ def _subject_edges(approx, qa, qb, ca, nb, gi0, gj0, all_vs_all, below, row_slot
             if hi64 <= e0:
                 n_below += 1
                 continue
-            k = _search(edges, lo64, first[_bits(lo) >> 16], True)
+            k = _n_below(edges, grid, lo64)
             if k < edges.shape[0] and edges[k] < hi64:
-                s = _exact(qa, i, qb, j)
-                k = _search(edges, np.float64(s), first[_bits(s) >> 16], True)
+                k = _n_below(edges, grid, np.float64(_exact(qa, i, qb, j)))
             counts[row, k] += 1
         counts[row, 0] += n_below
 
 
 @njit(cache=True)
-def _histogram(approx, qa, qb, ca, nb, gi0, gj0, all_vs_all, edges, first, counts):
+def _histogram(approx, qa, qb, ca, nb, gi0, gj0, all_vs_all, edges, grid, counts):
     """``np.histogram(similarities, edges)`` added to counts[j % 4] (see :func:`_top_bins`);
-    ``first[m]``: edges at or below the lowest value of raw bin ``m``."""
+    ``grid``: :func:`_edge_grid`."""
     nbins = edges.shape[0] - 1
     e_first, e_last = edges[0], edges[nbins]
     for i in range(approx.shape[0]):
@@ -348,13 +362,12 @@ def _histogram(approx, qa, qb, ca, nb, gi0, gj0, all_vs_all, edges, first, count
             lo64, hi64 = np.float64(lo), np.float64(hi)
             if hi64 < e_first or lo64 > e_last:
                 continue
-            k = _search(edges, lo64, first[_bits(lo) >> 16], False)  # edges <= lo
+            k = _n_at_or_below(edges, grid, lo64)
             if lo64 < e_first or hi64 > e_last or (k <= nbins and edges[k] <= hi64):
-                s = _exact(qa, i, qb, j)
-                sf = np.float64(s)
+                sf = np.float64(_exact(qa, i, qb, j))
                 if sf < e_first or sf > e_last:
                     continue
-                k = _search(edges, sf, first[_bits(s) >> 16], False)
+                k = _n_at_or_below(edges, grid, sf)
             k -= 1
             if k >= nbins:
                 k = nbins - 1
@@ -369,12 +382,17 @@ class _Strips:
     templates is) and what the kernels read alongside; the failed comparisons, counted per row."""
 
     def __init__(self, qa, a_ok, qb, b_ok, rsub, csub, r0, c0, all_vs_all):
-        self.qa, self.qb = np.ascontiguousarray(qa), np.ascontiguousarray(qb)
-        self.a32 = self.qa.astype(np.float32)
-        self.b32t = np.ascontiguousarray(self.qb.astype(np.float32).T)
+        qa, qb = np.ascontiguousarray(qa), np.ascontiguousarray(qb)
+        self.a32 = qa.astype(np.float32)
+        self.b32t = np.ascontiguousarray(self.a32.T if qb is qa else qb.astype(np.float32).T)
+        # the exact products read float32 copies when they hold the integers exactly (|q| <= 2**24:
+        # unit vectors), half the memory of float64
+        small = max(np.abs(qa).max(initial=0.0), np.abs(qb).max(initial=0.0)) <= 2.0**24
+        self.qa = self.a32 if small else qa
+        self.qb = np.ascontiguousarray(self.b32t.T) if small else qb
         c = error_bound_factor(self.qa.shape[1])
-        self.ca = np.sqrt(np.einsum("ij,ij->i", self.qa, self.qa)) * c * (1 + 1e-9)
-        self.nb = np.sqrt(np.einsum("ij,ij->i", self.qb, self.qb)) * (1 + 1e-9)
+        self.ca = np.sqrt(np.einsum("ij,ij->i", qa, qa)) * c * (1 + 1e-9)
+        self.nb = np.sqrt(np.einsum("ij,ij->i", qb, qb)) * (1 + 1e-9)
         self.r0, self.c0, self.all_vs_all = r0, c0, all_vs_all
         self.rsub, self.csub = rsub, csub = np.asarray(rsub, np.int64), np.asarray(csub, np.int64)
         nr, nc = len(rsub), len(csub)
@@ -408,27 +426,41 @@ class _Strips:
         )
 
     def __iter__(self):
+        """``(s0, s1, args)`` for each tile of rows ``s0:s1``: the kernels' common arguments (the
+        products in a buffer reused from tile to tile)."""
         n, nc = self.qa.shape[0], self.qb.shape[0]
-        for s0 in range(0, n, STRIP):
-            s1 = min(n, s0 + STRIP)
-            if self.all_vs_all and self.r0 + s0 + 1 >= self.c0 + nc:
-                return  # this strip and the next own no pair
-            approx = self.a32[s0:s1] @ self.b32t
+        buffers = {}
+        for s0 in range(0, n, TILE_ROWS):
+            s1 = min(n, s0 + TILE_ROWS)
             g0, g1 = np.searchsorted(self.g_rows, [s0, s1])
-            approx[self.g_rows[g0:g1] - s0, self.g_cols[g0:g1]] = np.nan
-            if self.bad_cols.size:
-                approx[:, self.bad_cols] = np.nan
-            rows = self.bad_rows[(self.bad_rows >= s0) & (self.bad_rows < s1)]
-            if rows.size:
-                approx[rows - s0] = np.nan
-            yield (
-                s0,
-                s1,
-                (approx, self.qa[s0:s1], self.qb, self.ca[s0:s1], self.nb, self.r0 + s0, self.c0, self.all_vs_all),
-            )
-
-    def capacity(self, s0, s1) -> int:
-        return (s1 - s0) * self.qb.shape[0]
+            g_rows, g_cols = self.g_rows[g0:g1] - s0, self.g_cols[g0:g1]
+            rows = self.bad_rows[(self.bad_rows >= s0) & (self.bad_rows < s1)] - s0
+            for t0 in range(0, nc, TILE_COLS):
+                t1 = min(nc, t0 + TILE_COLS)
+                if self.all_vs_all and self.r0 + s0 + 1 >= self.c0 + t1:
+                    continue  # no pair i < j in this tile
+                shape = (s1 - s0, t1 - t0)
+                if shape not in buffers:
+                    buffers[shape] = np.empty(shape, np.float32)
+                approx = np.matmul(self.a32[s0:s1], self.b32t[:, t0:t1], out=buffers[shape])
+                here = (g_cols >= t0) & (g_cols < t1)
+                approx[g_rows[here], g_cols[here] - t0] = np.nan
+                cols = self.bad_cols[(self.bad_cols >= t0) & (self.bad_cols < t1)] - t0
+                if cols.size:
+                    approx[:, cols] = np.nan
+                if rows.size:
+                    approx[rows] = np.nan
+                args = (
+                    approx,
+                    self.qa[s0:s1],
+                    self.qb[t0:t1],
+                    self.ca[s0:s1],
+                    self.nb[t0:t1],
+                    self.r0 + s0,
+                    self.c0 + t0,
+                    self.all_vs_all,
+                )
+                yield s0, s1, args
 
 
 _INF_RAW_BIN = int(np.array(-np.inf, np.float32).view(np.uint32)) >> 16
@@ -463,109 +495,162 @@ def _below(strips: "_Strips", t: float) -> float:
     return (2.0 * t - 1.0) / _SCALE - strips.e_max - 2.0**20
 
 
-def _run_top(red: TopBinPass, strips: _Strips):
-    hists = np.zeros((4, 1 << 16), np.int64)
-    state = np.array([math.inf, -math.inf, math.inf, -math.inf])
-    bin_lo, bin_hi = _certain_bins()
-    for _, _, args in strips:
-        _top_bins(*args, bin_lo, bin_hi, strips.e_max, hists, state)
-    hist = hists.sum(axis=0)
-    hist[_INF_RAW_BIN] += strips.n_failed
-    return [hist, strips.n_failed, float(state[0]), float(state[1])]
+class _Runner:
+    """One pass over the tiles of a block: ``tile`` for each tile, then ``result``, the packed partial."""
+
+    def __init__(self, red, strips: _Strips) -> None:
+        self.red, self.strips = red, strips
+
+    def tile(self, s0: int, s1: int, args) -> None:
+        raise NotImplementedError
+
+    def result(self):
+        raise NotImplementedError
 
 
-def _run_keep(red: KeepBinsPass, strips: _Strips):
-    wanted = np.ascontiguousarray(red.wanted, dtype=np.bool_)
-    parts = []
-    if strips.n_failed and wanted[_INF_RAW_BIN]:
-        parts.append(np.full(strips.n_failed, -np.inf, np.float32))
-    unit = np.flatnonzero(wanted[:_UNIT_BINS])
-    if unit.size or wanted[_UNIT_BINS:].any():
-        below = _below(strips, _bin_floor()[unit[0]]) if unit.size and not wanted[_UNIT_BINS:].any() else -np.inf
-        for s0, s1, args in strips:
-            out = np.empty(strips.capacity(s0, s1), np.float32)
-            n = _keep_bins(*args, below, wanted, out)
+class _TopBins(_Runner):
+    def __init__(self, red: TopBinPass, strips: _Strips) -> None:
+        super().__init__(red, strips)
+        self.hists = np.zeros((4, 1 << 16), np.int64)
+        self.state = np.array([math.inf, -math.inf, math.inf, -math.inf])
+        self.bin_lo, self.bin_hi = _certain_bins()
+
+    def tile(self, s0, s1, args):
+        _top_bins(*args, self.bin_lo, self.bin_hi, self.strips.e_max, self.hists, self.state)
+
+    def result(self):
+        hist = self.hists.sum(axis=0)
+        n_failed = self.strips.n_failed
+        hist[_INF_RAW_BIN] += n_failed
+        return [hist, n_failed, float(self.state[0]), float(self.state[1])]
+
+
+class _KeepBins(_Runner):
+    def __init__(self, red: KeepBinsPass, strips: _Strips) -> None:
+        super().__init__(red, strips)
+        self.wanted = wanted = np.ascontiguousarray(red.wanted, dtype=np.bool_)
+        self.parts = []
+        if strips.n_failed and wanted[_INF_RAW_BIN]:
+            self.parts.append(np.full(strips.n_failed, -np.inf, np.float32))
+        unit = np.flatnonzero(wanted[:_UNIT_BINS])
+        self.active = bool(unit.size or wanted[_UNIT_BINS:].any())
+        only_unit = unit.size and not wanted[_UNIT_BINS:].any()
+        self.below = _below(strips, _bin_floor()[unit[0]]) if only_unit else -np.inf
+        self.out = np.empty(TILE_ROWS * TILE_COLS, np.float32)
+
+    def tile(self, s0, s1, args):
+        if self.active:
+            n = _keep_bins(*args, self.below, self.wanted, self.out)
             if n:
-                parts.append(out[:n].copy())
-    return [np.concatenate(parts)] if parts else []
+                self.parts.append(self.out[:n].copy())
+
+    def result(self):
+        return [np.concatenate(self.parts)] if self.parts else []
 
 
-def _run_digits(red: DigitPass, strips: _Strips):
-    slots = np.ascontiguousarray(red.slots, dtype=np.int64)
-    top16 = np.zeros(1 << 16, np.bool_)
-    top16[slots >> (red.known - 16)] = True
-    counts = np.zeros(slots.size << red.d, np.int64)
-    lowest_key = int(slots[0]) << (32 - red.known) if slots.size else 0
-    below = -np.inf
-    if lowest_key >= 0x80000000:  # every slot holds non-negative similarities
-        below = _below(strips, float(keys_to_float(np.array([lowest_key], np.uint32), np.float32)[0]))
-    for _, _, args in strips:
-        _digits(*args, below, top16, slots, red.known, red.d, counts)
-    p = _INF_KEY >> (32 - red.known)
-    pos = int(np.searchsorted(slots, p))
-    if strips.n_failed and pos < slots.size and slots[pos] == p:
-        counts[(pos << red.d) | ((_INF_KEY >> (32 - red.known - red.d)) & ((1 << red.d) - 1))] += strips.n_failed
-    acc = _Counts(counts.size, red.chunk_size)
-    acc.counts = counts
-    return acc.pack()
+class _Digits(_Runner):
+    def __init__(self, red: DigitPass, strips: _Strips) -> None:
+        super().__init__(red, strips)
+        self.slots = slots = np.ascontiguousarray(red.slots, dtype=np.int64)
+        self.top16 = np.zeros(1 << 16, np.bool_)
+        self.top16[slots >> (red.known - 16)] = True
+        self.counts = np.zeros(slots.size << red.d, np.int64)
+        lowest_key = int(slots[0]) << (32 - red.known) if slots.size else 0
+        self.below = -np.inf
+        if lowest_key >= 0x80000000:  # every slot holds non-negative similarities
+            self.below = _below(strips, float(keys_to_float(np.array([lowest_key], np.uint32), np.float32)[0]))
+
+    def tile(self, s0, s1, args):
+        red = self.red
+        _digits(*args, self.below, self.top16, self.slots, red.known, red.d, self.counts)
+
+    def result(self):
+        red, slots, counts = self.red, self.slots, self.counts
+        p = _INF_KEY >> (32 - red.known)
+        pos = int(np.searchsorted(slots, p))
+        if self.strips.n_failed and pos < slots.size and slots[pos] == p:
+            digit = (_INF_KEY >> (32 - red.known - red.d)) & ((1 << red.d) - 1)
+            counts[(pos << red.d) | digit] += self.strips.n_failed
+        acc = _Counts(counts.size, red.chunk_size)
+        acc.counts = counts
+        return acc.pack()
 
 
-def _run_bracket(red: BracketPass, strips: _Strips):
-    lo_t, hi_t = float(red.lo), float(red.hi)
-    state = np.array([math.inf])
-    values = []
-    if strips.n_failed and lo_t <= -math.inf < hi_t:
-        values.append(np.full(strips.n_failed, -np.inf))
-    below = _below(strips, min(lo_t, 1.0))
-    for s0, s1, args in strips:
-        out = np.empty(strips.capacity(s0, s1), np.float64)
-        n = _bracket(*args, below, lo_t, hi_t, out, state)
+class _Bracket(_Runner):
+    def __init__(self, red: BracketPass, strips: _Strips) -> None:
+        super().__init__(red, strips)
+        self.lo_t, self.hi_t = float(red.lo), float(red.hi)
+        self.state = np.array([math.inf])
+        self.values = []
+        if strips.n_failed and self.lo_t <= -math.inf < self.hi_t:
+            self.values.append(np.full(strips.n_failed, -np.inf))
+        self.below = _below(strips, min(self.lo_t, 1.0))
+        self.out = np.empty(TILE_ROWS * TILE_COLS, np.float64)
+
+    def tile(self, s0, s1, args):
+        n = _bracket(*args, self.below, self.lo_t, self.hi_t, self.out, self.state)
         if n:
-            values.append(out[:n].copy())
-    acc = red.start()
-    if values:
-        u, c = np.unique(np.concatenate(values), return_counts=True)
-        acc["values"], acc["counts"], acc["held"] = [u], [c], u.size
-    acc["next_above"] = float(state[0])
-    if strips.n_failed and -math.inf >= hi_t:
-        acc["next_above"] = -math.inf
-    return red.pack(acc)
+            self.values.append(self.out[:n].copy())
+
+    def result(self):
+        acc = self.red.start()
+        if self.values:
+            u, c = np.unique(np.concatenate(self.values), return_counts=True)
+            acc["values"], acc["counts"], acc["held"] = [u], [c], u.size
+        acc["next_above"] = float(self.state[0])
+        if self.strips.n_failed and -math.inf >= self.hi_t:
+            acc["next_above"] = -math.inf
+        return self.red.pack(acc)
 
 
-def _run_subject_edges(red: SubjectEdgePass, strips: _Strips):
-    sid = np.searchsorted(red.subjects, strips.rsub)
-    local, row_slot = np.unique(sid, return_inverse=True)
-    edges = np.ascontiguousarray(red.edges, dtype=np.float64)
-    counts = np.zeros((local.size, red.width), np.int64)
-    if edges.size:
-        first = np.searchsorted(edges, _bin_floor(), side="left").astype(np.int64)
-        below = _below(strips, min(float(edges[0]), 1.0))
-        for s0, s1, args in strips:
-            _subject_edges(*args, below, np.ascontiguousarray(row_slot[s0:s1], np.int64), edges, first, counts)
-    else:  # no edge: every comparison counts in column 0
-        np.add.at(counts[:, 0], row_slot, strips.row_impostors - strips.row_failed)
-    if strips.n_failed:
-        np.add.at(counts[:, int(np.searchsorted(edges, -math.inf, side="left"))], row_slot, strips.row_failed)
-    r, k = np.nonzero(counts)
-    return local[r].astype(np.int64) * red.width + k, counts[r, k]
+class _SubjectEdges(_Runner):
+    def __init__(self, red: SubjectEdgePass, strips: _Strips) -> None:
+        super().__init__(red, strips)
+        sid = np.searchsorted(red.subjects, strips.rsub)
+        self.local, self.row_slot = np.unique(sid, return_inverse=True)
+        self.edges = np.ascontiguousarray(red.edges, dtype=np.float64)
+        self.counts = np.zeros((self.local.size, red.width), np.int64)
+        if self.edges.size:
+            self.grid = _edge_grid(red, self.edges)
+            self.below = _below(strips, min(float(self.edges[0]), 1.0))
+
+    def tile(self, s0, s1, args):
+        if self.edges.size:
+            slots = np.ascontiguousarray(self.row_slot[s0:s1], np.int64)
+            _subject_edges(*args, self.below, slots, self.edges, self.grid, self.counts)
+
+    def result(self):
+        strips, counts, row_slot = self.strips, self.counts, self.row_slot
+        if not self.edges.size:  # no edge: every comparison counts in column 0
+            np.add.at(counts[:, 0], row_slot, strips.row_impostors - strips.row_failed)
+        if strips.n_failed:
+            column = int(np.searchsorted(self.edges, -math.inf, side="left"))
+            np.add.at(counts[:, column], row_slot, strips.row_failed)
+        r, k = np.nonzero(counts)
+        return self.local[r].astype(np.int64) * self.red.width + k, counts[r, k]
 
 
-def _run_histogram(red: HistogramPass, strips: _Strips):
-    edges = np.ascontiguousarray(red.edges, dtype=np.float64)
-    counts = np.zeros((4, edges.size - 1), np.int64)
-    first = np.searchsorted(edges, _bin_floor(), side="right").astype(np.int64)
-    for _, _, args in strips:
-        _histogram(*args, edges, first, counts)
-    return [counts.sum(axis=0), strips.n_failed]
+class _Histogram(_Runner):
+    def __init__(self, red: HistogramPass, strips: _Strips) -> None:
+        super().__init__(red, strips)
+        self.edges = np.ascontiguousarray(red.edges, dtype=np.float64)
+        self.counts = np.zeros((4, self.edges.size - 1), np.int64)
+        self.grid = _edge_grid(red, self.edges)
+
+    def tile(self, s0, s1, args):
+        _histogram(*args, self.edges, self.grid, self.counts)
+
+    def result(self):
+        return [self.counts.sum(axis=0), self.strips.n_failed]
 
 
 _KERNELS = {
-    TopBinPass: _run_top,
-    KeepBinsPass: _run_keep,
-    DigitPass: _run_digits,
-    BracketPass: _run_bracket,
-    SubjectEdgePass: _run_subject_edges,
-    HistogramPass: _run_histogram,
+    TopBinPass: _TopBins,
+    KeepBinsPass: _KeepBins,
+    DigitPass: _Digits,
+    BracketPass: _Bracket,
+    SubjectEdgePass: _SubjectEdges,
+    HistogramPass: _Histogram,
 }
 
 
@@ -574,7 +659,8 @@ def run_block(reduction, qa, a_ok, qb, b_ok, rsub, csub, r0: int, c0: int, all_v
 
     Parameters
     ----------
-    reduction : a pass for which :func:`supports` is true
+    reduction : a pass for which :func:`supports` is true (a :class:`validation.streaming.MultiPass`
+        runs each of its passes on each tile while the tile's products are in cache)
     qa, qb : numpy.ndarray of float64, shape (rows, dim), (cols, dim)
         Quantised embeddings (:func:`implementation.template.quantise`) of the block's rows and columns.
     a_ok, b_ok : numpy.ndarray of bool
@@ -585,4 +671,27 @@ def run_block(reduction, qa, a_ok, qb, b_ok, rsub, csub, r0: int, c0: int, all_v
         Global index of the first row and column (all-vs-all owns the pairs ``i < j``).
     """
     strips = _Strips(qa, a_ok, qb, b_ok, rsub, csub, r0, c0, all_vs_all)
-    return _KERNELS[type(reduction)](reduction, strips)
+    parts = reduction.reductions if isinstance(reduction, MultiPass) else [reduction]
+    runners = [_KERNELS[type(r)](r, strips) for r in parts]
+    for s0, s1, args in strips:
+        for runner in runners:
+            runner.tile(s0, s1, args)
+    results = [runner.result() for runner in runners]
+    return results if isinstance(reduction, MultiPass) else results[0]
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every pass's loop, on a block of two templates."""
+    q = tpl.quantise(np.eye(2, 4))
+    ok = np.ones(2, bool)
+    sub = np.arange(2, dtype=np.int64)
+    edges = np.array([0.25, 0.5])
+    for red in (
+        TopBinPass(np.float32, True),
+        KeepBinsPass(np.float32, True, np.ones(1 << 16, bool)),
+        DigitPass(np.float32, True, np.array([0xBF00], np.uint64), 16, 4, 1 << 10),
+        BracketPass(0.0, 1.0, True),
+        SubjectEdgePass(sub, edges, True, 1 << 10),
+        HistogramPass(edges),
+    ):
+        run_block(red, q, ok, q, ok, sub, sub, 0, 0, False)

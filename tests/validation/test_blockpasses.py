@@ -22,6 +22,7 @@ from validation.streaming import (
     DigitPass,
     HistogramPass,
     KeepBinsPass,
+    MultiPass,
     TopBinPass,
     float_keys,
 )
@@ -172,3 +173,20 @@ def test_the_error_bound_holds_for_the_float32_product():
     err = np.abs(approx.astype(np.float64) - exact)
     assert (err <= bound).all()
     assert err.max() > bound.max() / 2**12  # the products are inexact: the bound is doing work
+
+
+def test_passes_run_together_on_each_tile(plan):
+    x = _impostor_scores(plan)
+    fin = np.sort(x[np.isfinite(x)])
+    edges = np.unique(fin[:: max(1, fin.size // 200)]).astype(np.float64)
+    subjects = np.unique(np.concatenate([plan.row_subject, plan.col_subject]))
+    red = MultiPass(
+        [
+            BracketPass(0.5, 0.75, True),
+            SubjectEdgePass(subjects, edges, True, 1 << 18),
+            HistogramPass(np.linspace(0.0, 1.0, 101)),
+        ]
+    )
+    together = _run(plan, red, True, True)
+    _same(together, _run(plan, red, False, True))
+    _same(together, [_run(plan, r, True, True) for r in red.reductions])
