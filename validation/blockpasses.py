@@ -39,7 +39,6 @@ from validation.streaming import (
     TopBinPass,
     _Counts,
     float_keys,
-    keys_to_float,
 )
 
 TILE_ROWS, TILE_COLS = 256, 512
@@ -133,12 +132,18 @@ def _exact(qa, i, qb, j):
 
 
 @njit(inline="always", cache=True)
-def _bounds(a, e):
-    """float32 lower and upper bounds of the similarity whose dot product lies in ``a +- e``: the
-    steps of :func:`_sim32` on both ends, widened by the float64 roundings (``a`` is not NaN)."""
-    x = (a * _SCALE + 1.0) * 0.5
-    d = e * (0.5 * _SCALE) + _SLACK
-    return np.float32(min(max(x - d, 0.0), 1.0)), np.float32(min(max(x + d, 0.0), 1.0))
+def _bounds(approx, ca, nb, i, j):
+    """float64 of float32 lower and upper bounds of the similarity of pair (i, j) from its product
+    (``ca``, ``nb`` as in :func:`_codes`; clipped to [0, 1] like the similarity)."""
+    x = (np.float64(approx[i, j]) * _SCALE + 1.0) * 0.5
+    d = ca[i] * nb[j] + _SLACK
+    lo = np.float64(np.float32(x - d))
+    hi = np.float64(np.float32(x + d))
+    if lo > 1.0:
+        lo = 1.0
+    if hi < 0.0:
+        hi = 0.0
+    return lo, hi
 
 
 @njit(inline="always", cache=True)
@@ -148,19 +153,6 @@ def _count_below(edges, x):
     while lo < hi:
         mid = (lo + hi) >> 1
         if edges[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@njit(inline="always", cache=True)
-def _count_at_or_below(edges, x):
-    """``searchsorted(edges, x, 'right')``."""
-    lo, hi = 0, edges.shape[0]
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if edges[mid] <= x:
             lo = mid + 1
         else:
             hi = mid
@@ -219,71 +211,85 @@ def _n_at_or_below(edges, grid, x):
 
 
 @njit(cache=True)
-def _top_bins(approx, qa, qb, ca, nb, gi0, gj0, all_vs_all, bin_lo, bin_hi, e_max, hist, state):
-    """hist[j % 4, raw top 16 bits] += 1 for every comparison (four copies: consecutive increments of
-    one counter would wait on each other); state: [lowest, highest similarity, lowest and highest
-    product seen (dot units)]. ``bin_lo[m]``, ``bin_hi[m]``: float64 values in that interval round into
-    raw bin ``m`` for sure."""
-    fmin, fmax = np.float32(state[0]), np.float32(state[1])
-    amin, amax = state[2], state[3]
-    new_min, new_max = amin + 2 * e_max, amax - 2 * e_max
+def _codes(approx, ca, nb, codes):
+    """codes[i, j]: the raw top-16 bits (key bin) of the exact similarity when both ends of its
+    interval fall in one bin, else -1 (NaN products give a NaN bit pattern). A loop without
+    branches: vector instructions. ``ca`` is in units of the similarity (``c |qa| 2**-49``)."""
     for i in range(approx.shape[0]):
-        cai = ca[i] * (0.5 * _SCALE)
-        for j in range(_first_col(all_vs_all, gi0 + i, gj0), approx.shape[1]):
-            a = np.float64(approx[i, j])
-            if a != a:
-                continue
-            if a >= new_max or a <= new_min:  # may be a new extreme: exact
-                s = _exact(qa, i, qb, j)
-                hist[j & 3, _bits(s) >> 16] += 1
-                fmin, fmax = min(fmin, s), max(fmax, s)
-                amin, amax = min(amin, a), max(amax, a)
-                new_min, new_max = amin + 2 * e_max, amax - 2 * e_max
-                continue
-            x = (a * _SCALE + 1.0) * 0.5
+        cai = ca[i]
+        for j in range(approx.shape[1]):
+            x = (np.float64(approx[i, j]) * _SCALE + 1.0) * 0.5
             d = cai * nb[j] + _SLACK
-            m = _bits(np.float32(x)) >> 16
-            if x - d < bin_lo[m] or x + d > bin_hi[m]:
-                m = _bits(_exact(qa, i, qb, j)) >> 16
-            hist[j & 3, m] += 1
-    state[0], state[1], state[2], state[3] = fmin, fmax, amin, amax
+            lo = _bits(np.float32(x - d)) >> 16
+            hi = _bits(np.float32(x + d)) >> 16
+            codes[i, j] = lo if lo == hi else -1
+
+
+# Each pass below reads the codes through a table over the 65,536 codes (index ``code & 0xFFFF``, so
+# -1 reads entry 0xFFFF): what the pass does with every similarity of a bin, or SLOW (take the exact
+# similarity; also for a NaN product, which is skipped, and every code that is no bin of [0, 1]).
+SLOW = 255
 
 
 @njit(cache=True)
-def _keep_bins(approx, qa, qb, ca, nb, gi0, gj0, all_vs_all, below, wanted, out):
+def _top_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, hist, state):
+    """hist[j % 4, raw top 16 bits] += 1 for every comparison (four copies: consecutive increments of
+    one counter would wait on each other); state: [lowest, highest similarity]. A comparison whose
+    bin lies strictly between the bins of the lowest and highest similarity so far is counted from
+    its code; the others (possible new extremes, uncertain codes) take the exact similarity."""
+    fmin, fmax = np.float32(state[0]), np.float32(state[1])
+    lo_bin = _bits(fmin) >> 16 if fmin <= fmax else 1 << 20
+    hi_bin = _bits(fmax) >> 16 if fmin <= fmax else -1
+    for i in range(approx.shape[0]):
+        for j in range(_first_col(all_vs_all, gi0 + i, gj0), approx.shape[1]):
+            c = codes[i, j]
+            if c > lo_bin and c < hi_bin:
+                hist[j & 3, c] += 1
+                continue
+            if approx[i, j] != approx[i, j]:
+                continue
+            s = _exact(qa, i, qb, j)
+            b = _bits(s) >> 16
+            hist[j & 3, b] += 1
+            if s < fmin:
+                fmin, lo_bin = s, b
+            if s > fmax:
+                fmax, hi_bin = s, b
+    state[0], state[1] = fmin, fmax
+
+
+@njit(cache=True)
+def _keep_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, table, wanted, out):
     """Similarities whose raw top 16 bits are ``wanted``, appended to ``out``; returns how many.
-    ``below``: a product under it is certainly in no wanted bin."""
+    table[code]: 0 not wanted, 1 wanted, SLOW."""
     n = 0
     for i in range(approx.shape[0]):
         for j in range(_first_col(all_vs_all, gi0 + i, gj0), approx.shape[1]):
-            a = np.float64(approx[i, j])
-            if a < below or a != a:
+            t = table[codes[i, j] & 0xFFFF]
+            if t == 0:
                 continue
-            lo, hi = _bounds(a, ca[i] * nb[j])
-            b_lo = _bits(lo) >> 16
-            if b_lo == (_bits(hi) >> 16) and not wanted[b_lo]:
-                continue
-            s = _exact(qa, i, qb, j)
-            if wanted[_bits(s) >> 16]:
-                out[n] = s
-                n += 1
+            if t == SLOW:
+                if approx[i, j] != approx[i, j]:
+                    continue
+                s = _exact(qa, i, qb, j)
+                if not wanted[_bits(s) >> 16]:
+                    continue
+            else:
+                s = _exact(qa, i, qb, j)
+            out[n] = s
+            n += 1
     return n
 
 
 @njit(cache=True)
-def _digits(approx, qa, qb, ca, nb, gi0, gj0, all_vs_all, below, top16, slots, known, d, counts):
+def _digits(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, table, top16, slots, known, d, counts):
     """Counts of the next ``d`` key bits after the ``known``-bit key prefixes ``slots`` (sorted);
-    ``top16[k]``: some slot starts with the 16 key bits ``k``; ``below`` as in :func:`_keep_bins`."""
+    ``top16[k]``: some slot starts with the 16 key bits ``k``; table[code]: 0 in no slot, SLOW."""
     shift = 32 - known - d
     dmask = (1 << d) - 1
     for i in range(approx.shape[0]):
         for j in range(_first_col(all_vs_all, gi0 + i, gj0), approx.shape[1]):
-            a = np.float64(approx[i, j])
-            if a < below or a != a:
-                continue
-            lo, hi = _bounds(a, ca[i] * nb[j])
-            t_lo = _key(lo) >> 16
-            if t_lo == (_key(hi) >> 16) and not top16[t_lo]:
+            if table[codes[i, j] & 0xFFFF] == 0 or approx[i, j] != approx[i, j]:
                 continue
             key = _key(_exact(qa, i, qb, j))
             if not top16[key >> 16]:
@@ -295,21 +301,18 @@ def _digits(approx, qa, qb, ca, nb, gi0, gj0, all_vs_all, below, top16, slots, k
 
 
 @njit(cache=True)
-def _bracket(approx, qa, qb, ca, nb, gi0, gj0, all_vs_all, below, lo_t, hi_t, out, state):
+def _bracket(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, table, floor, lo_t, hi_t, out, state):
     """Similarities in ``[lo_t, hi_t)`` appended to ``out`` (float64; returns how many); state[0]: the
-    lowest similarity ``>= hi_t``; ``below`` as in :func:`_keep_bins`."""
+    lowest similarity ``>= hi_t``. table[code]: 0 below ``lo_t``, 1 at or above ``hi_t``, SLOW;
+    floor[code]: the bin's lowest value."""
     n = 0
     best = state[0]
     for i in range(approx.shape[0]):
         for j in range(_first_col(all_vs_all, gi0 + i, gj0), approx.shape[1]):
-            a = np.float64(approx[i, j])
-            if a < below or a != a:
+            c = codes[i, j] & 0xFFFF
+            t = table[c]
+            if t == 0 or (t == 1 and floor[c] > best) or approx[i, j] != approx[i, j]:
                 continue
-            lo, hi = _bounds(a, ca[i] * nb[j])
-            if np.float64(hi) < lo_t:
-                continue  # below the bracket
-            if np.float64(lo) >= hi_t and np.float64(lo) > best:
-                continue  # above the bracket, and above a similarity already found there
             sf = np.float64(_exact(qa, i, qb, j))
             if sf >= lo_t and sf < hi_t:
                 out[n] = sf
@@ -321,60 +324,55 @@ def _bracket(approx, qa, qb, ca, nb, gi0, gj0, all_vs_all, below, lo_t, hi_t, ou
 
 
 @njit(cache=True)
-def _subject_edges(approx, qa, qb, ca, nb, gi0, gj0, all_vs_all, below, row_slot, edges, grid, counts):
+def _subject_edges(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, row_slot, table, edges, grid, counts):
     """counts[row_slot[i], k] += comparisons of row i with ``k`` edges strictly below the similarity;
-    ``below``: a product under it has none; ``grid``: :func:`_edge_grid`."""
-    e0 = edges[0]
+    table[code]: that ``k`` when the whole bin has it, else -1 (and for codes of no bin): then the
+    bounds of the similarity decide, or its exact value."""
     for i in range(approx.shape[0]):
         row = row_slot[i]
         n_below = 0
         for j in range(_first_col(all_vs_all, gi0 + i, gj0), approx.shape[1]):
-            a = np.float64(approx[i, j])
-            if a < below:
+            k = table[codes[i, j] & 0xFFFF]
+            if k == 0:
                 n_below += 1
                 continue
-            if a != a:
-                continue
-            lo, hi = _bounds(a, ca[i] * nb[j])
-            lo64, hi64 = np.float64(lo), np.float64(hi)
-            if hi64 <= e0:
-                n_below += 1
-                continue
-            k = _n_below(edges, grid, lo64)
-            if k < edges.shape[0] and edges[k] < hi64:
-                k = _n_below(edges, grid, np.float64(_exact(qa, i, qb, j)))
+            if k < 0:
+                if approx[i, j] != approx[i, j]:
+                    continue
+                lo, hi = _bounds(approx, ca, nb, i, j)
+                k = _n_below(edges, grid, lo)
+                if k < edges.shape[0] and edges[k] < hi:
+                    k = _n_below(edges, grid, np.float64(_exact(qa, i, qb, j)))
             counts[row, k] += 1
         counts[row, 0] += n_below
 
 
 @njit(cache=True)
-def _histogram(approx, qa, qb, ca, nb, gi0, gj0, all_vs_all, edges, grid, counts):
+def _histogram(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, table, edges, grid, counts):
     """``np.histogram(similarities, edges)`` added to counts[j % 4] (see :func:`_top_bins`);
-    ``grid``: :func:`_edge_grid`."""
+    table[code]: the histogram bin of the whole key bin, -2 outside the edges, -1 mixed (or no bin):
+    then the bounds of the similarity decide, or its exact value."""
     nbins = edges.shape[0] - 1
     e_first, e_last = edges[0], edges[nbins]
     for i in range(approx.shape[0]):
         for j in range(_first_col(all_vs_all, gi0 + i, gj0), approx.shape[1]):
-            a = np.float64(approx[i, j])
-            if a != a:
+            k = table[codes[i, j] & 0xFFFF]
+            if k == -2:
                 continue
-            lo, hi = _bounds(a, ca[i] * nb[j])
-            lo64, hi64 = np.float64(lo), np.float64(hi)
-            if hi64 < e_first or lo64 > e_last:
-                continue
-            k = _n_at_or_below(edges, grid, lo64)
-            if lo64 < e_first or hi64 > e_last or (k <= nbins and edges[k] <= hi64):
-                sf = np.float64(_exact(qa, i, qb, j))
-                if sf < e_first or sf > e_last:
+            if k == -1:
+                if approx[i, j] != approx[i, j]:
                     continue
-                k = _n_at_or_below(edges, grid, sf)
-            k -= 1
-            if k >= nbins:
-                k = nbins - 1
+                lo, hi = _bounds(approx, ca, nb, i, j)
+                if hi < e_first or lo > e_last:
+                    continue
+                k = _n_at_or_below(edges, grid, lo)
+                if lo < e_first or hi > e_last or (k <= nbins and edges[k] <= hi):
+                    sf = np.float64(_exact(qa, i, qb, j))
+                    if sf < e_first or sf > e_last:
+                        continue
+                    k = _n_at_or_below(edges, grid, sf)
+                k = min(k - 1, nbins - 1)
             counts[j & 3, k] += 1
-
-
-# --- per pass: set up, run over the strips, pack like the numpy pass ------------------------------
 
 
 class _Strips:
@@ -391,7 +389,8 @@ class _Strips:
         self.qa = self.a32 if small else qa
         self.qb = np.ascontiguousarray(self.b32t.T) if small else qb
         c = error_bound_factor(self.qa.shape[1])
-        self.ca = np.sqrt(np.einsum("ij,ij->i", qa, qa)) * c * (1 + 1e-9)
+        # the bound on a product's error, c |qa| |qb|, in units of the similarity (times 2**-49)
+        self.ca = np.sqrt(np.einsum("ij,ij->i", qa, qa)) * (c * (1 + 1e-9) * 0.5 * _SCALE)
         self.nb = np.sqrt(np.einsum("ij,ij->i", qb, qb)) * (1 + 1e-9)
         self.r0, self.c0, self.all_vs_all = r0, c0, all_vs_all
         self.rsub, self.csub = rsub, csub = np.asarray(rsub, np.int64), np.asarray(csub, np.int64)
@@ -419,11 +418,6 @@ class _Strips:
             self.row_failed[good] = failed(good, self.bad_cols)
             self.row_failed[self.bad_rows] = failed(self.bad_rows, np.arange(nc))
         self.n_failed = int(self.row_failed.sum())
-        self.e_max = float(self.ca.max(initial=0.0) * self.nb.max(initial=0.0))
-        owned = np.maximum(0, c0 + nc - np.maximum(c0, r0 + np.arange(nr) + 1)) if all_vs_all else np.full(nr, nc)
-        self.row_impostors = owned - np.bincount(
-            self.g_rows[self.g_cols + c0 > self.g_rows + r0] if all_vs_all else self.g_rows, minlength=nr
-        )
 
     def __iter__(self):
         """``(s0, s1, args)`` for each tile of rows ``s0:s1``: the kernels' common arguments (the
@@ -441,8 +435,9 @@ class _Strips:
                     continue  # no pair i < j in this tile
                 shape = (s1 - s0, t1 - t0)
                 if shape not in buffers:
-                    buffers[shape] = np.empty(shape, np.float32)
-                approx = np.matmul(self.a32[s0:s1], self.b32t[:, t0:t1], out=buffers[shape])
+                    buffers[shape] = np.empty(shape, np.float32), np.empty(shape, np.int32)
+                approx, codes = buffers[shape]
+                np.matmul(self.a32[s0:s1], self.b32t[:, t0:t1], out=approx)
                 here = (g_cols >= t0) & (g_cols < t1)
                 approx[g_rows[here], g_cols[here] - t0] = np.nan
                 cols = self.bad_cols[(self.bad_cols >= t0) & (self.bad_cols < t1)] - t0
@@ -450,12 +445,15 @@ class _Strips:
                     approx[:, cols] = np.nan
                 if rows.size:
                     approx[rows] = np.nan
+                ca, nb = self.ca[s0:s1], self.nb[t0:t1]
+                _codes(approx, ca, nb, codes)
                 args = (
                     approx,
+                    codes,
                     self.qa[s0:s1],
                     self.qb[t0:t1],
-                    self.ca[s0:s1],
-                    self.nb[t0:t1],
+                    ca,
+                    nb,
                     self.r0 + s0,
                     self.c0 + t0,
                     self.all_vs_all,
@@ -469,30 +467,17 @@ _UNIT_BINS = (int(np.array(1.0, np.float32).view(np.uint32)) >> 16) + 1
 """Raw top-16 bins of the similarities 0 ... 1 (non-negative float32: raw bits in value order)."""
 
 
-def _bin_floor() -> np.ndarray:
-    """float64 of the lowest float32 of each raw bin ``m < _UNIT_BINS`` (``+inf`` for the others)."""
-    out = np.full(1 << 16, np.inf)
-    m = np.arange(_UNIT_BINS, dtype=np.uint32)
-    out[:_UNIT_BINS] = (m << np.uint32(16)).view(np.float32)
-    return out
+def _bin_ends() -> tuple[np.ndarray, np.ndarray]:
+    """float64 of the lowest and the highest float32 of each raw bin of [0, 1] (``_UNIT_BINS`` bins)."""
+    m = np.arange(_UNIT_BINS, dtype=np.uint32) << np.uint32(16)
+    return m.view(np.float32).astype(np.float64), (m | np.uint32(0xFFFF)).view(np.float32).astype(np.float64)
 
 
-def _certain_bins() -> tuple[np.ndarray, np.ndarray]:
-    """For each raw bin ``m``: float64 values ``x`` in ``[lo[m], hi[m]]`` round (and clip) to a float32
-    of bin ``m`` (the float32 just above its lowest value, and just below the next bin's)."""
-    lo = np.full(1 << 16, np.inf)
-    hi = np.full(1 << 16, -np.inf)
-    m = np.arange(_UNIT_BINS, dtype=np.uint32)
-    lo[:_UNIT_BINS] = ((m << np.uint32(16)) + np.uint32(1)).view(np.float32)
-    hi[:_UNIT_BINS] = ((m << np.uint32(16)) + np.uint32(0xFFFF)).view(np.float32)
-    return lo, hi
-
-
-def _below(strips: "_Strips", t: float) -> float:
-    """A product under which the similarity is certainly below ``t`` (a float32 value in [0, 1])."""
-    if not t > 0:
-        return -np.inf
-    return (2.0 * t - 1.0) / _SCALE - strips.e_max - 2.0**20
+def _table(unit_part: np.ndarray, other, dtype) -> np.ndarray:
+    """A table over the 65,536 codes: ``unit_part`` for the bins of [0, 1], ``other`` elsewhere."""
+    t = np.full(1 << 16, other, dtype)
+    t[:_UNIT_BINS] = unit_part
+    return t
 
 
 class _Runner:
@@ -512,11 +497,10 @@ class _TopBins(_Runner):
     def __init__(self, red: TopBinPass, strips: _Strips) -> None:
         super().__init__(red, strips)
         self.hists = np.zeros((4, 1 << 16), np.int64)
-        self.state = np.array([math.inf, -math.inf, math.inf, -math.inf])
-        self.bin_lo, self.bin_hi = _certain_bins()
+        self.state = np.array([math.inf, -math.inf])
 
     def tile(self, s0, s1, args):
-        _top_bins(*args, self.bin_lo, self.bin_hi, self.strips.e_max, self.hists, self.state)
+        _top_bins(*args, self.hists, self.state)
 
     def result(self):
         hist = self.hists.sum(axis=0)
@@ -529,20 +513,16 @@ class _KeepBins(_Runner):
     def __init__(self, red: KeepBinsPass, strips: _Strips) -> None:
         super().__init__(red, strips)
         self.wanted = wanted = np.ascontiguousarray(red.wanted, dtype=np.bool_)
+        self.table = _table(wanted[:_UNIT_BINS], SLOW, np.uint8)
         self.parts = []
         if strips.n_failed and wanted[_INF_RAW_BIN]:
             self.parts.append(np.full(strips.n_failed, -np.inf, np.float32))
-        unit = np.flatnonzero(wanted[:_UNIT_BINS])
-        self.active = bool(unit.size or wanted[_UNIT_BINS:].any())
-        only_unit = unit.size and not wanted[_UNIT_BINS:].any()
-        self.below = _below(strips, _bin_floor()[unit[0]]) if only_unit else -np.inf
         self.out = np.empty(TILE_ROWS * TILE_COLS, np.float32)
 
     def tile(self, s0, s1, args):
-        if self.active:
-            n = _keep_bins(*args, self.below, self.wanted, self.out)
-            if n:
-                self.parts.append(self.out[:n].copy())
+        n = _keep_bins(*args, self.table, self.wanted, self.out)
+        if n:
+            self.parts.append(self.out[:n].copy())
 
     def result(self):
         return [np.concatenate(self.parts)] if self.parts else []
@@ -554,15 +534,14 @@ class _Digits(_Runner):
         self.slots = slots = np.ascontiguousarray(red.slots, dtype=np.int64)
         self.top16 = np.zeros(1 << 16, np.bool_)
         self.top16[slots >> (red.known - 16)] = True
+        # a non-negative similarity's key is its bits with the top bit set
+        in_slot = self.top16[np.arange(_UNIT_BINS) | 0x8000]
+        self.table = _table(np.where(in_slot, SLOW, 0), SLOW, np.uint8)
         self.counts = np.zeros(slots.size << red.d, np.int64)
-        lowest_key = int(slots[0]) << (32 - red.known) if slots.size else 0
-        self.below = -np.inf
-        if lowest_key >= 0x80000000:  # every slot holds non-negative similarities
-            self.below = _below(strips, float(keys_to_float(np.array([lowest_key], np.uint32), np.float32)[0]))
 
     def tile(self, s0, s1, args):
         red = self.red
-        _digits(*args, self.below, self.top16, self.slots, red.known, red.d, self.counts)
+        _digits(*args, self.table, self.top16, self.slots, red.known, red.d, self.counts)
 
     def result(self):
         red, slots, counts = self.red, self.slots, self.counts
@@ -580,15 +559,17 @@ class _Bracket(_Runner):
     def __init__(self, red: BracketPass, strips: _Strips) -> None:
         super().__init__(red, strips)
         self.lo_t, self.hi_t = float(red.lo), float(red.hi)
+        floor, ceil = _bin_ends()
+        self.table = _table(np.where(ceil < self.lo_t, 0, np.where(floor >= self.hi_t, 1, SLOW)), SLOW, np.uint8)
+        self.floor = _table(floor, np.inf, np.float64)
         self.state = np.array([math.inf])
         self.values = []
         if strips.n_failed and self.lo_t <= -math.inf < self.hi_t:
             self.values.append(np.full(strips.n_failed, -np.inf))
-        self.below = _below(strips, min(self.lo_t, 1.0))
         self.out = np.empty(TILE_ROWS * TILE_COLS, np.float64)
 
     def tile(self, s0, s1, args):
-        n = _bracket(*args, self.below, self.lo_t, self.hi_t, self.out, self.state)
+        n = _bracket(*args, self.table, self.floor, self.lo_t, self.hi_t, self.out, self.state)
         if n:
             self.values.append(self.out[:n].copy())
 
@@ -608,23 +589,22 @@ class _SubjectEdges(_Runner):
         super().__init__(red, strips)
         sid = np.searchsorted(red.subjects, strips.rsub)
         self.local, self.row_slot = np.unique(sid, return_inverse=True)
-        self.edges = np.ascontiguousarray(red.edges, dtype=np.float64)
+        edges = np.ascontiguousarray(red.edges, dtype=np.float64)
+        self.edges = edges if edges.size else np.array([np.inf])  # no edge: every count in column 0
+        self.grid = _edge_grid(red, self.edges)
+        floor, ceil = _bin_ends()
+        k_lo, k_hi = np.searchsorted(edges, floor, side="left"), np.searchsorted(edges, ceil, side="left")
+        self.table = _table(np.where(k_lo == k_hi, k_lo, -1), -1, np.int64)
         self.counts = np.zeros((self.local.size, red.width), np.int64)
-        if self.edges.size:
-            self.grid = _edge_grid(red, self.edges)
-            self.below = _below(strips, min(float(self.edges[0]), 1.0))
 
     def tile(self, s0, s1, args):
-        if self.edges.size:
-            slots = np.ascontiguousarray(self.row_slot[s0:s1], np.int64)
-            _subject_edges(*args, self.below, slots, self.edges, self.grid, self.counts)
+        slots = np.ascontiguousarray(self.row_slot[s0:s1], np.int64)
+        _subject_edges(*args, slots, self.table, self.edges, self.grid, self.counts)
 
     def result(self):
         strips, counts, row_slot = self.strips, self.counts, self.row_slot
-        if not self.edges.size:  # no edge: every comparison counts in column 0
-            np.add.at(counts[:, 0], row_slot, strips.row_impostors - strips.row_failed)
         if strips.n_failed:
-            column = int(np.searchsorted(self.edges, -math.inf, side="left"))
+            column = int(np.searchsorted(self.red.edges, -math.inf, side="left"))
             np.add.at(counts[:, column], row_slot, strips.row_failed)
         r, k = np.nonzero(counts)
         return self.local[r].astype(np.int64) * self.red.width + k, counts[r, k]
@@ -633,12 +613,19 @@ class _SubjectEdges(_Runner):
 class _Histogram(_Runner):
     def __init__(self, red: HistogramPass, strips: _Strips) -> None:
         super().__init__(red, strips)
-        self.edges = np.ascontiguousarray(red.edges, dtype=np.float64)
-        self.counts = np.zeros((4, self.edges.size - 1), np.int64)
-        self.grid = _edge_grid(red, self.edges)
+        self.edges = edges = np.ascontiguousarray(red.edges, dtype=np.float64)
+        nbins = edges.size - 1
+        self.grid = _edge_grid(red, edges)
+        floor, ceil = _bin_ends()
+        k_lo = np.minimum(np.searchsorted(edges, floor, side="right") - 1, nbins - 1)
+        k_hi = np.minimum(np.searchsorted(edges, ceil, side="right") - 1, nbins - 1)
+        inside = (floor >= edges[0]) & (ceil <= edges[-1])
+        outside = (ceil < edges[0]) | (floor > edges[-1])
+        self.table = _table(np.where(outside, -2, np.where(inside & (k_lo == k_hi), k_lo, -1)), -1, np.int64)
+        self.counts = np.zeros((4, nbins), np.int64)
 
     def tile(self, s0, s1, args):
-        _histogram(*args, self.edges, self.grid, self.counts)
+        _histogram(*args, self.table, self.edges, self.grid, self.counts)
 
     def result(self):
         return [self.counts.sum(axis=0), self.strips.n_failed]
