@@ -12,7 +12,7 @@ Usage::
 For each run: the time of each pass over every comparison (the key histogram, the kept bins or
 radix digits, the EER bracket, the subject bootstrap's counts, the plot histogram), comparisons
 per second per pass, and the peak resident memory of this process and its Dask workers together
-(sampled every 0.2 s). The single-thread float32 and float64 matrix-multiply peaks are measured in
+(sampled every 0.2 s); with ``--repeats``, medians. The single-thread float32 and float64 matrix-multiply peaks are measured in
 the same run (median of 5 products of 2048 x 2048 matrices); the machine peak is that times the
 number of workers. A comparison costs ``2 d`` floating-point operations of matrix product
 (``d`` = template dimension), so the product alone would run at ``peak / (2 d)`` comparisons per second.
@@ -179,6 +179,28 @@ def score_run(
     }
 
 
+def median_run(reps: list[dict]) -> dict:
+    """One run's record from repeats of it: each pass's seconds and CPU seconds, the wall time and the
+    peak memory are medians (every repeat's values kept alongside); the numbers scored are the same."""
+    r = dict(reps[0])
+    r["repeats"] = len(reps)
+    for key in ("wall_seconds", "peak_rss_bytes"):
+        r[key] = float(np.median([x[key] for x in reps]))
+        r[f"{key}_each"] = [x[key] for x in reps]
+    passes = []
+    for k, t in enumerate(reps[0]["passes"]):
+        t = dict(t)
+        for key in ("seconds", "cpu_seconds"):
+            t[f"{key}_each"] = [x["passes"][k][key] for x in reps]
+            t[key] = float(np.median(t[f"{key}_each"]))
+        t["comparisons_per_second"] = t["comparisons"] / t["seconds"]
+        t["comparisons_per_cpu_second"] = t["comparisons"] / t["cpu_seconds"]
+        passes.append(t)
+    r["passes"] = passes
+    r["pass_seconds"] = sum(t["seconds"] for t in passes)
+    return r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store", type=Path, action="append", default=[], help="an existing template store")
@@ -190,6 +212,7 @@ def main() -> None:
     ap.add_argument("--plots", action="store_true")
     ap.add_argument("--progress", action="store_true", help="a progress bar per pass")
     ap.add_argument("--out", type=Path, default=Path("/tmp/frvt-scale-bench"))
+    ap.add_argument("--repeats", type=int, default=1, help="score each store this many times: medians per pass")
     ap.add_argument("--json", type=Path, required=True)
     args = ap.parse_args()
 
@@ -209,7 +232,11 @@ def main() -> None:
             print(f"synthetic store of {n:,} templates in {time.perf_counter() - t0:.1f} s")
         else:
             store = what
-        r = score_run(store, args.out / store.stem, args.workers, args.block, args.bootstrap, args.plots, args.progress)
+        reps = [
+            score_run(store, args.out / store.stem, args.workers, args.block, args.bootstrap, args.plots, args.progress)
+            for _ in range(max(1, args.repeats))
+        ]
+        r = median_run(reps)
         r["kind"] = kind
         dim = 128
         peak_cmp = {
