@@ -222,6 +222,21 @@ def main() -> None:
         f"float64 {d_peak:.1f} GFLOP/s ({d_peak_cpu:.1f})"
     )
     runs = []
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+    from frvt.perf.machine import machine_info
+
+    doc = {
+        "schema": "frvt.scale-bench/1",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "git_revision": rev,
+        "gemm_single_thread_gflops": {"float32": s_peak, "float64": d_peak},
+        "gemm_single_thread_gflops_per_cpu_second": {"float32": s_peak_cpu, "float64": d_peak_cpu},
+        "workers": args.workers,
+        "machine": machine_info(),
+        "runs": runs,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
     jobs = [("store", p) for p in args.store] + [("synthetic", c) for c in args.synthetic]
     for kind, what in jobs:
         if kind == "synthetic":
@@ -257,6 +272,7 @@ def main() -> None:
         r["whole_comparisons_per_cpu_second"] = r["n_comparisons"] / r["pass_cpu_seconds"]
         r["whole_fraction_of_float32_peak_cpu"] = r["whole_comparisons_per_cpu_second"] / core_cpu
         runs.append(r)
+        args.json.write_text(json.dumps(doc, indent=1) + "\n")  # after each run: a long series keeps what it did
         per = ", ".join(
             f"{t['pass']} {t['comparisons_per_second']:.3g}/s ({t['comparisons_per_cpu_second']:.3g}/CPU s)"
             for t in r["passes"]
@@ -267,22 +283,6 @@ def main() -> None:
             f"{r['whole_fraction_of_float32_peak_cpu']:.1%} of one core's float32 product; "
             f"peak memory {r['peak_rss_bytes'] / 2**20:.0f} MiB"
         )
-    rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
-    from frvt.perf.machine import machine_info
-
-    doc = {
-        "schema": "frvt.scale-bench/1",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "git_revision": rev,
-        "gemm_single_thread_gflops": {"float32": s_peak, "float64": d_peak},
-        "gemm_single_thread_gflops_per_cpu_second": {"float32": s_peak_cpu, "float64": d_peak_cpu},
-        "workers": args.workers,
-        "machine": machine_info(),
-        "runs": runs,
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(doc, indent=1) + "\n")
 
 
 if __name__ == "__main__":

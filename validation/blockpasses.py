@@ -37,7 +37,6 @@ from validation.streaming import (
     KeepBinsPass,
     MultiPass,
     TopBinPass,
-    _Counts,
     float_keys,
 )
 
@@ -282,22 +281,30 @@ def _keep_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, table, wante
 
 
 @njit(cache=True)
-def _digits(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, table, top16, slots, known, d, counts):
-    """Counts of the next ``d`` key bits after the ``known``-bit key prefixes ``slots`` (sorted);
-    ``top16[k]``: some slot starts with the 16 key bits ``k``; table[code]: 0 in no slot, SLOW."""
+def _digits(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, table, first, slots, known, d, out):
+    """The counter ``(slot << d) | digit`` of every comparison whose key starts with one of the
+    ``known``-bit prefixes ``slots`` (sorted), ``digit`` its next ``d`` bits, appended to ``out``
+    (returns how many: sorting them later beats incrementing counters scattered over megabytes).
+    ``first[k]``: the first slot whose 16 top key bits are ``k``, -1 for none; table[code]: 0 in no
+    slot, SLOW."""
     shift = 32 - known - d
     dmask = (1 << d) - 1
+    n = 0
     for i in range(approx.shape[0]):
         for j in range(_first_col(all_vs_all, gi0 + i, gj0), approx.shape[1]):
             if table[codes[i, j] & 0xFFFF] == 0 or approx[i, j] != approx[i, j]:
                 continue
             key = _key(_exact(qa, i, qb, j))
-            if not top16[key >> 16]:
+            pos = first[key >> 16]
+            if pos < 0:
                 continue
             p = key >> (32 - known)
-            pos = _count_below(slots, p)
+            while pos < slots.shape[0] and slots[pos] < p:  # the slots of one 16-bit prefix
+                pos += 1
             if pos < slots.shape[0] and slots[pos] == p:
-                counts[(pos << d) | ((key >> shift) & dmask)] += 1
+                out[n] = (pos << d) | ((key >> shift) & dmask)
+                n += 1
+    return n
 
 
 @njit(cache=True)
@@ -532,27 +539,32 @@ class _Digits(_Runner):
     def __init__(self, red: DigitPass, strips: _Strips) -> None:
         super().__init__(red, strips)
         self.slots = slots = np.ascontiguousarray(red.slots, dtype=np.int64)
-        self.top16 = np.zeros(1 << 16, np.bool_)
-        self.top16[slots >> (red.known - 16)] = True
+        top = slots >> (red.known - 16)
+        self.first = np.full(1 << 16, -1, np.int64)
+        self.first[top[::-1]] = np.arange(slots.size)[::-1]  # the first slot of each 16-bit prefix
         # a non-negative similarity's key is its bits with the top bit set
-        in_slot = self.top16[np.arange(_UNIT_BINS) | 0x8000]
+        in_slot = self.first[np.arange(_UNIT_BINS) | 0x8000] >= 0
         self.table = _table(np.where(in_slot, SLOW, 0), SLOW, np.uint8)
-        self.counts = np.zeros(slots.size << red.d, np.int64)
+        self.parts = []
+        self.out = np.empty(TILE_ROWS * TILE_COLS, np.int64)
 
     def tile(self, s0, s1, args):
         red = self.red
-        _digits(*args, self.table, self.top16, self.slots, red.known, red.d, self.counts)
+        n = _digits(*args, self.table, self.first, self.slots, red.known, red.d, self.out)
+        if n:
+            self.parts.append(self.out[:n].copy())
 
     def result(self):
-        red, slots, counts = self.red, self.slots, self.counts
+        red, slots = self.red, self.slots
         p = _INF_KEY >> (32 - red.known)
         pos = int(np.searchsorted(slots, p))
         if self.strips.n_failed and pos < slots.size and slots[pos] == p:
             digit = (_INF_KEY >> (32 - red.known - red.d)) & ((1 << red.d) - 1)
-            counts[(pos << red.d) | digit] += self.strips.n_failed
-        acc = _Counts(counts.size, red.chunk_size)
-        acc.counts = counts
-        return acc.pack()
+            self.parts.append(np.full(self.strips.n_failed, (pos << red.d) | digit, np.int64))
+        if not self.parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        # (counter, count) pairs, as DigitPass packs them
+        return np.unique(np.concatenate(self.parts), return_counts=True)
 
 
 class _Bracket(_Runner):
