@@ -732,7 +732,8 @@ def hdf5_pairs(path: str | os.PathLike, higher_is_better: bool = True, chunk_siz
                 None,
                 ", ".join(missing),
                 "demographics need the templates of each comparison: datasets missing "
-                "(scripts/lfw_all_pairs.py writes them)",
+                "(score a template store with --all-vs-all instead, or write them with "
+                "validation.allvsall.materialise(..., with_templates=True))",
             )
         ids = [x.decode() if isinstance(x, bytes) else str(x) for x in f["templates"][:]]
         idents = None
