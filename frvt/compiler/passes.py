@@ -98,10 +98,11 @@ def import_onnx(onnx_path: str | Path, input_shape: tuple[int, ...] | None = Non
         shape = tuple(int(s) for s in input_shape)
     if any(s <= 0 for s in shape):
         raise CompileError(f"{onnx_path}: input {name!r} has a dynamic shape {shape}; give one")
-    from frvt.compiler.onnx_fold import fold_constant_dequantize
+    from frvt.compiler.onnx_fold import drop_inference_dropout, fold_constant_dequantize
 
     model = onnx.load(str(onnx_path))
     fold_constant_dequantize(model)  # weight-only (also blocked) quantisation -> float32 weights
+    drop_inference_dropout(model)  # identity at inference; its tuple output stops the NHWC layout pass
     try:
         return from_onnx(model, shape_dict={name: list(shape)}, keep_params_in_input=False)
     except Exception as exc:  # the frontend raises many types
