@@ -93,6 +93,11 @@ class FaceVerifier:
         self._flip = True
         self.target: dict | None = None
         self.last_stage_times: dict[str, float] = {}
+        #: Thread CPU milliseconds of each network call of the last ``create_face_template`` call,
+        #: by network (CPU time: on a shared machine the wall clock also counts waiting for a core).
+        self.last_model_times: dict[str, list[float]] = {}
+        self._model_dirs: dict[str, Path] = {}
+        self._embedder_timed = None
         #: What a detection must satisfy to be taken for a face (the C++ library reads the same
         #: limits from its native.cfg).
         self.geometry: FaceGeometry = FACE_GEOMETRY
@@ -121,7 +126,11 @@ class FaceVerifier:
             self._embedder = CompiledModel.load(embedder_dir)
             self._config = ModelConfig.load(embedder_dir / "model_config.json")
             height, width = self._detector_model.input_shape[2:4]
-            self._detector = RetinaFaceDetector(self._detector_model, input_size=(height, width))
+            self._detector = RetinaFaceDetector(
+                self._timed("detector", self._detector_model), input_size=(height, width)
+            )
+            self._embedder_timed = self._timed("embedder", self._embedder)
+            self._model_dirs = {"detector": detector_dir, "embedder": embedder_dir}
             sha = self._embedder.metadata.get("model_sha256", "")
             self._fingerprint = bytes.fromhex(sha[:8]) if len(sha) >= 8 else b"\0\0\0\0"
             self._flip = bool(settings.get("flip_average", True))
@@ -131,6 +140,22 @@ class FaceVerifier:
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
             return ReturnStatus(ReturnCode.ConfigError, f"cannot load config from {config_dir}: {exc}")
         return ReturnStatus(ReturnCode.Success)
+
+    def model_dirs(self) -> dict[str, Path]:
+        """The compiled-model directory of each network (``metadata.json``, ``model.onnx``), by
+        the names :attr:`last_model_times` uses; empty before ``initialize``."""
+        return dict(self._model_dirs)
+
+    def _timed(self, name: str, model):
+        """``model`` with each call's thread CPU milliseconds appended to ``last_model_times[name]``."""
+
+        def call(x: np.ndarray):
+            t = time.thread_time()
+            out = model(x)
+            self.last_model_times.setdefault(name, []).append((time.thread_time() - t) * 1e3)
+            return out
+
+        return call
 
     # -- templates ----------------------------------------------------------------------------
     def _failed(self, code: ReturnCode, info: str, n_images: int) -> TemplateResult:
@@ -188,7 +213,7 @@ class FaceVerifier:
         x = self._network_input(chip)
         total = np.zeros(self._config.embedding_size, np.float64)
         for item in [x] + ([x[:, ::-1]] if self._flip else []):
-            v = np.asarray(self._embedder(self._batch(item))[0], np.float64).ravel()
+            v = np.asarray(self._embedder_timed(self._batch(item))[0], np.float64).ravel()
             total += v / (np.linalg.norm(v) + 1e-12)
         return (total / (np.linalg.norm(total) + 1e-12)).astype(np.float32)
 
@@ -196,6 +221,7 @@ class FaceVerifier:
         """One template from all faces found in ``images``; never raises."""
         times = dict.fromkeys(STAGES, 0.0)
         self.last_stage_times = times
+        self.last_model_times = {}
         if self._embedder is None:
             return self._failed(ReturnCode.ConfigError, "initialize was not called or failed", len(images))
         if not images:
@@ -251,6 +277,7 @@ class FaceVerifier:
         failed = lambda code, info: MultiTemplateResult(  # noqa: E731
             ReturnStatus(code, info), [tpl.encode(None, self._fingerprint)], [EyePair()]
         )
+        self.last_model_times = {}
         if self._embedder is None:
             return failed(ReturnCode.ConfigError, "initialize was not called or failed")
         try:

@@ -147,6 +147,19 @@ def test_stage_times_add_up(face_verifier):
     assert all(v >= 0 for v in st.values()) and st["embed"] > 0 and st["detect"] > 0
 
 
+def test_network_calls_are_counted_inside_their_stages(face_verifier):
+    r = make(face_verifier, EDGE / "rot90_S013.jpg")  # found after turning: more than one detector call
+    assert r.status.ok
+    calls = face_verifier.last_model_times
+    assert len(calls["detector"]) >= 2 and len(calls["embedder"]) == 2  # the chip and its mirror
+    st = face_verifier.last_stage_times
+    assert sum(calls["detector"]) <= st["detect"] and sum(calls["embedder"]) <= st["embed"]
+    dirs = face_verifier.model_dirs()
+    assert set(dirs) == set(calls) and all((d / "metadata.json").is_file() for d in dirs.values())
+    make(face_verifier, EDGE / "all_black.png")  # the next call starts afresh
+    assert len(face_verifier.last_model_times["detector"]) == 4 and "embedder" not in face_verifier.last_model_times
+
+
 def test_single_view_config_embeds_once_and_says_so(face_verifier, templates, tmp_path):
     from implementation.config_dir import build_config_dir
 
