@@ -1,6 +1,7 @@
-"""Generated images on which the detector's landmarks cannot be a face, for the Python and C++ tests.
+"""Generated images that must not become a template of a wrong face, for the Python and C++ tests.
 
-- near-black images: a constant 3, noise of 0..6, and a mugshot at 1% of its brightness;
+- near-black images: a constant 3, noise of 0..6, and a mugshot at 1% of its brightness (the
+  detector finds nothing in them: they must be refused);
 - upside-down mugshots: RetinaFace finds the upright-looking face in them but puts its eyes in the
   wrong order or its landmarks in no face's shape;
 - an upside-down mugshot beside a smaller upright one: the bigger, implausible detection must be
