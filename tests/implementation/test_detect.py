@@ -330,3 +330,16 @@ def test_template_fit_is_one_minus_the_residual_of_the_aligners_transform():
     assert min(fits) < 0.25 < 0.9 < max(fits)  # the noise spans plausible and implausible fits
     assert template_fit(np.zeros((5, 2))) == 0.0  # all landmarks in one point: no transform
     assert template_fit(np.full((5, 2), 7.0)) < 1e-12  # the same, up to rounding of their mean
+
+
+def test_a_real_face_is_plausible_and_its_mirrored_landmarks_are_not(detector):
+    image = read_rgb(MEDS_IMAGE)
+    face = detector.detect(image)[0]
+    assert implausibility(face.box, face.landmarks) is None
+    width = image.shape[1]
+    box = np.array([width - face.box[2], face.box[1], width - face.box[0], face.box[3]], np.float32)
+    mirrored = np.column_stack([width - face.landmarks[:, 0], face.landmarks[:, 1]])
+    # the mirror image's points under the original labels: the subject's right eye now on the right
+    assert implausibility(box, mirrored) == "eyes swapped"
+    # relabelled as the detector labels the mirror image (image-left eye first): a face again
+    assert implausibility(box, mirrored[[1, 0, 2, 4, 3]]) is None
