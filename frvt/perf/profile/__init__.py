@@ -16,6 +16,10 @@ How it measures
 - Stages: when the implementation sets ``last_stage_times`` (``{stage: ms}``, e.g. detect, align,
   embed, encode) during each ``create_face_template`` call, they are collected per call, and
   ``other = call - sum(stages)`` so that the stages and ``other`` add up to the call exactly.
+- Networks: when the implementation sets ``last_model_times`` (``{network: [thread CPU ms of
+  each call]}``) and has ``model_dirs()`` (compiled-model directories with ``metadata.json`` and
+  ``model.onnx``), each call is split into its networks and the rest, and the estimate for NIST's
+  CPU is also made part by part (:mod:`frvt.perf.roofline`).
 - Operators: when the implementation has ``operator_profiles(image)`` returning
   ``{model name: [{name, time_us, percent}, ...]}`` (ours: TVM's Relax VM, timed per VM call
   instruction), the top operators by time and their share; called after all timing is done.
@@ -31,7 +35,7 @@ process), :mod:`~frvt.perf.profile.report` (JSON, text, comparison, histogram).
 
 from __future__ import annotations
 
-from frvt.perf.profile.estimate import TARGET_CPU, estimate_for_target
+from frvt.perf.profile.estimate import TARGET_CPU, estimate_for_target, estimate_parts_for_target
 from frvt.perf.profile.measure import (
     DEFAULT_IMAGES,
     IMAGE_SUFFIXES,
@@ -65,6 +69,7 @@ __all__ = [
     "_resolve_config_dir",
     "compare_profiles",
     "estimate_for_target",
+    "estimate_parts_for_target",
     "find_images",
     "format_comparison",
     "format_profile",

@@ -73,3 +73,56 @@ def estimate_for_target(
             "clock and IPC rather than FMA throughput",
         ],
     }
+
+
+def estimate_parts_for_target(
+    networks: dict[str, Any] | None,
+    costs: dict[str, dict[str, float]],
+    fma_gflops_here: float | None,
+    read_gbps_here: float | None,
+) -> dict[str, Any]:
+    """An ESTIMATE of create-template latency on NIST's CPU, part by part, each by its own bound.
+
+    Parameters
+    ----------
+    networks : dict or None
+        The ``networks`` breakdown of :func:`~frvt.perf.profile.measure.measure_implementation`
+        (mean ms per call in each network, mean network calls per call, mean call ms).
+    costs : dict
+        FLOPs and weight bytes of one call of each network (:func:`frvt.perf.roofline.network_costs`).
+    fma_gflops_here, read_gbps_here : float or None
+        This core's FMA peak and memory read bandwidth.
+
+    Returns
+    -------
+    dict
+        ``available`` and either ``reason`` or the result of :func:`frvt.perf.roofline.estimate_parts`
+        (parts: each network with its cost, and ``other`` = the mean call minus the networks).
+    """
+    from frvt.perf.roofline import E5_2630_V4, RooflineError, estimate_parts
+
+    if not networks:
+        return {"available": False, "reason": "the implementation reports no per-network times"}
+    missing = sorted(set(networks["mean_ms"]) - set(costs))
+    if missing:
+        return {"available": False, "reason": f"no FLOPs or weight bytes known for {', '.join(missing)}"}
+    if not (fma_gflops_here and read_gbps_here):
+        return {"available": False, "reason": "no FMA peak or memory bandwidth measured here"}
+    parts_ms = dict(networks["mean_ms"])
+    parts_ms["other"] = networks["mean_call_ms"] - sum(networks["mean_ms"].values())
+    net_costs = {name: {**costs[name], "calls": networks["calls"][name]} for name in networks["mean_ms"]}
+    try:
+        estimate = estimate_parts(parts_ms, net_costs, fma_gflops_here, read_gbps_here)
+    except RooflineError as exc:
+        return {"available": False, "reason": str(exc)}
+    label = f"ESTIMATE by part for {E5_2630_V4['name']}"
+    return {"available": True, "label": label, "basis": networks.get("basis", "time"), **estimate}
+
+
+def network_costs_of(impl: Any) -> dict[str, dict[str, float]]:
+    """FLOPs and weight bytes of the implementation's networks, when it names their directories
+    (``model_dirs()``)."""
+    from frvt.perf.roofline import network_costs
+
+    dirs = getattr(impl, "model_dirs", None)
+    return network_costs(dirs()) if callable(dirs) else {}

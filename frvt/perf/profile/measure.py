@@ -191,6 +191,24 @@ def _stage_breakdown(
     }
 
 
+def _network_breakdown(
+    call_ms: list[float], cpu_ms: list[float], model_dicts: list[dict[str, list[float]] | None]
+) -> dict[str, Any] | None:
+    """Mean milliseconds per call spent in each network and mean network calls per call, from
+    the implementation's ``last_model_times`` (``{network: [thread CPU ms of each network
+    call]}``), beside the mean call's thread CPU time (its wall time when CPU time was not taken)."""
+    if not any(model_dicts):
+        return None
+    names = sorted({name for d in model_dicts for name in (d or {})})
+    n = len(call_ms)
+    return {
+        "mean_ms": {name: sum(sum((d or {}).get(name, [])) for d in model_dicts) / n for name in names},
+        "calls": {name: sum(len((d or {}).get(name, [])) for d in model_dicts) / n for name in names},
+        "mean_call_ms": float(np.mean(cpu_ms if len(cpu_ms) == n else call_ms)),
+        "basis": "thread CPU time" if len(cpu_ms) == n else "wall time",
+    }
+
+
 def measure_implementation(
     impl: Any,
     image_paths: Sequence[str | Path],
@@ -267,6 +285,7 @@ def measure_implementation(
     templates: list[bytes] = []
     codes: dict[str, int] = {}
     stage_dicts: list[dict[str, float] | None] = []
+    model_dicts: list[dict[str, list[float]] | None] = []
     cpu_ms: list[float] = []
     bar = None
     if progress:
@@ -285,6 +304,10 @@ def measure_implementation(
     def after_create(i: int, result: Any, elapsed_ms: float, cpu: float | None) -> None:
         stages = getattr(impl, "last_stage_times", None)
         stage_dicts.append({str(k): float(v) for k, v in stages.items()} if isinstance(stages, dict) else None)
+        models = getattr(impl, "last_model_times", None)
+        model_dicts.append(
+            {str(k): [float(t) for t in v] for k, v in models.items()} if isinstance(models, dict) else None
+        )
         if cpu is not None:
             cpu_ms.append(cpu)
         name = ReturnCode(result.status.code).name
@@ -295,11 +318,12 @@ def measure_implementation(
             bar.update()
 
     def create(images, role_):
-        if hasattr(impl, "last_stage_times"):  # a stale dict must not be read as this call's
-            try:
-                impl.last_stage_times = {}
-            except AttributeError:
-                pass
+        for attribute in ("last_stage_times", "last_model_times"):  # a stale dict must not be read as this call's
+            if hasattr(impl, attribute):
+                try:
+                    setattr(impl, attribute, {})
+                except AttributeError:
+                    pass
         return impl.create_face_template(images, role_)
 
     try:
@@ -380,6 +404,7 @@ def measure_implementation(
         "match_templates": match_summary,
         "decode": _summary(decode_ms),
         "stages": _stage_breakdown(create_ms, stage_dicts, decode_ms),
+        "networks": _network_breakdown(create_ms, cpu_ms, model_dicts),
         "operators": operators,
         "target": target,
         "images": {

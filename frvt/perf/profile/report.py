@@ -185,7 +185,19 @@ def format_profile(result: dict[str, Any]) -> str:
             lines.append(f"  assumes: {a}")
     elif est:
         lines.append(f"{est.get('label')}: unavailable ({est.get('reason')})")
+    lines += _format_parts_estimate(result.get("estimate_by_part"))
     return "\n".join(lines)
+
+
+def _format_parts_estimate(estimate: dict[str, Any] | None) -> list[str]:
+    """The per-part estimate's lines (empty when the profile has none)."""
+    from frvt.perf.roofline import format_parts
+
+    if not estimate:
+        return []
+    if not estimate.get("available"):
+        return ["", f"ESTIMATE by part: unavailable ({estimate.get('reason')})"]
+    return ["", f"{estimate['label']} (not measured; each part scaled by what bounds it):", *format_parts(estimate)]
 
 
 def format_comparison(rows: list[dict[str, Any]], a_name: str = "A", b_name: str = "B") -> str:

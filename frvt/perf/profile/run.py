@@ -17,9 +17,15 @@ from typing import Any, Callable, Sequence
 
 from frvt import settings
 from frvt.contract import DEFAULT_IMPLEMENTATION
-from frvt.perf.profile.estimate import estimate_for_target
+from frvt.perf.profile.estimate import estimate_for_target, estimate_parts_for_target, network_costs_of
 from frvt.perf.profile.measure import ProfileError, _resolve_config_dir, find_images, measure_implementation
-from frvt.perf.machine import FmaPeakUnavailable, machine_info, measure_fma_peak, versioned
+from frvt.perf.machine import (
+    FmaPeakUnavailable,
+    machine_info,
+    measure_fma_peak,
+    measure_read_bandwidth,
+    versioned,
+)
 from validation.latency import VERDICT_STATISTICS
 
 
@@ -85,6 +91,7 @@ def _run(request: dict[str, Any], clock: Callable[[], float]) -> dict[str, Any]:
             clock=clock,
             progress=request.get("progress", False),
         )
+        costs = network_costs_of(impl) if request.get("fma", True) else {}  # while the config directory exists
     payload = {
         "implementation": request["implementation"],
         "config_dir": str(config_dir),
@@ -92,13 +99,22 @@ def _run(request: dict[str, Any], clock: Callable[[], float]) -> dict[str, Any]:
         **payload,
     }
     fma: dict[str, Any] | None = None
+    bandwidth: dict[str, Any] | None = None
     if request.get("fma", True):
         try:
             fma = measure_fma_peak()
         except FmaPeakUnavailable as exc:
             fma = {"error": str(exc)}
+        bandwidth = measure_read_bandwidth()
     payload["fma"] = fma
+    payload["memory_bandwidth"] = bandwidth
     payload["estimate"] = estimate_for_target(payload["create_face_template"], (fma or {}).get("peak_gflops"))
+    payload["estimate_by_part"] = estimate_parts_for_target(
+        payload.get("networks"),
+        costs,
+        (fma or {}).get("peak_gflops"),
+        (bandwidth or {}).get("read_gbps"),
+    )
     return versioned(SCHEMA, payload, machine=machine)
 
 
