@@ -8,6 +8,10 @@ cache folder as they come (``<cache>/templates/<image id>.tmpl`` plus one JSON l
 Reported: mean accuracy +/- standard deviation over the 10 folds (threshold chosen on 9 folds,
 accuracy on the 10th), TAR at FAR = 1e-3 over all 3,000 impostor pairs, failures to enrol,
 images per second (wall clock, all workers) and per-call create-template time.
+
+With a template store (``frvt enroll`` of ``lfw-deepfunneled``) the templates come from it instead:
+no template is made, the implementation and config directory are the store's, and the same
+templates serve View-2 and ``frvt score --all-vs-all``.
 """
 
 from __future__ import annotations
@@ -75,6 +79,8 @@ def make_templates(
         say(f"resuming: {len(done)} templates on disk, {len(todo)} to make")
     spent = 0.0
     with log_path.open("a") as log:
+        if log_path.stat().st_size and not log_path.read_bytes().endswith(b"\n"):
+            log.write("\n")  # end a line cut by a kill, or the next record would join it
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             t0 = time.perf_counter()
@@ -117,8 +123,14 @@ def run_lfw(
     all_images: bool = False,
     progress: bool = True,
     say: Callable[[str], None] = lambda s: None,
+    store: str | Path | None = None,
 ) -> dict:
-    """Run the View-2 protocol; returns the result dict (fractions, not percent)."""
+    """Run the View-2 protocol; returns the result dict (fractions, not percent).
+
+    ``store``: read the templates from this template store (made by ``frvt enroll``; ids whose last
+    path part is LFW's image stem) instead of making them; ``implementation`` and ``config_dir``
+    default to the store's, and another implementation than the store's is refused (ValueError).
+    """
     from frvt.validate import resolve_config_dir
     from validation.lfw_protocol import lfw_10fold, read_pairs
     from validation.metrics import tar_at_far
@@ -128,23 +140,35 @@ def run_lfw(
     pairs = read_pairs(data_dir / "pairs.txt")
     ids_of = [pair_ids(p) for p in pairs]
     ids = all_image_ids(image_root) if all_images else sorted({i for ab in ids_of for i in ab})
+    stored = None
+    if store is not None:
+        stored = _store_templates(store, ids, implementation, config_dir)
+        implementation, config_dir = stored["implementation"], stored["config_dir"]
     impl = load_implementation(implementation)
     config = resolve_config_dir(impl, config_dir)
     status = impl.initialize(str(config))
     if status.code != ReturnCode.Success:
         raise RuntimeError(f"initialize({config}) returned {status.code.name}: {status.info}")
-    key = implementation.replace(":", "_").replace(".", "_") + "-" + config.name
-    cache = Path(cache_dir) if cache_dir is not None else settings.cache_root() / "lfw" / key
-    (cache / "templates").mkdir(parents=True, exist_ok=True)
-    say(f"{len(ids)} images, templates cached in {cache}")
-    pool = WorkerPool(implementation, str(config), WorkerLimits(), say=say)
-    try:
-        records, spent, made = make_templates(pool, image_entries(image_root, ids), cache, workers, progress, say=say)
-    finally:
-        pool.close()
-
-    templates: dict[str, bytes] = {}
-    load = lambda tid: templates.setdefault(tid, (cache / "templates" / "enroll" / f"{tid}.tmpl").read_bytes())  # noqa: E731
+    if stored is not None:
+        cache = Path(store)
+        records, spent, made = stored["records"], 0.0, 0
+        templates = stored["templates"]
+        load = templates.__getitem__
+        say(f"{len(ids)} images, templates from the store {cache}")
+    else:
+        key = implementation.replace(":", "_").replace(".", "_") + "-" + config.name
+        cache = Path(cache_dir) if cache_dir is not None else settings.cache_root() / "lfw" / key
+        (cache / "templates").mkdir(parents=True, exist_ok=True)
+        say(f"{len(ids)} images, templates cached in {cache}")
+        pool = WorkerPool(implementation, str(config), WorkerLimits(), say=say)
+        try:
+            records, spent, made = make_templates(
+                pool, image_entries(image_root, ids), cache, workers, progress, say=say
+            )
+        finally:
+            pool.close()
+        templates = {}
+        load = lambda tid: templates.setdefault(tid, (cache / "templates" / "enroll" / f"{tid}.tmpl").read_bytes())  # noqa: E731
     scores = np.empty(len(pairs), np.float64)
     failed = np.zeros(len(pairs), bool)
     for i, (a, b) in enumerate(ids_of):
@@ -180,5 +204,48 @@ def run_lfw(
         "workers": workers,
         "create_template_median_ms": float(np.median(call_ms)) if call_ms.size else None,
         "template_cache": str(cache),
+        "template_store": None if store is None else str(store),
         "machine": machine_info(),
+    }
+
+
+def _store_templates(store: str | Path, ids: list[str], implementation: str, config_dir) -> dict:
+    """The templates of ``ids`` from a template store, with per-id records like :func:`make_templates`'s.
+
+    Raises ValueError: a store another implementation made, templates still to make, an image of
+    the protocol the store lacks (named).
+    """
+    from frvt.store import StoreError, read_store_info, read_templates
+
+    try:
+        info = read_store_info(store)
+    except StoreError as exc:
+        raise ValueError(str(exc)) from None
+    if implementation != DEFAULT_IMPLEMENTATION and implementation != info.implementation:
+        raise ValueError(f"{store}: made by {info.implementation}, not by {implementation}")
+    if not info.complete:
+        raise ValueError(
+            f"{store}: {info.n - info.n_made} of {info.n} templates are still to make: finish `frvt enroll`"
+        )
+    row = {str(i).replace("\\", "/").rsplit("/", 1)[-1]: k for k, i in enumerate(info.ids)}
+    missing = [i for i in ids if i not in row]
+    if missing:
+        raise ValueError(f"{store}: no template for {len(missing)} LFW images, e.g. {missing[0]!r}")
+    all_templates = read_templates(store, 0, info.n)
+    import h5py
+
+    with h5py.File(store, "r") as f:
+        ms = f["ms"][:]
+        infos = f["info"][:]
+    records, templates = {}, {}
+    for i in ids:
+        k = row[i]
+        templates[i] = all_templates[k]
+        text = infos[k].decode() if isinstance(infos[k], bytes) else str(infos[k])
+        records[i] = {"id": i, "code": int(info.codes[k]), "info": text, "ms": float(ms[k])}
+    return {
+        "implementation": info.implementation,
+        "config_dir": config_dir if config_dir is not None else info.config_dir,
+        "records": records,
+        "templates": templates,
     }

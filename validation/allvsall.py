@@ -282,6 +282,8 @@ class BlockContext:
         rs = self.plan.row_subject[r0:r1]
         impostor = self.impostor_mask(r0, r1, c0, c1, owned)
         acc = reduction.start()
+        if hasattr(reduction, "add_block"):  # passes that need both templates of each comparison
+            return reduction.pack(reduction.add_block(acc, s, r0, r1, c0, c1, impostor))
         step = max(1, chunk_size // max(1, c1 - c0))
         for k in range(0, r1 - r0, step):
             if impostor is None:  # the usual block: every pair an impostor, no copy
@@ -601,16 +603,31 @@ def scoring_client(scheduler: str | None = None, workers: int | None = None):
         yield client
 
 
-def materialise(plan: Plan, path: str | Path) -> dict:
+def materialise(plan: Plan, path: str | Path, with_templates: bool = False) -> dict:
     """Write every comparison's score to an HDF5 score file (:class:`validation.streaming.HDF5ScoreWriter`)
     in row-major order, one ``match_templates`` call per pair: the slow reference the block passes are
-    checked against. Returns the counts."""
+    checked against. Returns the counts.
+
+    ``with_templates``: also each comparison's two templates (:class:`validation.demographics.HDF5PairWriter`;
+    gallery rows, then probe rows after them), for ``frvt score --demographics``."""
     from validation.streaming import HDF5ScoreWriter
 
     ctx = BlockContext(plan)
     impl = ctx.implementation()
     counts = {"genuine": 0, "impostor": 0}
-    with HDF5ScoreWriter(path, with_subjects=True, with_failed=True) as w:
+    offset = 0 if plan.all_vs_all else plan.gallery.n
+    if with_templates:
+        from validation.demographics import HDF5PairWriter
+
+        stores = [plan.gallery] if plan.all_vs_all else [plan.gallery, plan.probe]
+        writer = HDF5PairWriter(
+            path,
+            templates=[str(x) for st in stores for x in st.ids],
+            identities=[str(x) for st in stores for x in st.identities],
+        )
+    else:
+        writer = HDF5ScoreWriter(path, with_subjects=True, with_failed=True)
+    with writer as w:
         for i in range(plan.gallery.n):
             a = read_templates(plan.gallery.path, i, i + 1)[0]
             js = np.arange(i + 1, plan.probe.n) if plan.all_vs_all else np.arange(plan.probe.n)
@@ -627,9 +644,14 @@ def materialise(plan: Plan, path: str | Path) -> dict:
                 s[k], f[k] = (r.similarity, False) if r.status.ok else (-1.0, True)
             same = plan.col_subject[js] == plan.row_subject[i]
             for cls, m in (("genuine", same), ("impostor", ~same)):
-                if m.any():
-                    w.append(cls, s[m], subjects=np.full(int(m.sum()), plan.row_subject[i]), failed=f[m])
-                    counts[cls] += int(m.sum())
+                if not m.any():
+                    continue
+                subjects = np.full(int(m.sum()), plan.row_subject[i])
+                if with_templates:
+                    w.append(cls, s[m], subjects, np.full(int(m.sum()), i), js[m] + offset, failed=f[m])
+                else:
+                    w.append(cls, s[m], subjects=subjects, failed=f[m])
+                counts[cls] += int(m.sum())
     return counts
 
 
@@ -659,12 +681,15 @@ def score_stores(
     config_dir: str | None = None,
     force_pairwise: bool = False,
     progress: bool = False,
+    after_scoring=None,
     **score_options,
 ):
     """``frvt score --all-vs-all``: every comparison of ``gallery`` (with ``probe``: gallery x probe),
     scored exactly without writing the scores; returns ``(ScoreReport, pass timings)``.
 
     ``score_options`` go to :func:`validation.score.score` (FMR targets, bootstrap, plots, ...).
+    ``after_scoring(report)`` runs while the workers still hold the stores (e.g. more passes over
+    the same comparisons: :func:`validation.demographics.score_demographics`); its passes are timed too.
     """
     from validation.score import ScoreInput, score
 
@@ -682,6 +707,8 @@ def score_stores(
 
         inp = ScoreInput(name, "templates", paths, loader=loader)
         report = score([inp], out_dir, **score_options)
+        if after_scoring is not None:
+            after_scoring(report)
         src = holder["loaded"].impostor
         timings = comparisons_per_second(src)
         src.close()

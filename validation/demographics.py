@@ -633,6 +633,13 @@ class PairedComparisons:
     genuine: object
     impostor: object
 
+    def fill(self, counters: Sequence[DemographicCounter]) -> None:
+        """Add every comparison to each counter (one read of the comparisons)."""
+        for cls in ("genuine", "impostor"):
+            for s, e, p, subj in self.genuine() if cls == "genuine" else self.impostor():
+                for c in counters:
+                    (c.add_genuine if cls == "genuine" else c.add_impostors)(s, e, p, subj)
+
 
 PAIR_DATASETS = ("genuine_enrol", "genuine_probe", "impostor_enrol", "impostor_probe")
 
@@ -725,7 +732,8 @@ def hdf5_pairs(path: str | os.PathLike, higher_is_better: bool = True, chunk_siz
                 None,
                 ", ".join(missing),
                 "demographics need the templates of each comparison: datasets missing "
-                "(scripts/lfw_all_pairs.py writes them)",
+                "(score a template store with --all-vs-all instead, or write them with "
+                "validation.allvsall.materialise(..., with_templates=True))",
             )
         ids = [x.decode() if isinstance(x, bytes) else str(x) for x in f["templates"][:]]
         idents = None
@@ -850,7 +858,7 @@ def demographic_differentials(
 
     Parameters
     ----------
-    pairs : PairedComparisons
+    pairs : PairedComparisons or StorePairs
     labels : Labels
     similarity_thresholds : sequence of float
         The global thresholds on the similarity scale, one per FMR target (NaN: target not
@@ -876,11 +884,7 @@ def demographic_differentials(
     uthr = None if user_thresholds is None else [user_thresholds[i] for i in keep]
     assigned = {a: assign_groups(labels, a, pairs.template_ids, pairs.template_identities) for a in attrs}
     counters = {a: DemographicCounter(thr, assigned[a].group, len(assigned[a].groups), pairs.n_subjects) for a in attrs}
-    for cls in ("genuine", "impostor"):
-        for s, e, p, subj in pairs.genuine() if cls == "genuine" else pairs.impostor():
-            for a in attrs:
-                add = counters[a].add_genuine if cls == "genuine" else counters[a].add_impostors
-                add(s, e, p, subj)
+    pairs.fill([counters[a] for a in attrs])
     out = {
         "schema": SCHEMA,
         "labels": {"path": labels.path, "key": labels.key, "key_kind": labels.key_kind, "n_rows": labels.n_rows},
@@ -1044,7 +1048,7 @@ def score_demographics(
         ]
         sim = [t if hib else -t for t in user]
         try:
-            pairs = pairs_for_input(s.input, hib)
+            pairs = store_pairs(s.loaded) if s.input.kind == "templates" else pairs_for_input(s.input, hib)
             doc = demographic_differentials(
                 pairs,
                 labels,
@@ -1075,3 +1079,167 @@ def format_all(doc: dict) -> str:
         else:
             parts.append(f"== demographics of {s['label']}\n" + format_demographics(s))
     return "\n".join(parts)
+
+
+# --- template stores: every comparison, never written ---------------------------------------------
+
+
+class DemographicPass:
+    """A block pass of :mod:`validation.allvsall` counting impostor comparisons by group and subject.
+
+    Every block's impostor comparisons are counted where the block is computed: the comparisons
+    of each (enrolled subject, cell) (the pair-count of a row by column group is one product of the
+    block's impostor mask with the columns' one-hot groups, no similarity needed), and the false
+    matches at each threshold (only the few similarities at or above the lowest threshold are
+    looked at). The result equals :meth:`DemographicCounter.add_impostors` over the same
+    comparisons, for every attribute at once.
+
+    Parameters
+    ----------
+    thresholds : sequence of float
+        Similarity thresholds (finite), one per FMR target.
+    row_group, col_group : numpy.ndarray of int, shape (n_attributes, n_rows) / (n_attributes, n_cols)
+        Group of every gallery (row) and probe (column) template per attribute, negative when
+        unlabelled or conflicting.
+    n_groups : sequence of int
+        Groups per attribute.
+    row_subject : numpy.ndarray of int
+        Subject of every gallery template (the subject of an impostor comparison).
+    n_subjects : int
+    """
+
+    def __init__(self, thresholds, row_group, col_group, n_groups, row_subject, n_subjects: int) -> None:
+        self.thresholds = np.asarray(thresholds, dtype=np.float64)
+        if not np.all(np.isfinite(self.thresholds)):
+            raise ValueError("thresholds must be finite")
+        self.row_group = np.asarray(row_group, dtype=np.int64)
+        self.col_group = np.asarray(col_group, dtype=np.int64)
+        self.n_groups = [int(g) for g in n_groups]
+        self.row_subject = np.asarray(row_subject, dtype=np.int64)
+        self.S = int(n_subjects)
+
+    def _cells(self, a: int) -> int:
+        return self.n_groups[a] ** 2 + 2
+
+    def start(self):
+        T = self.thresholds.size
+        return [
+            (np.zeros(self.S * self._cells(a), np.int64), np.zeros((T, self.S * self._cells(a)), np.int64))
+            for a in range(len(self.n_groups))
+        ]
+
+    def add(self, acc, x, ids):
+        raise TypeError("DemographicPass needs whole blocks (both templates of each comparison): use add_block")
+
+    def add_block(self, acc, s: np.ndarray, r0: int, r1: int, c0: int, c1: int, impostor: np.ndarray | None):
+        """Count one block: similarities ``s`` (r1-r0, c1-c0), NaN = failed; ``impostor`` the
+        block's impostor pairs (None: all of them)."""
+        subj = self.row_subject[r0:r1]
+        if impostor is None:
+            hit_r, hit_c = np.nonzero(s >= self.thresholds.min())
+        else:
+            hit_r, hit_c = np.nonzero((s >= self.thresholds.min()) & impostor)
+        hit_s = s[hit_r, hit_c].astype(np.float64)
+        weights = None if impostor is None else impostor.astype(np.float32)
+        for a, (n, fm) in enumerate(acc):
+            G = self.n_groups[a]
+            C = G * G + 2
+            ge = self.row_group[a, r0:r1]
+            gp = self.col_group[a, c0:c1]
+            col_class = np.where(gp < 0, G, gp)  # G: unlabelled or conflicting
+            if weights is None:
+                per_row = np.broadcast_to(np.bincount(col_class, minlength=G + 1), (r1 - r0, G + 1))
+            else:
+                onehot = np.zeros((c1 - c0, G + 1), np.float32)
+                onehot[np.arange(c1 - c0), col_class] = 1
+                per_row = np.rint(weights @ onehot).astype(np.int64)  # exact: counts < 2^24
+            cell = np.where(
+                (ge[:, None] < 0) | (np.arange(G + 1)[None, :] == G),
+                G * G + 1,
+                ge[:, None] * G + np.arange(G + 1)[None, :],
+            )
+            flat = (subj[:, None] * C + cell).ravel()
+            n += np.bincount(flat, weights=per_row.ravel(), minlength=n.size).astype(np.int64)
+            if hit_s.size:
+                hc = np.where((ge[hit_r] < 0) | (gp[hit_c] < 0), G * G + 1, ge[hit_r] * G + gp[hit_c])
+                hflat = subj[hit_r] * C + hc
+                for t, thr in enumerate(self.thresholds):
+                    fm[t] += np.bincount(hflat[hit_s >= thr], minlength=n.size)
+        return acc
+
+    def pack(self, acc):
+        out = []
+        for n, fm in acc:
+            nz = np.flatnonzero(n)
+            out.append((nz, n[nz], fm[:, nz]))
+        return out
+
+    def merge(self, acc, packed):
+        for (n, fm), (nz, nv, fv) in zip(acc, packed):
+            n[nz] += nv
+            fm[:, nz] += fv
+        return acc
+
+    def finish(self, acc):
+        return [
+            (n.reshape(self.S, self._cells(a)), fm.reshape(fm.shape[0], self.S, self._cells(a)))
+            for a, (n, fm) in enumerate(acc)
+        ]
+
+
+class StorePairs:
+    """The comparisons of a template-store run (:mod:`validation.allvsall`) for
+    :func:`demographic_differentials`: the genuine ones from the scores already computed, the
+    impostors counted by a :class:`DemographicPass` over the similarity blocks (never written).
+
+    Template indices: the gallery's rows, then (gallery x probe) the probe's rows after them.
+    """
+
+    def __init__(self, loaded) -> None:
+        self.loaded = loaded
+        self.source = loaded.impostor
+        plan = self.source.plan
+        self.plan = plan
+        stores = [plan.gallery] if plan.all_vs_all else [plan.gallery, plan.probe]
+        self.template_ids = [str(x) for st in stores for x in st.ids]
+        self.template_identities = [str(x) for st in stores for x in st.identities]
+        self.n_subjects = plan.n_subjects
+        self.col_offset = 0 if plan.all_vs_all else plan.gallery.n
+
+    def fill(self, counters: Sequence[DemographicCounter]) -> None:
+        """Genuine comparisons added here; impostors by one block pass for every counter."""
+        if not counters:
+            return
+        plan = self.plan
+        i, j = plan.genuine_pairs()
+        g = np.where(self.loaded.genuine_failed, np.nan, self.loaded.genuine).astype(np.float64)
+        if g.size != i.size:
+            raise ValueError(f"{g.size} genuine scores for {i.size} genuine pairs")
+        for c in counters:
+            c.add_genuine(g, i, j + self.col_offset, plan.row_subject[i])
+        thr = counters[0].thresholds
+        if not thr.size:
+            return
+        nr = plan.gallery.n
+        reduction = DemographicPass(
+            thr,
+            np.stack([c.template_group[:nr] for c in counters]),
+            np.stack([c.template_group[self.col_offset : self.col_offset + plan.probe.n] for c in counters]),
+            [c.G for c in counters],
+            plan.row_subject,
+            plan.n_subjects,
+        )
+        from validation.streaming import run_pass
+
+        for c, (n, fm) in zip(counters, run_pass(self.source, reduction, self.source.chunk_size)):
+            c.imp_n += n
+            c.imp_fm += fm
+
+
+def store_pairs(loaded) -> StorePairs:
+    """:class:`StorePairs` of a template-store run's :class:`validation.score.LoadedScores`."""
+    from validation.allvsall import StoreComparisons
+
+    if not isinstance(loaded.impostor, StoreComparisons):
+        raise ScoreError("templates", None, type(loaded.impostor).__name__, "not a template-store comparison source")
+    return StorePairs(loaded)

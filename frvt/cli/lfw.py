@@ -25,6 +25,11 @@ def lfw_command(
     all_images: bool = typer.Option(
         False, "--all-images", help="Make templates for all 13,233 images, not only those in pairs.txt."
     ),
+    store: Path = typer.Option(
+        None,
+        "--store",
+        help="Template store of lfw-deepfunneled (frvt enroll): its templates, implementation and config; none made.",
+    ),
     json_out: Path = typer.Option(None, "--json", help="Write the result as JSON here."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -44,6 +49,7 @@ def lfw_command(
             all_images,
             progress,
             say=lambda s: typer.echo(f"-- {s}", err=True),
+            store=store,
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -21,7 +21,11 @@ repeatable. Give several inputs to compare systems on one DET plot; --label name
 Template stores (`frvt enroll`): --all-vs-all STORE scores every pair of its templates, --gallery G
 --probe P every gallery x probe pair, exactly and without writing any score: blocks of similarities
 are computed and reduced on Dask workers (--scheduler tcp://host:8786, else a local cluster;
---workers 0 runs in this process). FMR targets default to 1e-8..1e-1 here."""
+--workers 0 runs in this process). FMR targets default to 1e-8..1e-1 here.
+
+--demographics LABELS.csv: FNMR and FMR per group at the global thresholds, cross-group FMR,
+ratios and Gini with subject-bootstrap intervals (demographics.json); on template stores the
+impostors are counted by group in one more pass over the blocks, never written."""
 
 
 @app.command(help=_HELP)
@@ -78,13 +82,6 @@ def score(
     genuine, impostor, label = genuine or [], impostor or [], label or []
     labels = None
     if all_vs_all is not None or gallery is not None or probe is not None:
-        if demographics is not None:
-            typer.echo(
-                "error: --demographics reads a validate folder or an HDF5 score file with each comparison's "
-                "templates; it is not available on template stores",
-                err=True,
-            )
-            raise typer.Exit(2)
         _score_stores(
             all_vs_all,
             gallery,
@@ -103,6 +100,8 @@ def score(
             workers,
             block,
             pairwise,
+            demographics,
+            demographics_key,
         )
         return
     try:
@@ -163,13 +162,28 @@ def _score_stores(
     workers,
     block,
     pairwise,
+    demographics=None,
+    demographics_key=None,
 ) -> None:
     from frvt.store import StoreError
     from validation.allvsall import score_stores
     from validation.metrics import FMR_TARGETS, ScoreError
     from validation.score import format_report
 
+    found: dict = {}
+
+    def differentials(report) -> None:
+        from validation.demographics import score_demographics
+
+        found["demographics"] = score_demographics(
+            report, found["labels"], out, n_resamples=bootstrap, seed=seed, confidence=confidence
+        )
+
     try:
+        if demographics is not None:
+            from validation.demographics import read_labels
+
+            found["labels"] = read_labels(demographics, demographics_key)
         if inputs or genuine:
             raise ValueError("template stores are scored on their own: drop the other inputs")
         if all_vs_all is not None and (gallery is not None or probe is not None):
@@ -188,6 +202,7 @@ def _score_stores(
             block=block,
             force_pairwise=pairwise,
             progress=True,
+            after_scoring=differentials if demographics is not None else None,
             fmr_targets=tuple(fmr) if fmr else (1e-8, 1e-7, *FMR_TARGETS),
             n_resamples=bootstrap,
             seed=seed,
@@ -199,6 +214,12 @@ def _score_stores(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
     typer.echo(format_report(report))
+    if "demographics" in found:
+        from validation.demographics import format_all
+
+        doc, path = found["demographics"]
+        typer.echo(format_all(doc))
+        typer.echo(f"wrote {path}")
     for t in timings:
         typer.echo(
             f"pass {t['pass']}: {t['comparisons']:,} comparisons in {t['seconds']:.1f} s "

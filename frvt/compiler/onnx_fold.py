@@ -7,6 +7,10 @@
   one scale), which TVM 0.27's importer rejects. The result is what the graph computes at run time
   (``(x - zero_point) * scale``, ONNX's definition), so the model's outputs do not change; TVM
   then runs float32 convolutions, as it would for any QDQ model on a CPU without VNNI.
+* **Inference-time Dropout removed.** ``Dropout`` is the identity at inference (no
+  ``training_mode``, or a constant false one) and its mask output unused; TVM imports it as a
+  tuple-valued ``relax.nn.dropout`` that the NHWC layout conversion cannot pass through (e.g.
+  OpenCV Zoo's SFace before its last layer). Its consumers read its input instead.
 * **Initializers listed as graph inputs** (allowed by older IR versions) are dropped from
   ``graph.input``, so the model has one real input.
 
@@ -125,3 +129,57 @@ def _drop_initializer_inputs(g) -> None:
         g.input.remove(i)
     for i in [i for i in g.input if i.name not in names and not any(i.name in n.input for n in g.node)]:
         g.input.remove(i)  # an input nothing reads (e.g. a removed quantised weight)
+
+
+def drop_inference_dropout(model) -> int:
+    """Remove every ``Dropout`` that is the identity at inference, in place; returns how many.
+
+    A Dropout qualifies when its mask output (if any) is read by nothing and its ``training_mode``
+    input is absent or a constant false. Consumers (and graph outputs) of its output are rewired to
+    its input.
+    """
+    from onnx import numpy_helper
+
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    consts = {
+        n.output[0]: numpy_helper.to_array(a.t)
+        for n in g.node
+        if n.op_type == "Constant" and len(n.output) == 1
+        for a in n.attribute
+        if a.name == "value"
+    }
+    read = {x for n in g.node for x in n.input} | {o.name for o in g.output}
+    rename: dict[str, str] = {}
+    keep = []
+    for n in g.node:
+        if n.op_type == "Dropout":
+            mode = n.input[2] if len(n.input) > 2 and n.input[2] else None
+            if mode is not None:
+                v = numpy_helper.to_array(inits[mode]) if mode in inits else consts.get(mode)
+                if v is None or bool(np.asarray(v).reshape(-1)[0]):
+                    keep.append(n)
+                    continue
+            if len(n.output) > 1 and n.output[1] and n.output[1] in read:
+                keep.append(n)
+                continue
+            src = n.input[0]
+            rename[n.output[0]] = rename.get(src, src)
+            continue
+        keep.append(n)
+    if not rename:
+        return 0
+    outputs = {o.name for o in g.output}
+    extra = []
+    for n in keep:
+        for k, x in enumerate(n.input):
+            if x in rename:
+                n.input[k] = rename[x]
+    for old, new in rename.items():
+        if old in outputs:  # keep the graph output's name
+            from onnx import helper
+
+            extra.append(helper.make_node("Identity", [new], [old]))
+    del g.node[:]
+    g.node.extend(keep + extra)
+    return len(rename)

@@ -215,3 +215,77 @@ def test_cli_scores_a_store_and_names_a_bad_one(store, tmp_path):
     bad.write_bytes(b"not hdf5")
     r = CliRunner().invoke(app, ["score", "--all-vs-all", str(bad), "--workers", "0", "-o", str(tmp_path / "b")])
     assert r.exit_code == 2 and "bad.h5" in r.output
+
+
+def _sex_labels(info, path):
+    """Labels by image: two women, one image without a label, one with two, an id not in the run."""
+    women = {"AJ_Cook", "Amelie_Mauresmo"}
+    stems = [str(i).rsplit("/", 1)[-1] for i in info.ids]
+    rows = [f"{s}.jpg,{'F' if str(ident) in women else 'M'}" for s, ident in zip(stems, info.identities)]
+    rows[3] = ""  # unlabelled
+    rows.append(f"{stems[8]}.jpg,F" if rows[8].endswith(",M") else f"{stems[8]}.jpg,M")  # conflicting
+    rows.append("Nobody_0001.jpg,F")
+    path.write_text("image,sex\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def _demographics(out):
+    doc = json.loads((out / "demographics.json").read_text())["systems"][0]
+    doc.pop("label")
+    return doc
+
+
+@pytest.mark.parametrize("workers,block", [(0, 7), (2, 9)])
+def test_demographics_on_a_store_equal_those_of_the_materialised_scores(store, tmp_path, workers, block):
+    """`frvt score --all-vs-all STORE --demographics` (a block pass, no score written) against
+    `frvt score SCORES.h5 --demographics` on every comparison written by match_templates."""
+    from typer.testing import CliRunner
+
+    from frvt.cli import app
+
+    labels = _sex_labels(read_store_info(store), tmp_path / "sex.csv")
+    materialise(make_plan(store), tmp_path / "pairs.h5", with_templates=True)
+    common = ["--demographics", str(labels), "--bootstrap", "50", "--no-plots"]
+    common += ["--fmr", "1e-3", "--fmr", "1e-2", "--fmr", "1e-1"]
+    r = CliRunner().invoke(app, ["score", str(tmp_path / "pairs.h5"), "-o", str(tmp_path / "a"), *common])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(
+        app,
+        ["score", "--all-vs-all", str(store), "--workers", str(workers), "--block", str(block)]
+        + ["-o", str(tmp_path / "b"), *common],
+    )
+    assert r.exit_code == 0, r.output
+    assert "pass DemographicPass" in r.output and "demographics of" in r.output
+    expected, got = _demographics(tmp_path / "a"), _demographics(tmp_path / "b")
+    assert got == expected
+    sex = got["attributes"]["sex"]
+    assert sex["labels"]["unlabelled_templates"] == 1 and sex["labels"]["conflicting_templates"] == 1
+    assert sex["labels"]["keys_not_in_run"] == 1
+    point = sex["fmr"]["1e-01"]
+    assert point["groups"]["F"]["n_impostor"] > 0 and point["groups"]["M"]["false_matches"] > 0
+    assert point["fmr_matrix"][0][1]["n_impostor"] > 0
+    assert sex["bootstrap"]["n_resamples"] == 50
+
+
+def test_demographics_gallery_vs_probe_equal_those_of_the_materialised_scores(store, tmp_path):
+    from validation.demographics import read_labels, score_demographics
+
+    gallery, probe = _split(store, tmp_path)
+    labels = read_labels(_sex_labels(read_store_info(store), tmp_path / "sex.csv"))
+    materialise(make_plan(gallery, probe), tmp_path / "gp.h5", with_templates=True)
+    a = score([ScoreInput.from_path(tmp_path / "gp.h5", "gp")], tmp_path / "a", fmr_targets=(1e-2, 1e-1), plots=False)
+    expected, _ = score_demographics(a, labels, tmp_path / "a", n_resamples=40)
+    found = {}
+    score_stores(
+        gallery,
+        probe,
+        tmp_path / "b",
+        label="gp",
+        workers=0,
+        block=6,
+        fmr_targets=(1e-2, 1e-1),
+        plots=False,
+        after_scoring=lambda rep: found.update(doc=score_demographics(rep, labels, tmp_path / "b", n_resamples=40)[0]),
+    )
+    assert found["doc"] == expected
+    assert found["doc"]["systems"][0]["attributes"]["sex"]["fmr"]["1e-01"]["overall"]["n_impostor"] > 0

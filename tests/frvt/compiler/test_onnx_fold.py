@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from implementation.align import ARCFACE_TEMPLATE, align, framing_transform
-from frvt.compiler.onnx_fold import dequantize, fold_constant_dequantize
+from frvt.compiler.onnx_fold import dequantize, drop_inference_dropout, fold_constant_dequantize
 
 ROOT = Path(__file__).resolve().parents[3]
 SFACE = ROOT / "data" / "models" / "face_recognition_sface_2021dec_int8bq.onnx"
@@ -103,6 +103,54 @@ def test_sface_folds_to_the_same_embedding():
     got = ort.InferenceSession(model.SerializeToString()).run(None, {"data": x})[0]
     assert got.shape == (1, 128)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * float(np.abs(want).max()))
+
+
+def _dropout_model(mask_read: bool, training: bool | None):
+    nodes = [helper.make_node("Relu", ["x"], ["r"])]
+    ins = ["r"]
+    inits = []
+    if training is not None:
+        ins += ["ratio", "mode"]
+        inits = [
+            numpy_helper.from_array(np.array(0.4, np.float32), "ratio"),
+            numpy_helper.from_array(np.array(training), "mode"),
+        ]
+    nodes.append(helper.make_node("Dropout", ins, ["d", "mask"] if mask_read else ["d"]))
+    nodes.append(helper.make_node("Neg", ["d"], ["y"]))
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])]
+    if mask_read:
+        outputs.append(helper.make_tensor_value_info("mask", TensorProto.BOOL, [2, 3]))
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])], outputs, inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_inference_dropout_is_removed_and_a_training_one_kept():
+    ort = pytest.importorskip("onnxruntime")
+    x = np.random.default_rng(2).normal(size=(2, 3)).astype(np.float32)
+    for training in (None, False):
+        model = _dropout_model(False, training)
+        want = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+        assert drop_inference_dropout(model) == 1
+        assert [n.op_type for n in model.graph.node] == ["Relu", "Neg"]
+        onnx.checker.check_model(model)
+        np.testing.assert_array_equal(ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0], want)
+    assert drop_inference_dropout(_dropout_model(False, True)) == 0  # training mode: not the identity
+    assert drop_inference_dropout(_dropout_model(True, None)) == 0  # its mask is read
+
+
+@pytest.mark.skipif(not SFACE.exists(), reason="SFace not extracted (python scripts/extract_sface.py)")
+def test_sface_prepares_with_nhwc_convolutions():
+    """SFace's Dropout (a tuple in Relax) stopped the NHWC layout conversion; removed, every
+    convolution is NHWC and no dropout is left."""
+    pytest.importorskip("tvm")
+    from frvt.compiler.compile import import_onnx, parse_target, prepare_module
+
+    mod = prepare_module(import_onnx(SFACE), parse_target("broadwell"), conv_scheme="NHWC")
+    text = mod.script()
+    assert "dropout" not in text
+    nhwc = "T.int64(1), T.int64(56), T.int64(56), T.int64(64))"  # channels innermost
+    nchw = "T.int64(1), T.int64(64), T.int64(56), T.int64(56))"
+    assert nhwc in text and nchw not in text
 
 
 def test_arcface_framing():
