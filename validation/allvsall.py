@@ -137,6 +137,7 @@ class BlockContext:
         self.plan = plan
         self.max_panels = panels
         self.compiled = compiled  # False: every pass through numpy on materialised blocks (the reference)
+        self._scratch: dict = {}  # the compiled passes' buffers and float32 panels, reused block to block
         self._panels: dict[tuple, tuple] = {}
         self._impl = None
 
@@ -277,7 +278,10 @@ class BlockContext:
                 a, a_ok, _ = self.panel(plan.gallery, r0, r1)
                 b, b_ok, _ = self.panel(plan.probe, c0, c1)
                 rs, cs = plan.row_subject[r0:r1], plan.col_subject[c0:c1]
-                return blockpasses.run_block(reduction, a, a_ok, b, b_ok, rs, cs, r0, c0, plan.all_vs_all)
+                keys = ((str(plan.gallery.path), r0, r1), (str(plan.probe.path), c0, c1))
+                return blockpasses.run_block(
+                    reduction, a, a_ok, b, b_ok, rs, cs, r0, c0, plan.all_vs_all, self._scratch, keys
+                )
         s, owned = self.block_scores(r0, r1, c0, c1)
         rs = self.plan.row_subject[r0:r1]
         impostor = self.impostor_mask(r0, r1, c0, c1, owned)

@@ -386,19 +386,22 @@ class _Strips:
     """The strips of one block: float32 products (NaN where no impostor comparison of two made
     templates is) and what the kernels read alongside; the failed comparisons, counted per row."""
 
-    def __init__(self, qa, a_ok, qb, b_ok, rsub, csub, r0, c0, all_vs_all):
-        qa, qb = np.ascontiguousarray(qa), np.ascontiguousarray(qb)
-        self.a32 = qa.astype(np.float32)
-        self.b32t = np.ascontiguousarray(self.a32.T if qb is qa else qb.astype(np.float32).T)
-        # the exact products read float32 copies when they hold the integers exactly (|q| <= 2**24:
+    def __init__(self, qa, a_ok, qb, b_ok, rsub, csub, r0, c0, all_vs_all, scratch=None, keys=(None, None)):
+        # scratch: buffers and the panels' float32 copies kept from block to block (a worker's), so
+        # that a block allocates (and page-faults) nothing new; keys name the two panels in it
+        self.scratch = scratch if scratch is not None else {}
+        (a32, a_norm, a_small), (b32, b_norm, b_small) = self._prepared(qa, keys[0]), self._prepared(qb, keys[1])
+        self.a32 = a32
+        self.b32t = self._prepared_t(b32, keys[1])
+        # the exact products read the float32 copies when they hold the integers exactly (|q| <= 2**24:
         # unit vectors), half the memory of float64
-        small = max(np.abs(qa).max(initial=0.0), np.abs(qb).max(initial=0.0)) <= 2.0**24
-        self.qa = self.a32 if small else qa
-        self.qb = np.ascontiguousarray(self.b32t.T) if small else qb
+        small = a_small and b_small
+        self.qa = a32 if small else np.ascontiguousarray(qa)
+        self.qb = b32 if small else np.ascontiguousarray(qb)
         c = error_bound_factor(self.qa.shape[1])
         # the bound on a product's error, c |qa| |qb|, in units of the similarity (times 2**-49)
-        self.ca = np.sqrt(np.einsum("ij,ij->i", qa, qa)) * (c * (1 + 1e-9) * 0.5 * _SCALE)
-        self.nb = np.sqrt(np.einsum("ij,ij->i", qb, qb)) * (1 + 1e-9)
+        self.ca = a_norm * (c * (1 + 1e-9) * 0.5 * _SCALE)
+        self.nb = b_norm * (1 + 1e-9)
         self.r0, self.c0, self.all_vs_all = r0, c0, all_vs_all
         self.rsub, self.csub = rsub, csub = np.asarray(rsub, np.int64), np.asarray(csub, np.int64)
         nr, nc = len(rsub), len(csub)
@@ -426,11 +429,46 @@ class _Strips:
             self.row_failed[self.bad_rows] = failed(self.bad_rows, np.arange(nc))
         self.n_failed = int(self.row_failed.sum())
 
+    def _prepared(self, q, key):
+        """float32 copy, row norms and whether every value is an integer float32 holds (|q| <= 2**24)."""
+        cache = self.scratch.setdefault("panels", {})
+        hit = cache.get(key) if key is not None else None
+        if hit is None or hit[0].shape != q.shape:
+            q64 = np.ascontiguousarray(q)
+            hit = (
+                q64.astype(np.float32),
+                np.sqrt(np.einsum("ij,ij->i", q64, q64)),
+                bool(np.abs(q64).max(initial=0.0) <= 2.0**24),
+            )
+            if key is not None:
+                while len(cache) >= 16:
+                    cache.pop(next(iter(cache)))
+                cache[key] = hit
+        return hit
+
+    def _prepared_t(self, q32, key):
+        cache = self.scratch.setdefault("transposed", {})
+        hit = cache.get(key) if key is not None else None
+        if hit is None or hit.shape[::-1] != q32.shape:
+            hit = np.ascontiguousarray(q32.T)
+            if key is not None:
+                while len(cache) >= 16:
+                    cache.pop(next(iter(cache)))
+                cache[key] = hit
+        return hit
+
+    def buffer(self, name: str, size: int, dtype) -> np.ndarray:
+        """A buffer of ``size`` values kept in the scratch space."""
+        buf = self.scratch.get(name)
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = self.scratch[name] = np.empty(size, dtype)
+        return buf[:size]
+
     def __iter__(self):
         """``(s0, s1, args)`` for each tile of rows ``s0:s1``: the kernels' common arguments (the
         products in a buffer reused from tile to tile)."""
         n, nc = self.qa.shape[0], self.qb.shape[0]
-        buffers = {}
+        buffers = self.scratch.setdefault("tiles", {})
         for s0 in range(0, n, TILE_ROWS):
             s1 = min(n, s0 + TILE_ROWS)
             g0, g1 = np.searchsorted(self.g_rows, [s0, s1])
@@ -524,7 +562,7 @@ class _KeepBins(_Runner):
         self.parts = []
         if strips.n_failed and wanted[_INF_RAW_BIN]:
             self.parts.append(np.full(strips.n_failed, -np.inf, np.float32))
-        self.out = np.empty(TILE_ROWS * TILE_COLS, np.float32)
+        self.out = strips.buffer("kept", TILE_ROWS * TILE_COLS, np.float32)
 
     def tile(self, s0, s1, args):
         n = _keep_bins(*args, self.table, self.wanted, self.out)
@@ -546,7 +584,7 @@ class _Digits(_Runner):
         in_slot = self.first[np.arange(_UNIT_BINS) | 0x8000] >= 0
         self.table = _table(np.where(in_slot, SLOW, 0), SLOW, np.uint8)
         self.parts = []
-        self.out = np.empty(TILE_ROWS * TILE_COLS, np.int64)
+        self.out = strips.buffer("counters", TILE_ROWS * TILE_COLS, np.int64)
 
     def tile(self, s0, s1, args):
         red = self.red
@@ -578,7 +616,7 @@ class _Bracket(_Runner):
         self.values = []
         if strips.n_failed and self.lo_t <= -math.inf < self.hi_t:
             self.values.append(np.full(strips.n_failed, -np.inf))
-        self.out = np.empty(TILE_ROWS * TILE_COLS, np.float64)
+        self.out = strips.buffer("bracket", TILE_ROWS * TILE_COLS, np.float64)
 
     def tile(self, s0, s1, args):
         n = _bracket(*args, self.table, self.floor, self.lo_t, self.hi_t, self.out, self.state)
@@ -653,7 +691,9 @@ _KERNELS = {
 }
 
 
-def run_block(reduction, qa, a_ok, qb, b_ok, rsub, csub, r0: int, c0: int, all_vs_all: bool):
+def run_block(
+    reduction, qa, a_ok, qb, b_ok, rsub, csub, r0: int, c0: int, all_vs_all: bool, scratch=None, keys=(None, None)
+):
     """The packed partial of ``reduction`` over the impostor comparisons of one block.
 
     Parameters
@@ -668,8 +708,11 @@ def run_block(reduction, qa, a_ok, qb, b_ok, rsub, csub, r0: int, c0: int, all_v
         Subject of each row and column; pairs of one subject are genuine and skipped.
     r0, c0 : int
         Global index of the first row and column (all-vs-all owns the pairs ``i < j``).
+    scratch : dict, optional
+        Kept by the caller from block to block: buffers, and the float32 copies of the panels named
+        by ``keys`` (hashable names of the row and column panels, unique to their contents).
     """
-    strips = _Strips(qa, a_ok, qb, b_ok, rsub, csub, r0, c0, all_vs_all)
+    strips = _Strips(qa, a_ok, qb, b_ok, rsub, csub, r0, c0, all_vs_all, scratch, keys)
     parts = reduction.reductions if isinstance(reduction, MultiPass) else [reduction]
     runners = [_KERNELS[type(r)](r, strips) for r in parts]
     for s0, s1, args in strips:
