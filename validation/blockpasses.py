@@ -2,16 +2,21 @@
 
 A block of ``cosine-q24`` similarities (:func:`implementation.template.similarity_matrix`) is exact:
 an integer dot product of quantised embeddings, computed in float64, rounded once to float32. Here
-a block is computed in strips of rows that stay in cache, each as a **float32** matrix product
-(twice the float64 rate) that is only an approximation, with a rigorous bound on its error; one
-compiled loop per pass then takes every comparison of the strip once. Every decision a pass makes
-about a similarity (its key bin, whether it is kept, which bracket or edge interval it falls in) is
-a non-decreasing step function of the similarity, and the similarity is a non-decreasing function
-of the dot product, so when both ends of the interval ``approximation +- bound`` give the same
-decision, that decision is the one the exact similarity gives. Only the comparisons whose interval
-straddles a step (a few per thousand), and those whose exact value a pass keeps, get their exact
-dot product (float64, exact in any order). The result of each pass is the packed partial its
-numpy ``add`` gives on the same scores, bit for bit.
+a block is taken in tiles of 256 x 512 pairs that stay in the core's cache, each a **float32**
+matrix product (twice the float64 rate) that is only an approximation, with a rigorous bound on its
+error. Every decision a pass makes about a similarity (its key bin, whether it is kept, which
+bracket or edge interval it falls in) is a non-decreasing step function of the similarity, and the
+similarity is a non-decreasing function of the dot product, so when both ends of the interval
+``approximation +- bound`` give the same decision, that decision is the exact similarity's.
+
+A loop without branches (vector instructions) gives every pair of a tile a *code*: its key bin
+(the top 16 bits of the float32) when both ends of its interval fall in the same bin, else -1.
+Each pass then reads, through a table over the 65,536 codes, what it does with every similarity of
+a bin (count it in bin ``c``, skip it, count it below ``k`` bootstrap edges, ...); only the pairs
+the table cannot decide (their bin holds a step of the pass, or the code is -1), and those whose
+exact value the pass keeps, take the interval's ends or the exact dot product (float64, exact in
+any order). The result of each pass is the packed partial its numpy ``add`` gives on the same
+scores, bit for bit (``tests/validation/test_blockpasses.py``).
 
 The bound: with ``u = 2**-24``, inputs rounded to float32 (relative error ``u`` each) and any
 float32 evaluation order of the ``d`` products and their sum (what every BLAS ``sgemm`` does),
@@ -143,19 +148,6 @@ def _bounds(approx, ca, nb, i, j):
     if hi < 0.0:
         hi = 0.0
     return lo, hi
-
-
-@njit(inline="always", cache=True)
-def _count_below(edges, x):
-    """Number of ``edges`` strictly below ``x`` (``searchsorted(edges, x, 'left')``)."""
-    lo, hi = 0, edges.shape[0]
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if edges[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 @njit(inline="always", cache=True)
