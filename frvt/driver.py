@@ -459,9 +459,10 @@ def _multi_from_json(d: dict) -> MultiOutcome:
 
 
 def _match_from_json(d: dict) -> MatchOutcome:
-    e, v, s, c = d["row"].split()
+    from frvt.records import read_match_log_line
+
     return MatchOutcome(
-        MatchRow(e, v, float(s), int(c)), d.get("info", ""), d.get("exception"), d.get("failure"), d.get("elapsed_ms")
+        read_match_log_line(d["row"]), d.get("info", ""), d.get("exception"), d.get("failure"), d.get("elapsed_ms")
     )
 
 

@@ -79,6 +79,8 @@ def make_templates(
         say(f"resuming: {len(done)} templates on disk, {len(todo)} to make")
     spent = 0.0
     with log_path.open("a") as log:
+        if log_path.stat().st_size and not log_path.read_bytes().endswith(b"\n"):
+            log.write("\n")  # end a line cut by a kill, or the next record would join it
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             t0 = time.perf_counter()

@@ -407,6 +407,12 @@ def read_multiperson_log_line(line: str) -> MultiPersonRow:
     )
 
 
+def read_match_log_line(line: str) -> MatchRow:
+    """One row of match.log, as :meth:`MatchRow.format` writes it."""
+    e, v, score, code = line.split()
+    return MatchRow(e, v, float(score), int(code))
+
+
 def read_match_log(path: str | Path) -> list[MatchRow]:
     """Parse match.log; a non-numeric or non-finite score is an error naming file and line."""
     path = Path(path)

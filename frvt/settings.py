@@ -4,8 +4,8 @@
   (``$FRVT_CACHE``, default ``~/.cache/frvt``).
 - :func:`data_root`: the bundled models, tuning databases and validation set, in the repository
   (``data/``) or inside an installed wheel (``frvt/data/``).
-- :data:`SINGLE_THREAD_ENV` and :func:`single_thread_env`: the environment that keeps numpy,
-  OpenCV, OpenMP and TVM on one thread.
+- :data:`SINGLE_THREAD_ENV`, :func:`single_thread_env` and :func:`single_thread_environment`: the
+  environment that keeps numpy, OpenCV, OpenMP and TVM on one thread.
 - :func:`resolve_config_dir`: the config directory an implementation is initialised with.
 
 Reading a setting never creates a directory and never imports a heavy library.
@@ -13,8 +13,9 @@ Reading a setting never creates a directory and never imports a heavy library.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,22 @@ def limit_threads_by_default() -> None:
     """Put :data:`SINGLE_THREAD_ENV` into this process's environment where the caller set nothing."""
     for key, value in SINGLE_THREAD_ENV.items():
         os.environ.setdefault(key, value)
+
+
+@contextlib.contextmanager
+def single_thread_environment() -> Iterator[None]:
+    """Put :data:`SINGLE_THREAD_ENV` into this process's environment while the block runs (for the
+    child processes it starts: TVM's builders and runners), then restore what was there."""
+    saved = {key: os.environ.get(key) for key in SINGLE_THREAD_ENV}
+    os.environ.update(SINGLE_THREAD_ENV)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class ConfigDirError(ValueError):

@@ -63,6 +63,7 @@ def _package_dir(name: str) -> Path:
 def native_settings(config_dir: Path) -> str:
     """The text of ``native.cfg`` for a config folder of the Python implementation."""
     from implementation.config_dir import CONFIG_NAME
+    from implementation.detect import FACE_GEOMETRY
     from implementation.model_config import ModelConfig
     from implementation.pipeline import _describe
 
@@ -87,6 +88,9 @@ def native_settings(config_dir: Path) -> str:
         f"embedding_size {int(model.embedding_size)}",
         f"chip_size {int(model.chip.get('size', 150)) if model.chip else 150}",
         f"flip_average {int(flip)}",
+        f"face_box_margin {float(FACE_GEOMETRY.box_margin)!r}",
+        f"face_min_eye_distance {float(FACE_GEOMETRY.min_eye_distance)!r}",
+        f"face_min_template_fit {float(FACE_GEOMETRY.min_template_fit)!r}",
         f"fingerprint {fingerprint}",
         f"version {_describe(model.name, flip)} (C++)",
     ]

@@ -243,6 +243,130 @@ class RetinaFaceDetector:
         ]
 
 
+@dataclass(frozen=True)
+class FaceGeometry:
+    """What a detection's box and landmarks must satisfy to be taken for a face.
+
+    Checked in the image the detector saw (upright in that view), in this order; the first
+    failure is the reason (:data:`IMPLAUSIBLE_REASONS`):
+
+    1. every box and landmark coordinate is finite;
+    2. the box has a positive width and height;
+    3. the eyes are in order: the subject's right eye (landmark 0) strictly left of the subject's
+       left eye (landmark 1), as :class:`Face` defines them;
+    4. every landmark lies inside the box grown by ``box_margin`` of its width (x) and height (y)
+       on each side;
+    5. the eye distance is at least ``min_eye_distance`` of the box width;
+    6. a similarity transform (rotation, uniform scale, translation; no reflection) maps the five
+       landmarks onto :data:`implementation.align.CHIP_TEMPLATE` with the alignment's weights
+       :data:`implementation.align.LANDMARK_WEIGHTS` and explains at least ``min_template_fit``
+       of the template's spread (:func:`template_fit`, 1 for a perfect fit, 0 when the best
+       transform has zero scale, i.e. is singular).
+
+    The C++ library reads these three numbers from ``native.cfg`` (written from this object by
+    ``frvt submission build``) and applies the same rule.
+
+    The limits pass every real face we have: over the 13,233 LFW and 114 MEDS images, the face
+    the pipeline uses has its landmarks at most 0.033 of the box outside it (an LFW face), an eye
+    distance of at least 0.029 of the box width and a template fit of at least 0.338 (both a MEDS
+    profile view), and no image's landmarks change (``python scripts/face_geometry_stats.py``;
+    17 of the 3,076 other, background faces are passed over). What they stop are the detector's
+    guesses on faces turned past 90 degrees, which the pipeline then finds in the image turned by
+    90, 270 or 180 degrees.
+    """
+
+    box_margin: float = 0.25
+    min_eye_distance: float = 0.02
+    min_template_fit: float = 0.25
+
+
+FACE_GEOMETRY = FaceGeometry()
+
+#: Why a detection is not taken for a face, in the order the rule checks (index + 1 is the
+#: C++ library's reason code; 0 means plausible).
+IMPLAUSIBLE_REASONS = (
+    "a non-finite coordinate",
+    "an empty box",
+    "eyes swapped",
+    "a landmark outside the box",
+    "eyes too close for the box",
+    "no similarity transform to a face",
+)
+
+
+def template_fit(landmarks: np.ndarray) -> float:
+    """Fraction of the face template's spread that the best similarity transform of ``landmarks``
+    explains: ``1 - residual / spread`` of the weighted least-squares fit (Umeyama) of the five
+    landmarks onto :data:`implementation.align.CHIP_TEMPLATE`, in [0, 1].
+
+    1 for landmarks that are a rotated, scaled, shifted template; near 0 for a mirrored or
+    scrambled one (the best transform's scale then tends to zero: it is singular). 0 when all
+    landmarks coincide. Computed in float64 in the same order as the C++ library.
+
+    Parameters
+    ----------
+    landmarks : np.ndarray, shape (5, 2)
+        Finite ``(x, y)`` pixels in :class:`Face` order.
+    """
+    from implementation.align import CHIP_TEMPLATE, LANDMARK_WEIGHTS
+
+    src = [(float(x), float(y)) for x, y in np.asarray(landmarks, np.float64)]
+    dst = [(float(x), float(y)) for x, y in CHIP_TEMPLATE]
+    total = 0.0
+    for v in LANDMARK_WEIGHTS:
+        total += float(v)
+    w = [float(v) / total for v in LANDMARK_WEIGHTS]
+    mus = [0.0, 0.0]
+    mud = [0.0, 0.0]
+    for i in range(5):
+        for k in range(2):
+            mus[k] += w[i] * src[i][k]
+            mud[k] += w[i] * dst[i][k]
+    var_src = var_dst = c00 = c01 = c10 = c11 = 0.0
+    for i in range(5):
+        ax, ay = src[i][0] - mus[0], src[i][1] - mus[1]
+        bx, by = dst[i][0] - mud[0], dst[i][1] - mud[1]
+        var_src += w[i] * (ax * ax + ay * ay)
+        var_dst += w[i] * (bx * bx + by * by)
+        c00 += w[i] * bx * ax
+        c01 += w[i] * bx * ay
+        c10 += w[i] * by * ax
+        c11 += w[i] * by * ay
+    if not var_src > 0:
+        return 0.0
+    p, q = c00 + c11, c10 - c01
+    return (p * p + q * q) / (var_src * var_dst)
+
+
+def implausibility(box: np.ndarray, landmarks: np.ndarray, limits: FaceGeometry = FACE_GEOMETRY) -> str | None:
+    """Why a detection cannot be a face (one of :data:`IMPLAUSIBLE_REASONS`), or None if it can.
+
+    See :class:`FaceGeometry` for the rule. ``box`` is ``(x1, y1, x2, y2)``, ``landmarks`` (5, 2),
+    both in the pixels of the image the detector saw.
+    """
+    box = [float(v) for v in np.asarray(box, np.float64).ravel()]
+    points = np.asarray(landmarks, np.float64).reshape(5, 2)
+    if not (all(math.isfinite(v) for v in box) and bool(np.all(np.isfinite(points)))):
+        return IMPLAUSIBLE_REASONS[0]
+    x1, y1, x2, y2 = box
+    width, height = x2 - x1, y2 - y1
+    if not (width > 0 and height > 0):
+        return IMPLAUSIBLE_REASONS[1]
+    (rx, ry), (lx, ly) = (float(v) for v in points[0]), (float(v) for v in points[1])
+    if not rx < lx:
+        return IMPLAUSIBLE_REASONS[2]
+    mx, my = limits.box_margin * width, limits.box_margin * height
+    for x, y in points:
+        if not (x1 - mx <= float(x) <= x2 + mx and y1 - my <= float(y) <= y2 + my):
+            return IMPLAUSIBLE_REASONS[3]
+    dx, dy, least = lx - rx, ly - ry, limits.min_eye_distance * width
+    if not dx * dx + dy * dy >= least * least:  # squares: no rounding of a square root to agree on
+        return IMPLAUSIBLE_REASONS[4]
+    if not template_fit(points) >= limits.min_template_fit:
+        return IMPLAUSIBLE_REASONS[5]
+    return None
+
+
 def select_face(faces: Sequence[Face], image_shape: tuple[int, ...]) -> Face | None:
     """The face to use when an image should hold one subject.
 

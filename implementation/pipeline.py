@@ -8,8 +8,14 @@ compiled by TVM), keep the largest / most central face, cut dlib's 150x150 chip 
 transform, embed the chip and its mirror image with dlib's ResNet (compiled by TVM) and average
 the two unit vectors. Several images make one template: the normalised mean of their embeddings.
 
-When no face is found upright, the detector is run again on the image turned by 90, 270 and 180
-degrees (mugshots arrive rotated now and then); landmarks are mapped back to the original image.
+A detection whose landmarks cannot be a face (eyes swapped or far outside its box, eyes too
+close, no similarity transform to a face: :func:`implementation.detect.implausibility`) is passed
+over for the next one; when none is left the call fails with ``FaceDetectionError``, never with a
+template made from it.
+
+When no plausible face is found upright, the detector is run again on the image turned by 90, 270
+and 180 degrees (mugshots arrive rotated now and then); landmarks are mapped back to the original
+image.
 
 Similarity: ``(1 + cos) / 2`` of the unit embeddings, in [0, 1], higher = more alike (see
 :func:`implementation.template.similarity`). A failed template always exists (the "no face"
@@ -42,7 +48,7 @@ from frvt.contract import (
 from implementation import template as tpl
 from implementation.align import align
 from implementation.config_dir import CONFIG_FORMAT, CONFIG_NAME
-from implementation.detect import RetinaFaceDetector, select_face
+from implementation.detect import FACE_GEOMETRY, FaceGeometry, RetinaFaceDetector, implausibility, select_face
 from implementation.model_config import ModelConfig
 
 __version__ = "0.1.0"
@@ -56,6 +62,13 @@ _ROTATIONS = (
     (cv2.ROTATE_90_COUNTERCLOCKWISE, lambda x, y, w, h: (w - y, x)),
     (cv2.ROTATE_180, lambda x, y, w, h: (w - x, h - y)),
 )
+
+
+def _no_face(implausible: int) -> str:
+    """The failure text when no face is used; names the implausible detections passed over."""
+    if implausible == 0:
+        return "no face found"
+    return f"no plausible face found ({implausible} implausible detection(s) passed over)"
 
 
 def _describe(embedder: str, flip: bool) -> str:
@@ -80,6 +93,14 @@ class FaceVerifier:
         self._flip = True
         self.target: dict | None = None
         self.last_stage_times: dict[str, float] = {}
+        #: Thread CPU milliseconds of each network call of the last ``create_face_template`` call,
+        #: by network (CPU time: on a shared machine the wall clock also counts waiting for a core).
+        self.last_model_times: dict[str, list[float]] = {}
+        self._model_dirs: dict[str, Path] = {}
+        self._embedder_timed = None
+        #: What a detection must satisfy to be taken for a face (the C++ library reads the same
+        #: limits from its native.cfg).
+        self.geometry: FaceGeometry = FACE_GEOMETRY
 
     # -- set-up -------------------------------------------------------------------------------
     def default_config_dir(self) -> Path:
@@ -105,7 +126,11 @@ class FaceVerifier:
             self._embedder = CompiledModel.load(embedder_dir)
             self._config = ModelConfig.load(embedder_dir / "model_config.json")
             height, width = self._detector_model.input_shape[2:4]
-            self._detector = RetinaFaceDetector(self._detector_model, input_size=(height, width))
+            self._detector = RetinaFaceDetector(
+                self._timed("detector", self._detector_model), input_size=(height, width)
+            )
+            self._embedder_timed = self._timed("embedder", self._embedder)
+            self._model_dirs = {"detector": detector_dir, "embedder": embedder_dir}
             sha = self._embedder.metadata.get("model_sha256", "")
             self._fingerprint = bytes.fromhex(sha[:8]) if len(sha) >= 8 else b"\0\0\0\0"
             self._flip = bool(settings.get("flip_average", True))
@@ -116,19 +141,39 @@ class FaceVerifier:
             return ReturnStatus(ReturnCode.ConfigError, f"cannot load config from {config_dir}: {exc}")
         return ReturnStatus(ReturnCode.Success)
 
+    def model_dirs(self) -> dict[str, Path]:
+        """The compiled-model directory of each network (``metadata.json``, ``model.onnx``), by
+        the names :attr:`last_model_times` uses; empty before ``initialize``."""
+        return dict(self._model_dirs)
+
+    def _timed(self, name: str, model):
+        """``model`` with each call's thread CPU milliseconds appended to ``last_model_times[name]``."""
+
+        def call(x: np.ndarray):
+            t = time.thread_time()
+            out = model(x)
+            self.last_model_times.setdefault(name, []).append((time.thread_time() - t) * 1e3)
+            return out
+
+        return call
+
     # -- templates ----------------------------------------------------------------------------
     def _failed(self, code: ReturnCode, info: str, n_images: int) -> TemplateResult:
         return TemplateResult(
             ReturnStatus(code, info), tpl.encode(None, self._fingerprint), [EyePair()] * max(n_images, 1)
         )
 
-    def _detect_all(self, rgb: np.ndarray, choose_one: bool) -> list[np.ndarray]:
+    def _detect_all(self, rgb: np.ndarray, choose_one: bool) -> tuple[list[np.ndarray], int]:
         """Landmarks (5, 2) in original pixels of the chosen face (``choose_one``) or of every face,
-        from the first rotation in which any face is found; every face ordered left to right."""
+        from the first rotation in which any plausible face is found (:func:`implausibility`),
+        every face ordered left to right; and how many implausible detections were passed over."""
         h, w = rgb.shape[:2]
+        skipped = 0
         for rotation, back in _ROTATIONS:
             view = rgb if rotation is None else cv2.rotate(rgb, rotation)
-            faces = self._detector.detect(view)
+            detected = self._detector.detect(view)
+            faces = [f for f in detected if implausibility(f.box, f.landmarks, self.geometry) is None]
+            skipped += len(detected) - len(faces)
             if choose_one:
                 chosen = select_face(faces, view.shape)
                 faces = [chosen] if chosen is not None else []
@@ -136,13 +181,14 @@ class FaceVerifier:
                 found = [
                     np.array([back(float(x), float(y), w, h) for x, y in f.landmarks], dtype=np.float32) for f in faces
                 ]
-                return sorted(found, key=lambda lm: float(lm[:, 0].mean()))
-        return []
+                return sorted(found, key=lambda lm: float(lm[:, 0].mean())), skipped
+        return [], skipped
 
-    def _detect(self, rgb: np.ndarray):
-        """The chosen face's landmarks (5, 2) in original pixels, or None; tries rotations."""
-        found = self._detect_all(rgb, choose_one=True)
-        return found[0] if found else None
+    def _detect(self, rgb: np.ndarray) -> tuple[np.ndarray | None, int]:
+        """The chosen face's landmarks (5, 2) in original pixels, or None; tries rotations. Also
+        how many implausible detections were passed over."""
+        found, skipped = self._detect_all(rgb, choose_one=True)
+        return (found[0] if found else None), skipped
 
     @staticmethod
     def _eyes(landmarks: np.ndarray, w: int, h: int) -> EyePair:
@@ -167,7 +213,7 @@ class FaceVerifier:
         x = self._network_input(chip)
         total = np.zeros(self._config.embedding_size, np.float64)
         for item in [x] + ([x[:, ::-1]] if self._flip else []):
-            v = np.asarray(self._embedder(self._batch(item))[0], np.float64).ravel()
+            v = np.asarray(self._embedder_timed(self._batch(item))[0], np.float64).ravel()
             total += v / (np.linalg.norm(v) + 1e-12)
         return (total / (np.linalg.norm(total) + 1e-12)).astype(np.float32)
 
@@ -175,6 +221,7 @@ class FaceVerifier:
         """One template from all faces found in ``images``; never raises."""
         times = dict.fromkeys(STAGES, 0.0)
         self.last_stage_times = times
+        self.last_model_times = {}
         if self._embedder is None:
             return self._failed(ReturnCode.ConfigError, "initialize was not called or failed", len(images))
         if not images:
@@ -192,11 +239,11 @@ class FaceVerifier:
                 rgb = cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB) if pixels.ndim == 2 else pixels
                 t2 = time.perf_counter()
                 times["decode"] += (t2 - t) * 1e3
-                landmarks = self._detect(rgb)
+                landmarks, skipped = self._detect(rgb)
                 t3 = time.perf_counter()
                 times["detect"] += (t3 - t2) * 1e3
                 if landmarks is None:
-                    problems.append((ReturnCode.FaceDetectionError, f"image {index}: no face found"))
+                    problems.append((ReturnCode.FaceDetectionError, f"image {index}: {_no_face(skipped)}"))
                     eyes.append(EyePair())
                     continue
                 h, w = rgb.shape[:2]
@@ -230,6 +277,7 @@ class FaceVerifier:
         failed = lambda code, info: MultiTemplateResult(  # noqa: E731
             ReturnStatus(code, info), [tpl.encode(None, self._fingerprint)], [EyePair()]
         )
+        self.last_model_times = {}
         if self._embedder is None:
             return failed(ReturnCode.ConfigError, "initialize was not called or failed")
         try:
@@ -238,9 +286,9 @@ class FaceVerifier:
             except ValueError as exc:
                 return failed(ReturnCode.ParseError, str(exc))
             rgb = cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB) if pixels.ndim == 2 else pixels
-            faces = self._detect_all(rgb, choose_one=False)
+            faces, skipped = self._detect_all(rgb, choose_one=False)
             if not faces:
-                return failed(ReturnCode.FaceDetectionError, "no face found")
+                return failed(ReturnCode.FaceDetectionError, _no_face(skipped))
             h, w = rgb.shape[:2]
             templates = [
                 tpl.encode(self._embed(align(rgb, lm, self._chip_size, self._config.chip)), self._fingerprint, 1)
@@ -282,7 +330,7 @@ class FaceVerifier:
         rgb = cv2.cvtColor(rgb, cv2.COLOR_GRAY2RGB) if rgb.ndim == 2 else rgb
         x, _ = self._detector.preprocess(rgb)
         out = {"detector": [asdict(op) for op in self._detector_model.profile(x)]}
-        landmarks = self._detect(rgb)
+        landmarks, _ = self._detect(rgb)
         size = self._chip_size
         chip = (
             align(rgb, landmarks, size, self._config.chip)

@@ -44,6 +44,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from frvt.settings import single_thread_env  # noqa: E402
+
 TARGETS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 
@@ -215,7 +217,7 @@ def lfw_scale(args) -> int:
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+        env=single_thread_env(),
     )
     if r.returncode != 0:
         raise SystemExit(f"frvt score failed:\n{r.stderr}")
@@ -263,7 +265,7 @@ def child(args, task: str, cold: bool = False, trace: bool = False) -> dict:
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+        env=single_thread_env(),
     )
     if r.returncode != 0:
         raise SystemExit(f"child {task} failed:\n{r.stderr}")

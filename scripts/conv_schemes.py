@@ -7,7 +7,7 @@
         --json docs/results/conv_schemes.json
 
 Each database is compiled for Broadwell in the scheme its manifest names (NCHW, NHWC or
-NHWC-winograd, see ``frvt.compiler.compile.prepare_module``); the builds run one thread each,
+NHWC-winograd, see ``frvt.compiler.passes.prepare_module``); the builds run one thread each,
 interleaved call by call in this process (``frvt.perf.bench.time_interleaved``), on the same seeded
 input. Prints the median and p90 per build, the ratio of each median to the first build's,
 each build's max abs difference from ONNX Runtime, and the weights it reads per call (as
@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 from frvt.perf.bench import onnxruntime_session, time_interleaved  # noqa: E402
 from frvt.perf.machine import measure_fma_peak, measure_read_bandwidth  # noqa: E402
-from frvt.compiler import compile as tvm_compile  # noqa: E402
+from frvt.compiler import compile as tvm_compile, databases, passes  # noqa: E402
 from implementation.tvm_runtime import CompiledModel  # noqa: E402
 
 
@@ -48,12 +48,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the result here")
     args = parser.parse_args()
 
-    name, shape = tvm_compile.onnx_input_spec(args.model)
+    name, shape = passes.onnx_input_spec(args.model)
     x = np.random.default_rng(0).uniform(-1.0, 1.0, shape).astype(np.float32)
     reference = onnxruntime_session(args.model).run(None, {name: x})
     calls, builds = {}, []
     for database in args.databases:
-        scheme = tvm_compile.database_conv_scheme(database)
+        scheme = databases.database_conv_scheme(database)
         artefact = tvm_compile.ensure_compiled(args.model, "broadwell", database=database, conv_scheme=scheme)
         model = CompiledModel.load(artefact)
         diff = max(float(np.max(np.abs(ours - ref))) for ours, ref in zip(model(x), reference))
@@ -65,8 +65,8 @@ def main() -> int:
                 "conv_scheme": scheme,
                 "winograd": model.metadata.get("winograd"),
                 "layout_elementwise": model.metadata.get("layout_elementwise", []),
-                "cold_tasks": len(tvm_compile.database_cold_tasks(database)),
-                "records": tvm_compile.count_records(database),
+                "cold_tasks": len(databases.database_cold_tasks(database)),
+                "records": databases.count_records(database),
                 "max_abs_diff_vs_onnxruntime": diff,
                 "weight_mb": model.metadata.get("weight_bytes", float("nan")) / 1e6,
             }

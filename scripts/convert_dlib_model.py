@@ -76,10 +76,9 @@ def dlib_chips(paths: list[Path]) -> list[np.ndarray]:
 
 
 def normalise(chip: np.ndarray) -> np.ndarray:
-    """uint8 (150, 150, 3) RGB -> float32 (1, 3, 150, 150), as dlib's input_rgb_image_sized does."""
-    mean = np.asarray(DLIB_RESNET.mean, dtype=np.float32)
-    x = (chip.astype(np.float32) - mean) * np.float32(DLIB_RESNET.scale)
-    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+    """uint8 (150, 150, 3) RGB -> float32 (1, 3, 150, 150), as dlib's input_rgb_image_sized does
+    (the pipeline's own preprocessing, :data:`implementation.model_config.DLIB_RESNET`)."""
+    return DLIB_RESNET.batch(DLIB_RESNET.network_input(chip))
 
 
 def check_dlib(onnx_path: Path, dat_path: Path, chips: list[np.ndarray]) -> dict:

@@ -11,20 +11,27 @@ only (no torch). The file is ~174 MB: it goes to a cache directory, never into t
 
 Usage::
 
-    python scripts/make_iresnet50.py                      # ~/.cache/frvt/iresnet50_random.onnx
+    python scripts/make_iresnet50.py                      # <cache root>/iresnet50_random.onnx
     python scripts/make_iresnet50.py --layers 1 1 1 1 --width 16 --output /tmp/tiny.onnx
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-DEFAULT_OUTPUT = Path.home() / ".cache" / "frvt" / "iresnet50_random.onnx"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from frvt.settings import cache_root  # noqa: E402
+
+#: Where ``frvt bench`` looks for it (``frvt.perf.bench.models.IRESNET50_PATH``): the cache root
+#: (``$FRVT_CACHE``, default ``~/.cache/frvt``).
+DEFAULT_OUTPUT = cache_root() / "iresnet50_random.onnx"
 
 
 class _GraphBuilder:

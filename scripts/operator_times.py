@@ -32,7 +32,7 @@ limit_threads_by_default()  # one thread, before TVM is imported
 import numpy as np  # noqa: E402
 
 from frvt.perf.bench import onnxruntime_session  # noqa: E402
-from frvt.compiler import compile as tvm_compile  # noqa: E402
+from frvt.compiler import compile as tvm_compile, databases, passes  # noqa: E402
 from implementation.tvm_runtime import CompiledModel  # noqa: E402
 
 
@@ -65,12 +65,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="write every operator's time here")
     args = parser.parse_args()
 
-    name, shape = tvm_compile.onnx_input_spec(args.model)
+    name, shape = passes.onnx_input_spec(args.model)
     x = np.random.default_rng(0).uniform(-1.0, 1.0, shape).astype(np.float32)
     result = {}
     for database in args.databases:
         artefact = tvm_compile.ensure_compiled(
-            args.model, "broadwell", database=database, conv_scheme=tvm_compile.database_conv_scheme(database)
+            args.model, "broadwell", database=database, conv_scheme=databases.database_conv_scheme(database)
         )
         operators = CompiledModel.load(artefact).profile(x, repeat=args.repeat)
         total = sum(op.time_us for op in operators)

@@ -18,11 +18,11 @@ Usage (from the repository root)::
     python scripts/tune.py MODEL.onnx --database DIR --tasks     # list tasks, FLOPs, records
 
 ``--conv-scheme`` (NCHW, NHWC or NHWC-winograd convolutions, see
-``frvt.compiler.compile.prepare_module``) is
+``frvt.compiler.passes.prepare_module``) is
 recorded in the database's manifest and defaults to it, so a resumed run keeps its scheme.
 
 ``--cache-flush`` measures the selected tasks cold, as their layers run inside the model (see
-``frvt.compiler.compile.tune_module``); the manifest's ``cold_tasks`` names them. A task's
+``frvt.compiler.tuning.tune_module``); the manifest's ``cold_tasks`` names them. A task's
 records are all warm or all cold: a run that would mix the two stops with an error, and
 ``--reset`` deletes the selected tasks' records first (to re-tune them in the other mode)::
 
@@ -46,7 +46,7 @@ fastest::
     python scripts/tune.py MODEL.onnx --database DIR --cache-flush --op conv2d5_ --handwritten --trials 0
 
 Measurements run on one thread (``TVM_NUM_THREADS=1``); MetaSchedule's per-task logs go to
-``~/.cache/frvt/tuning-logs/<database-name>/`` (not committed).
+``<cache root>/tuning-logs/<database-name>/`` (``$FRVT_CACHE``, default ``~/.cache/frvt``; not committed).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ from frvt.settings import limit_threads_by_default  # noqa: E402
 
 limit_threads_by_default()  # one thread, before TVM is imported
 
-from frvt.compiler import compile as tvm_compile  # noqa: E402
+from frvt.compiler import compile as tvm_compile, databases, passes, targets, tuning  # noqa: E402
 
 
 def _log(message: str) -> None:
@@ -78,9 +78,9 @@ def _task_table(tasks: list, database: Path) -> list[dict]:
     from tvm.s_tir import meta_schedule as ms
 
     db = None
-    if tvm_compile.count_records(database) > 0:
+    if databases.count_records(database) > 0:
         db = ms.database.JSONDatabase(work_dir=str(database), allow_missing=False)
-    cold = set(tvm_compile.database_cold_tasks(database).values())
+    cold = set(databases.database_cold_tasks(database).values())
     rows = []
     for task in tasks:
         best_us = None
@@ -96,10 +96,10 @@ def _task_table(tasks: list, database: Path) -> list[dict]:
             {
                 "task": task.task_name,
                 "weight": int(task.weight),
-                "gflops": tvm_compile.task_flops(task) / 1e9,
+                "gflops": tuning.task_flops(task) / 1e9,
                 "records": n_records,
                 "best_us": best_us,
-                "cold": tvm_compile.workload_hash(task.dispatched[0]) in cold,
+                "cold": tuning.workload_hash(task.dispatched[0]) in cold,
             }
         )
     return rows
@@ -135,13 +135,13 @@ def _measurement_mode(
     ValueError
         A selected task has records measured the other way and ``reset`` is not given.
     """
-    selected = tvm_compile.select_tasks(tasks, op_names, gflops_range)
-    cold = tvm_compile.database_cold_tasks(database)
+    selected = tuning.select_tasks(tasks, op_names, gflops_range)
+    cold = databases.database_cold_tasks(database)
     cold_hashes = set(cold.values())
-    rows = {row["task"]: row for row in _task_table(selected, database)} if tvm_compile.count_records(database) else {}
-    hashes = {task.task_name: tvm_compile.workload_hash(task.dispatched[0]) for task in selected}
+    rows = {row["task"]: row for row in _task_table(selected, database)} if databases.count_records(database) else {}
+    hashes = {task.task_name: tuning.workload_hash(task.dispatched[0]) for task in selected}
     if reset:
-        dropped = tvm_compile.drop_records(database, set(hashes.values()))
+        dropped = databases.drop_records(database, set(hashes.values()))
         _log(f"--reset: deleted {dropped} records of {len(hashes)} tasks")
     else:
         mixed = [
@@ -165,7 +165,7 @@ def _measurement_mode(
 
 def _tuning_seconds(database: Path) -> float:
     """Cumulative tuning seconds recorded in the database's manifest (0 when none)."""
-    manifest_path = database / tvm_compile.MANIFEST_NAME
+    manifest_path = database / databases.MANIFEST_NAME
     return float(json.loads(manifest_path.read_text()).get("tuning_seconds", 0.0)) if manifest_path.exists() else 0.0
 
 
@@ -214,7 +214,7 @@ def main() -> int:
     parser.add_argument("--genetic-iters", type=int, default=3)
     parser.add_argument(
         "--conv-scheme",
-        choices=tvm_compile.CONV_SCHEMES,
+        choices=passes.CONV_SCHEMES,
         default=None,
         help="how convolutions are computed (default: the database's, else NCHW)",
     )
@@ -276,16 +276,16 @@ def main() -> int:
             extra = {}
             if stopped:  # the killed child could not add its time to the manifest
                 extra["tuning_seconds"] = round(_tuning_seconds(args.database) + time.time() - start, 1)
-            tvm_compile.write_manifest(args.database, args.model, tvm_compile.parse_target(args.target), **extra)
-            _log(f"{args.database}: {tvm_compile.count_records(args.database)} records")
+            databases.write_manifest(args.database, args.model, targets.parse_target(args.target), **extra)
+            _log(f"{args.database}: {databases.count_records(args.database)} records")
         return status
 
-    target = tvm_compile.parse_target(args.target)
+    target = targets.parse_target(args.target)
     database: Path = args.database
     if args.prune is not None:
-        before, after = tvm_compile.prune_database(database, args.prune)
+        before, after = databases.prune_database(database, args.prune)
         _log(f"pruned {database}: {before} -> {after} records")
-        tvm_compile.write_manifest(database, args.model, target)
+        databases.write_manifest(database, args.model, target)
         return 0
 
     try:  # one database, one scheme (also for --tasks: the records would match nothing)
@@ -294,19 +294,19 @@ def main() -> int:
         _log(f"error: {exc}")
         return 2
     _log(
-        f"model {args.model} sha256 {tvm_compile.file_sha256(args.model)[:16]} target {json.dumps(target)} "
+        f"model {args.model} sha256 {databases.file_sha256(args.model)[:16]} target {json.dumps(target)} "
         f"convolutions {scheme}"
     )
-    settings = tvm_compile.scheme_settings(database, scheme)
+    settings = databases.scheme_settings(database, scheme)
     if settings:
         _log(f"scheme settings {json.dumps(settings)}")
-    mod = tvm_compile.prepare_module(
-        tvm_compile.import_onnx(args.model, tuple(args.input_shape) if args.input_shape else None),
+    mod = passes.prepare_module(
+        passes.import_onnx(args.model, tuple(args.input_shape) if args.input_shape else None),
         target,
         scheme,
         **settings,
     )
-    tasks = tvm_compile.extract_tasks(mod, target)  # once: the listing, the checks and --remeasure share them
+    tasks = tuning.extract_tasks(mod, target)  # once: the listing, the checks and --remeasure share them
     if args.tasks:
         _print_tasks(_task_table(tasks, database))
         return 0
@@ -318,10 +318,10 @@ def main() -> int:
     except ValueError as exc:
         _log(f"error: {exc}")
         return 2
-    tvm_compile.write_manifest(database, args.model, target, conv_scheme=scheme, cold_tasks=cold_tasks, **settings)
+    databases.write_manifest(database, args.model, target, conv_scheme=scheme, cold_tasks=cold_tasks, **settings)
     if args.remeasure is not None:
-        selected = tvm_compile.select_tasks(tasks, args.op, gflops_range)
-        remeasured = tvm_compile.remeasure_records(
+        selected = tuning.select_tasks(tasks, args.op, gflops_range)
+        remeasured = tuning.remeasure_records(
             selected, target, args.remeasure, database, top_k=args.remeasure_top, cache_flush=args.cache_flush
         )
         _log(
@@ -332,14 +332,14 @@ def main() -> int:
         for error in remeasured.errors:
             _log(f"--remeasure: not measured: {error}")
     if args.handwritten:
-        _measure_handwritten(tvm_compile.select_tasks(tasks, args.op, gflops_range), target, database, args.cache_flush)
-    records = tvm_compile.count_records(database)
+        _measure_handwritten(tuning.select_tasks(tasks, args.op, gflops_range), target, database, args.cache_flush)
+    records = databases.count_records(database)
     remaining = args.trials - records
     _log(f"database {database}: {records} records; {max(remaining, 0)} trials to go")
     if remaining <= 0:
         return 0
     start = time.time()
-    records = tvm_compile.tune_module(
+    records = tuning.tune_module(
         mod,
         target,
         database,
@@ -356,9 +356,7 @@ def main() -> int:
         cache_flush=args.cache_flush,
     )
     elapsed = time.time() - start
-    tvm_compile.write_manifest(
-        database, args.model, target, tuning_seconds=round(_tuning_seconds(database) + elapsed, 1)
-    )
+    databases.write_manifest(database, args.model, target, tuning_seconds=round(_tuning_seconds(database) + elapsed, 1))
     _log(f"done: {records} records, {elapsed / 60:.1f} min this run")
     _print_tasks(_task_table(tasks, database))
     return 0
@@ -379,7 +377,7 @@ def _measure_handwritten(tasks: list, target: dict, database: Path, cache_flush:
         if not tasks:
             _log("--handwritten: no selected task has a direct NHWC convolution with a tile that fits")
             return
-        measured = tvm_compile.remeasure_records(
+        measured = tuning.remeasure_records(
             tasks, target, seed, database, top_k=max(written.values()), cache_flush=cache_flush
         )
     _log(

@@ -53,3 +53,21 @@ def native_submission(tmp_path_factory, default_config_dir):
     from native_build import build_submission_for_tests
 
     return build_submission_for_tests(tmp_path_factory.mktemp("submission") / "frvt-submission", default_config_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny ONNX model (conv, relu, gemm; ``onnx_models.write_tiny_model``)."""
+    from onnx_models import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_compiled(tiny_model, tmp_path_factory) -> tuple[Path, dict]:
+    """The tiny model compiled untuned for Broadwell with ``onnx_models.TINY_CONFIG``: (directory, metadata)."""
+    from frvt.compiler.compile import compile_model
+    from onnx_models import TINY_CONFIG
+
+    out = tmp_path_factory.mktemp("compiled") / "tiny-broadwell"
+    return out, compile_model(tiny_model, target="broadwell", output_dir=out, model_config=TINY_CONFIG, progress=False)

@@ -46,6 +46,7 @@ def test_the_wheel_holds_the_code_and_the_data_it_needs(wheel):
         "frvt/compiler/compile.py",
         "frvt/perf/bench/run.py",
         "frvt/perf/bench/cpuid_cap.c",
+        "frvt/perf/profile/__main__.py",
         "frvt/settings.py",
         "implementation/pipeline.py",
         "validation/score.py",

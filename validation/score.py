@@ -84,7 +84,10 @@ __all__ = [
     "read_validate_output",
     "load_input",
     "score",
+    "evaluate_system",
     "system_metrics",
+    "write_plots",
+    "metrics_document",
     "format_report",
 ]
 
@@ -611,99 +614,156 @@ def score(
     ScoreError / ScoreFileError
         Bad input, naming file, line (or index) and value.
     """
+    _check_inputs(inputs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MetricWarning)
+        systems = [
+            evaluate_system(
+                inp,
+                higher_is_better=higher_is_better,
+                fmr_targets=fmr_targets,
+                n_resamples=n_resamples,
+                seed=seed,
+                confidence=confidence,
+                min_false_matches=min_false_matches,
+                histogram=plots,
+            )
+            for inp in inputs
+        ]
+    messages = _warning_messages(caught)
+    plot_paths = write_plots(systems, out, confidence, formats) if plots else []
+    doc = metrics_document(systems, fmr_targets, confidence, min_false_matches, plot_paths, messages)
+    path = out / "metrics.json"
+    path.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    return ScoreReport(doc, path, plot_paths, systems, messages)
+
+
+def _check_inputs(inputs: Sequence[ScoreInput]) -> None:
+    """At least one system, and distinct labels (they name the plots and the table rows)."""
     if not inputs:
         raise ValueError("nothing to score: give a validate directory, an HDF5 file or --genuine/--impostor")
     labels = [i.label for i in inputs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels must be distinct, got {labels}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    systems: list[SystemResult] = []
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", MetricWarning)
-        for inp in inputs:
-            loaded = load_input(inp, higher_is_better)
-            want_boot = n_resamples > 0 and loaded.genuine_subject is not None
-            ev = evaluate(
-                loaded.genuine,
-                loaded.impostor,
-                fmr_targets,
-                genuine_failed=loaded.genuine_failed,
-                higher_is_better=loaded.higher_is_better,
-                min_false_matches=min_false_matches,
-                target_windows=want_boot,
-            )
-            boot = None
-            if want_boot:
-                boot = subject_bootstrap(
-                    ev,
-                    loaded.genuine_subject,
-                    loaded.impostor,
-                    loaded.impostor_subject,
-                    n_resamples=n_resamples,
-                    seed=seed,
-                    confidence=confidence,
-                )
-            m = system_metrics(inp, loaded, ev, boot, confidence)
-            hist = _histogram(loaded, ev) if plots else None
-            systems.append(SystemResult(inp, loaded, ev, boot, m, hist))
-    messages = []
+
+
+def evaluate_system(
+    inp: ScoreInput,
+    *,
+    higher_is_better: bool | None = None,
+    fmr_targets: Sequence[float] = FMR_TARGETS,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    min_false_matches: int = 1,
+    histogram: bool = True,
+) -> SystemResult:
+    """One system: load its scores, evaluate them (exact, streamed), bootstrap the intervals
+    (where subject ids exist and ``n_resamples`` > 0), the metrics dict and, with ``histogram``,
+    the score histogram for the plots. Parameters as in :func:`score`."""
+    loaded = load_input(inp, higher_is_better)
+    want_boot = n_resamples > 0 and loaded.genuine_subject is not None
+    ev = evaluate(
+        loaded.genuine,
+        loaded.impostor,
+        fmr_targets,
+        genuine_failed=loaded.genuine_failed,
+        higher_is_better=loaded.higher_is_better,
+        min_false_matches=min_false_matches,
+        target_windows=want_boot,
+    )
+    boot = None
+    if want_boot:
+        boot = subject_bootstrap(
+            ev,
+            loaded.genuine_subject,
+            loaded.impostor,
+            loaded.impostor_subject,
+            n_resamples=n_resamples,
+            seed=seed,
+            confidence=confidence,
+        )
+    m = system_metrics(inp, loaded, ev, boot, confidence)
+    hist = _histogram(loaded, ev) if histogram else None
+    return SystemResult(inp, loaded, ev, boot, m, hist)
+
+
+def _warning_messages(caught: Sequence[warnings.WarningMessage]) -> list[str]:
+    """``"Category: message"`` of each caught warning, once each, in order."""
+    messages: list[str] = []
     for w in caught:
         text = f"{w.category.__name__}: {w.message}"
         if text not in messages:
             messages.append(text)
+    return messages
+
+
+def write_plots(
+    systems: Sequence[SystemResult], out: Path, confidence: float, formats: Sequence[str] = ("png", "svg")
+) -> list[Path]:
+    """The DET plot of every system (``det.*``) and one score histogram per system
+    (``hist_<label>.*``) in ``out``; returns the files written."""
+    from validation.plots import DETSeries, OperatingMark, plot_det, plot_score_histogram
 
     plot_paths: list[Path] = []
-    if plots:
-        from validation.plots import DETSeries, OperatingMark, plot_det, plot_score_histogram
+    series = []
+    for s in systems:
+        det = s.evaluation.det
+        lo, hi = (
+            clopper_pearson(det.false_non_matches, max(det.n_genuine, 0), confidence) if det.n_genuine else (None, None)
+        )
+        marks = [
+            OperatingMark(
+                k,
+                v["fmr"] if v["fmr"] is not None else math.nan,
+                v["fnmr"],
+                v["ci_low"] if v["ci_low"] is not None else math.nan,
+                v["ci_high"] if v["ci_high"] is not None else math.nan,
+            )
+            for k, v in s.metrics["fnmr_at_fmr"].items()
+            if v["estimable"]
+        ]
+        series.append(
+            DETSeries(s.input.label, det.fmr, det.fnmr, lo, hi, marks, s.evaluation.n_genuine, s.evaluation.n_impostor)
+        )
+    title = "DET (band: Clopper-Pearson at each threshold; bars: interval of FNMR at FMR)"
+    plot_paths += plot_det(series, out / "det", title=title, formats=formats)
+    for s in systems:
+        if s.histogram is None:
+            continue
+        edges, gc, ic = s.histogram
+        th = {f"FMR {k}": v["threshold"] for k, v in s.metrics["fnmr_at_fmr"].items() if v["threshold"] is not None}
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s.input.label)
+        plot_paths += plot_score_histogram(
+            edges,
+            gc,
+            ic,
+            out / f"hist_{safe}",
+            title=f"Scores: {s.input.label}",
+            thresholds=th,
+            formats=formats,
+            score_label=s.metrics["direction"],
+        )
+    return plot_paths
 
-        series = []
-        for s in systems:
-            det = s.evaluation.det
-            lo, hi = (
-                clopper_pearson(det.false_non_matches, max(det.n_genuine, 0), confidence)
-                if det.n_genuine
-                else (None, None)
-            )
-            marks = [
-                OperatingMark(
-                    k,
-                    v["fmr"] if v["fmr"] is not None else math.nan,
-                    v["fnmr"],
-                    v["ci_low"] if v["ci_low"] is not None else math.nan,
-                    v["ci_high"] if v["ci_high"] is not None else math.nan,
-                )
-                for k, v in s.metrics["fnmr_at_fmr"].items()
-                if v["estimable"]
-            ]
-            series.append(
-                DETSeries(
-                    s.input.label, det.fmr, det.fnmr, lo, hi, marks, s.evaluation.n_genuine, s.evaluation.n_impostor
-                )
-            )
-        title = "DET (band: Clopper-Pearson at each threshold; bars: interval of FNMR at FMR)"
-        plot_paths += plot_det(series, out / "det", title=title, formats=formats)
-        for s in systems:
-            if s.histogram is None:
-                continue
-            edges, gc, ic = s.histogram
-            th = {f"FMR {k}": v["threshold"] for k, v in s.metrics["fnmr_at_fmr"].items() if v["threshold"] is not None}
-            safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in s.input.label)
-            plot_paths += plot_score_histogram(
-                edges,
-                gc,
-                ic,
-                out / f"hist_{safe}",
-                title=f"Scores: {s.input.label}",
-                thresholds=th,
-                formats=formats,
-                score_label=s.metrics["direction"],
-            )
 
+def metrics_document(
+    systems: Sequence[SystemResult],
+    fmr_targets: Sequence[float],
+    confidence: float,
+    min_false_matches: int,
+    plot_paths: Sequence[Path],
+    messages: Sequence[str],
+) -> dict:
+    """The content of ``metrics.json`` (schema :data:`SCHEMA`): the tool and versions, the
+    conventions, the first system's metrics at the top level, every system under ``systems``,
+    the plots' file names and the warnings."""
     import validation
 
     first = dict(systems[0].metrics)
-    doc = {
+    return {
         "schema": SCHEMA,
         "created_by": {
             "tool": "frvt score",
@@ -725,11 +785,8 @@ def score(
         **first,
         "systems": [s.metrics for s in systems],
         "plots": [str(p.name) for p in plot_paths],
-        "warnings": messages,
+        "warnings": list(messages),
     }
-    path = out / "metrics.json"
-    path.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
-    return ScoreReport(doc, path, plot_paths, systems, messages)
 
 
 def _version() -> str | None:

@@ -68,7 +68,9 @@ def bench_command(
         True, "--fma/--no-fma", help="Measure one core's AVX2 FMA peak for the fraction-of-peak column."
     ),
     cache_dir: Path = typer.Option(
-        None, "--cache-dir", help="Root of compiled TVM models (default ~/.cache/frvt/compiled)."
+        None,
+        "--cache-dir",
+        help="Root of compiled TVM models (default: compiled/ under $FRVT_CACHE, or ~/.cache/frvt).",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Report each stage on stderr."),
 ) -> None:

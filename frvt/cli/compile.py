@@ -74,7 +74,9 @@ def compile_command(
 
     Exit status: 0 on success, 1 when import/tuning/compilation fails, 2 for bad arguments.
     """
-    from frvt.compiler.compile import CompileError, compile_model, parse_target, target_name
+    from frvt.compiler import CompileError
+    from frvt.compiler.compile import compile_model
+    from frvt.compiler.targets import parse_target, target_name
     from implementation.model_config import ModelConfig
 
     try:

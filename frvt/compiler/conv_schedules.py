@@ -155,7 +155,7 @@ def schedule_direct_conv(func, tile: ConvTile):
 
 def write_seed_database(tasks: list, target: dict, out: str | Path, limit: int = 8) -> tuple[dict[str, int], list[str]]:
     """Write every fitting hand-written variant of each task's convolution to a JSON database at
-    ``out``, to be timed by :func:`frvt.compiler.compile.remeasure_records` (the run time written,
+    ``out``, to be timed by :func:`frvt.compiler.tuning.remeasure_records` (the run time written,
     1 s, is a placeholder: this database only carries the traces). Returns the records written per
     task name (tasks without a direct convolution or a fitting tile are absent) and the errors,
     naming task and variant."""

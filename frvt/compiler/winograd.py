@@ -28,8 +28,8 @@ API
 * :func:`make_legalize_conv2d` (``tiles``, ``min_channels``) -> a legalization
   function for ``relax.nn.conv2d`` that uses Winograd for NHWC/OHWI, groups 1, 3x3, stride 1,
   dilation 1, constant weights; everything else goes to TVM's default legalization.
-* ``frvt.compiler.compile.prepare_module(mod, target, "NHWC-winograd")`` applies it with
-  ``frvt.compiler.compile.WINOGRAD_SETTINGS`` (F(4x4, 3x3) on inputs from 16x16, F(2x2, 3x3)
+* ``frvt.compiler.passes.prepare_module(mod, target, "NHWC-winograd")`` applies it with
+  ``frvt.compiler.passes.WINOGRAD_SETTINGS`` (F(4x4, 3x3) on inputs from 16x16, F(2x2, 3x3)
   from 8x8).
 * :func:`conv2d_winograd_nhwc` (TE compute) and :func:`kernel_pack_numpy`.
 """
@@ -298,7 +298,7 @@ def make_legalize_conv2d(*, tiles, min_channels: int):
     constant weights, CI and CO >= ``min_channels``, and an entry of ``tiles`` -- (minimum
     input height and width, output tile m in {2, 4}) pairs, the first that fits is used --
     for the input's size. The settings the project uses are
-    ``frvt.compiler.compile.WINOGRAD_SETTINGS``.
+    ``frvt.compiler.passes.WINOGRAD_SETTINGS``.
     """
     tiles = [(int(min_hw), int(m)) for min_hw, m in tiles]
     if any(m not in (2, 4) for _, m in tiles):

@@ -23,11 +23,11 @@ def test_every_cache_follows_frvt_cache(monkeypatch, tmp_path):
     import inspect
 
     from frvt import lfw
-    from frvt.compiler import compile as tvm_compile
+    from frvt.compiler import compile as tvm_compile, tuning
     from frvt.perf.bench import models, run
     from implementation import config_dir
 
-    for module in (lfw, tvm_compile, models, run, config_dir):
+    for module in (lfw, tvm_compile, tuning, models, run, config_dir):
         assert '".cache"' not in inspect.getsource(module), module.__name__
 
 

@@ -8,7 +8,20 @@ import cv2
 import numpy as np
 import pytest
 
-from implementation.detect import RETINAFACE_MNET025, Face, RetinaFaceDetector, decode, priors, select_face
+from implementation.align import CHIP_TEMPLATE, LANDMARK_WEIGHTS, similarity_transform
+from implementation.detect import (
+    FACE_GEOMETRY,
+    IMPLAUSIBLE_REASONS,
+    RETINAFACE_MNET025,
+    Face,
+    FaceGeometry,
+    RetinaFaceDetector,
+    decode,
+    implausibility,
+    priors,
+    select_face,
+    template_fit,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / ".." / "shared" / "data"
@@ -226,3 +239,107 @@ def test_preprocess_equals_the_plain_recipe(name):
     expected = (canvas.astype(np.float32) - np.float32([104, 117, 123])).transpose(2, 0, 1)[None]
     assert x.shape == (1, 3, 320, 320) and x.dtype == np.float32 and x.flags.c_contiguous
     assert np.array_equal(x, expected) and factors == (nw / w, nh / h)
+
+
+# --- the face-geometry rule ----------------------------------------------------------------------
+
+
+def synthetic_face(angle_deg: float = 0.0, scale: float = 1.0, shift=(300.0, 200.0)) -> tuple[np.ndarray, np.ndarray]:
+    """A detection made from the chip template: landmarks turned by ``angle_deg`` about their
+    centre, scaled and shifted, and a box around them as RetinaFace draws one (eyes at 45% of
+    its width apart)."""
+    points = (CHIP_TEMPLATE - CHIP_TEMPLATE.mean(axis=0)) * scale
+    turn = np.deg2rad(angle_deg)
+    rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    landmarks = points @ rotation.T + shift
+    side = 150 * scale
+    box = np.array([shift[0] - side / 2, shift[1] - side / 2, shift[0] + side / 2, shift[1] + side / 2])
+    return box.astype(np.float32), landmarks.astype(np.float32)
+
+
+@pytest.mark.parametrize("angle", [-60, -30, 0, 15, 45, 60])
+@pytest.mark.parametrize("scale", [0.2, 1.0, 7.0])
+def test_a_template_face_turned_and_scaled_is_plausible(angle, scale):
+    box, landmarks = synthetic_face(angle, scale)
+    assert implausibility(box, landmarks) is None
+    assert template_fit(landmarks) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_each_defect_gives_its_reason():
+    box, landmarks = synthetic_face()
+    reasons = {}
+
+    def check(name, b, lm):
+        reasons[name] = implausibility(b, lm)
+
+    nan = landmarks.copy()
+    nan[2, 1] = np.nan
+    check("nan landmark", box, nan)
+    check("infinite box", np.array([box[0], box[1], np.inf, box[3]], np.float32), landmarks)
+    check("empty box", box[[2, 1, 0, 3]], landmarks)
+    check("swapped eyes", box, landmarks[[1, 0, 2, 3, 4]])
+    low = landmarks.copy()
+    low[3:, 1] = box[3] + 0.3 * (box[3] - box[1])  # mouth far below the box
+    check("mouth outside", box, low)
+    close = landmarks.copy()
+    middle = landmarks[:2].mean(axis=0)
+    close[:2] = middle + np.array([[-0.5, 0.0], [0.5, 0.0]])  # eyes 1 px apart in a 150 px box
+    check("eyes close", box, close)
+    upside = landmarks.copy()
+    upside[2:, 1] = 2 * middle[1] - upside[2:, 1]  # nose and mouth above the eyes
+    check("mouth above eyes", box, upside)
+    assert reasons == {
+        "nan landmark": "a non-finite coordinate",
+        "infinite box": "a non-finite coordinate",
+        "empty box": "an empty box",
+        "swapped eyes": "eyes swapped",
+        "mouth outside": "a landmark outside the box",
+        "eyes close": "eyes too close for the box",
+        "mouth above eyes": "no similarity transform to a face",
+    }
+    assert set(reasons.values()) == set(IMPLAUSIBLE_REASONS)
+
+
+def test_limits_are_inclusive_at_their_values():
+    box, landmarks = synthetic_face()
+    width = float(box[2] - box[0])
+    edge = landmarks.copy()
+    edge[4, 0] = box[2] + FACE_GEOMETRY.box_margin * width  # exactly at the margin: inside
+    assert implausibility(box, edge) is None
+    edge[4, 0] = np.nextafter(edge[4, 0], np.float32(np.inf))
+    assert implausibility(box, edge) == "a landmark outside the box"
+    stricter = FaceGeometry(min_template_fit=template_fit(landmarks) + 1e-6)
+    assert implausibility(box, landmarks, stricter) == "no similarity transform to a face"
+
+
+def test_template_fit_is_one_minus_the_residual_of_the_aligners_transform():
+    """Oracle: the SVD-based similarity transform of the aligner, its weighted residual."""
+    rng = np.random.default_rng(3)
+    weights = LANDMARK_WEIGHTS / LANDMARK_WEIGHTS.sum()
+    spread = float(weights @ ((CHIP_TEMPLATE - weights @ CHIP_TEMPLATE) ** 2).sum(axis=1))
+    fits = []
+    for _ in range(200):
+        box, landmarks = synthetic_face(rng.uniform(-180, 180), rng.uniform(0.3, 3))
+        landmarks = landmarks + rng.normal(0, rng.uniform(0, 40), landmarks.shape).astype(np.float32)
+        m = similarity_transform(landmarks, CHIP_TEMPLATE, LANDMARK_WEIGHTS)
+        mapped = landmarks.astype(np.float64) @ m[:, :2].T + m[:, 2]
+        residual = float(weights @ ((mapped - CHIP_TEMPLATE) ** 2).sum(axis=1))
+        fit = template_fit(landmarks)
+        assert fit == pytest.approx(1 - residual / spread, abs=1e-9)
+        fits.append(fit)
+    assert min(fits) < 0.25 < 0.9 < max(fits)  # the noise spans plausible and implausible fits
+    assert template_fit(np.zeros((5, 2))) == 0.0  # all landmarks in one point: no transform
+    assert template_fit(np.full((5, 2), 7.0)) < 1e-12  # the same, up to rounding of their mean
+
+
+def test_a_real_face_is_plausible_and_its_mirrored_landmarks_are_not(detector):
+    image = read_rgb(MEDS_IMAGE)
+    face = detector.detect(image)[0]
+    assert implausibility(face.box, face.landmarks) is None
+    width = image.shape[1]
+    box = np.array([width - face.box[2], face.box[1], width - face.box[0], face.box[3]], np.float32)
+    mirrored = np.column_stack([width - face.landmarks[:, 0], face.landmarks[:, 1]])
+    # the mirror image's points under the original labels: the subject's right eye now on the right
+    assert implausibility(box, mirrored) == "eyes swapped"
+    # relabelled as the detector labels the mirror image (image-left eye first): a face again
+    assert implausibility(box, mirrored[[1, 0, 2, 4, 3]]) is None

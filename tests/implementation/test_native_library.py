@@ -6,6 +6,7 @@ import itertools
 import shutil
 from pathlib import Path
 
+import implausible_images
 import numpy as np
 import pytest
 from native_build import ROOT, run_native
@@ -115,3 +116,52 @@ def test_multi_person_form(native_run):
 def test_creates_no_threads(native_run):
     before, after, after_last_call = native_run["threads"]
     assert before == after == after_last_call
+
+
+@pytest.fixture(scope="module")
+def implausible_run(relocated, tmp_path_factory):
+    """The C++ library on the generated images whose detections cannot all be faces."""
+    folder = tmp_path_factory.mktemp("implausible")
+    paths = implausible_images.write_pngs(folder / "images")
+    library = next((relocated / "lib").glob("libfrvt_11_*.so"))
+    return paths, run_native(library, relocated / "config", list(paths.values()), folder / "run.pkl")
+
+
+def test_implausible_detections_are_passed_over_or_refused_as_in_python(implausible_run, face_verifier):
+    paths, run = implausible_run
+    codes = {}
+    for name, path in paths.items():
+        python = face_verifier.create_face_template([decode_image(path)], TemplateRole.Enrollment_11)
+        code, template, eyes = run["templates"][str(path)][0]
+        assert code == int(python.status.code), name
+        assert eyes == [tuple(vars(e).values()) for e in python.eyes], name
+        mine, theirs = tpl.decode(template), tpl.decode(python.template)
+        assert mine.has_face == theirs.has_face, name
+        if mine.has_face:
+            assert tpl.similarity(mine.embedding, theirs.embedding) > 1 - 1e-5, name
+        codes[name] = code
+    assert {n for n, c in codes.items() if c == ReturnCode.FaceDetectionError} == {
+        "near_black_constant",
+        "near_black_noise",
+        "near_black_mugshot",
+    }
+    assert all(c == ReturnCode.Success for n, c in codes.items() if n.startswith("upside_down"))
+
+
+def test_library_reads_the_face_geometry_limits_from_its_config(relocated, tmp_path):
+    config = tmp_path / "config"
+    shutil.copytree(relocated / "config", config)
+    settings = (config / "native.cfg").read_text()
+    assert "face_min_template_fit 0.25\n" in settings
+    (config / "native.cfg").write_text(settings.replace("face_min_template_fit 0.25", "face_min_template_fit 1.5"))
+    library = next((relocated / "lib").glob("libfrvt_11_*.so"))
+    mugshot = IMAGES / "meds" / "S001" / "S001-01-t10_01.jpg"
+    run = run_native(library, config, [mugshot], tmp_path / "strict.pkl")
+    assert run["templates"][str(mugshot)][0][0] == ReturnCode.FaceDetectionError  # no landmarks fit that well
+    assert run["multi"][str(mugshot)][0] == ReturnCode.FaceDetectionError
+    (config / "native.cfg").write_text(
+        "".join(line + "\n" for line in settings.splitlines() if not line.startswith("face_min_template_fit"))
+    )
+    run = run_native(library, config, [mugshot], tmp_path / "missing.pkl")
+    code, info, _ = run["init"]
+    assert code == ReturnCode.ConfigError and "face_min_template_fit" in info

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import implausible_images
 import numpy as np
 import pytest
 
@@ -11,6 +12,7 @@ from frvt.contract import Image, ReturnCode, TemplateRole
 from frvt.driver import decode_image
 from implementation import FaceVerifier
 from implementation import template as tpl
+from implementation.detect import FaceGeometry, implausibility
 
 ROOT = Path(__file__).resolve().parents[2]
 VAL = ROOT / "data" / "validation" / "images"
@@ -145,6 +147,19 @@ def test_stage_times_add_up(face_verifier):
     assert all(v >= 0 for v in st.values()) and st["embed"] > 0 and st["detect"] > 0
 
 
+def test_network_calls_are_counted_inside_their_stages(face_verifier):
+    r = make(face_verifier, EDGE / "rot90_S013.jpg")  # found after turning: more than one detector call
+    assert r.status.ok
+    calls = face_verifier.last_model_times
+    assert len(calls["detector"]) >= 2 and len(calls["embedder"]) == 2  # the chip and its mirror
+    st = face_verifier.last_stage_times
+    assert sum(calls["detector"]) <= st["detect"] and sum(calls["embedder"]) <= st["embed"]
+    dirs = face_verifier.model_dirs()
+    assert set(dirs) == set(calls) and all((d / "metadata.json").is_file() for d in dirs.values())
+    make(face_verifier, EDGE / "all_black.png")  # the next call starts afresh
+    assert len(face_verifier.last_model_times["detector"]) == 4 and "embedder" not in face_verifier.last_model_times
+
+
 def test_single_view_config_embeds_once_and_says_so(face_verifier, templates, tmp_path):
     from implementation.config_dir import build_config_dir
 
@@ -157,3 +172,62 @@ def test_single_view_config_embeds_once_and_says_so(face_verifier, templates, tm
     a, b = tpl.decode(one.template, single._fingerprint), tpl.decode(both.template, face_verifier._fingerprint)
     assert float(a.embedding @ b.embedding) > 0.9  # ... but not the person
     assert face_verifier.match_templates(one.template, both.template).status.ok  # and they still match
+
+
+# --- detections that cannot be a face -------------------------------------------------------------
+
+
+def _template(fv, rgb):
+    return fv.create_face_template([Image.from_array(np.ascontiguousarray(rgb))], E)
+
+
+@pytest.mark.parametrize("name", sorted(implausible_images.near_black()))
+def test_near_black_images_are_refused_with_a_matchable_failed_template(face_verifier, templates, name):
+    r = _template(face_verifier, implausible_images.near_black()[name])
+    assert r.status.code == ReturnCode.FaceDetectionError, r.status
+    assert not tpl.decode(r.template).has_face and not r.eyes[0].is_left_assigned
+    m = face_verifier.match_templates(r.template, templates["S001_01"].template)
+    assert (m.status.code, m.similarity) == (ReturnCode.VerifTemplateError, -1.0)
+
+
+@pytest.mark.parametrize("name", implausible_images.UPSIDE_DOWN)
+def test_upside_down_face_is_not_templated_from_its_implausible_upright_detection(face_verifier, name):
+    upright = implausible_images.mugshot(name)
+    turned = implausible_images.upside_down()[f"upside_down_{name}"]
+    # the situation: the detector's upright view of the turned image has only implausible faces
+    detected = face_verifier._detector.detect(turned)
+    assert detected and all(implausibility(f.box, f.landmarks) is not None for f in detected)
+    a, b = _template(face_verifier, upright), _template(face_verifier, turned)
+    assert a.status.code == b.status.code == ReturnCode.Success, b.status
+    h, w = upright.shape[:2]
+    ea, eb = a.eyes[0], b.eyes[0]
+    eyes_upright = np.array([[ea.xleft, ea.yleft], [ea.xright, ea.yright]], float)
+    eyes_back = np.array([[w - eb.xleft, h - eb.yleft], [w - eb.xright, h - eb.yright]], float)  # turned back
+    eye_distance = np.linalg.norm(eyes_upright[0] - eyes_upright[1])
+    # the subject's eyes on the right sides, near where the upright image has them (the
+    # implausible detections put them 0.4-0.6 eye distances off, or the wrong way round)
+    assert np.max(np.linalg.norm(eyes_back - eyes_upright, axis=1)) < 0.3 * eye_distance
+    assert face_verifier.match_templates(a.template, b.template).similarity > 0.97
+
+
+def test_implausible_bigger_face_is_passed_over_for_a_plausible_smaller_one(face_verifier, templates):
+    canvas = implausible_images.upside_down_beside_upright()
+    big_width = canvas.shape[1] - implausible_images.mugshot("S002-01").shape[1] // 2
+    r = _template(face_verifier, canvas)
+    assert r.status.code == ReturnCode.Success, r.status
+    assert r.eyes[0].xleft > big_width and r.eyes[0].xright > big_width  # the small face's eyes
+    s002 = face_verifier.match_templates(r.template, templates["S002_01"].template).similarity
+    s003 = face_verifier.match_templates(r.template, templates["S003_01"].template).similarity
+    assert s002 > 0.97 > s003
+
+
+def test_when_no_detection_is_plausible_the_call_fails_with_face_detection_error(default_config_dir, templates):
+    fv = FaceVerifier()
+    assert fv.initialize(str(default_config_dir)).ok
+    fv.geometry = FaceGeometry(min_template_fit=1.5)  # no landmarks fit better than perfectly
+    r = make(fv, MEDS / "S001" / "S001-01-t10_01.jpg")
+    assert r.status.code == ReturnCode.FaceDetectionError
+    assert "no plausible face found" in r.status.info and "passed over" in r.status.info
+    assert not tpl.decode(r.template).has_face
+    multi = fv.create_face_templates(decode_image(MEDS / "S001" / "S001-01-t10_01.jpg"), E)
+    assert multi.status.code == ReturnCode.FaceDetectionError and not tpl.decode(multi.templates[0]).has_face

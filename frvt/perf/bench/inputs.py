@@ -12,7 +12,7 @@ from frvt.perf.bench.models import _IRESNET_MEAN, _IRESNET_SCALE, DEFAULT_IMAGE,
 
 
 def _input_shape(onnx_path: Path) -> tuple[str, tuple[int, ...]]:
-    from frvt.compiler.compile import onnx_input_spec
+    from frvt.compiler.passes import onnx_input_spec
 
     name, shape = onnx_input_spec(onnx_path)
     if any(s <= 0 for s in shape):

@@ -82,7 +82,7 @@ def resolve_models(models: Sequence[str | ModelSpec] | None) -> list[ModelSpec]:
     """Model names or ``.onnx`` paths -> specs (default: the three built-in models).
 
     A path is a ``generic`` model named after its file stem. ``iresnet50`` is built with
-    ``scripts/make_iresnet50.py`` when its file is missing (~1 min, ~174 MB in ``~/.cache/frvt``).
+    ``scripts/make_iresnet50.py`` when its file is missing (~1 min, ~174 MB in the cache root).
 
     Raises
     ------

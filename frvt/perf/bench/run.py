@@ -81,21 +81,23 @@ def _tvm_artefact(
 ) -> tuple[Path | None, dict, str]:
     """(compiled directory or None, target dict, note) for a TVM row. A tuned database is
     compiled from a snapshot taken now (its content, not its path, keys the compile cache)."""
-    from frvt.compiler import compile as tvm_compile
+    from frvt.compiler import CompileError, databases
+    from frvt.compiler.compile import ensure_compiled
+    from frvt.compiler.targets import parse_target, target_name
 
-    target = tvm_compile.parse_target(GROUP_TARGET[group])
-    name = tvm_compile.target_name(target)
+    target = parse_target(GROUP_TARGET[group])
+    name = target_name(target)
     cache_root = Path(cache_dir) if cache_dir is not None else settings.cache_root() / "compiled"
     conv_scheme = "NCHW"
     if tuned:
-        database = tvm_compile.find_tuned_database(spec.path, target)
+        database = databases.find_tuned_database(spec.path, target)
         if database is None:
             label = "not tuned for native" if group == "full" else f"not tuned for {name}"
             return None, target, f"{label}: no database under data/tuning/ for this model hash and target {name}"
         shown = database.relative_to(REPO_ROOT) if database.is_relative_to(REPO_ROOT) else database
-        conv_scheme = tvm_compile.database_conv_scheme(database)
+        conv_scheme = databases.database_conv_scheme(database)
         snapshot = scratch / f"database-{spec.name}-{name}"
-        n_records = tvm_compile.snapshot_database(database, snapshot)
+        n_records = databases.snapshot_database(database, snapshot)
         database = snapshot
         note = f"database {shown} ({conv_scheme} convolutions), snapshot of {n_records} records"
     else:
@@ -105,10 +107,8 @@ def _tvm_artefact(
         note = "no tuning database (default schedules)"
     report(f"compiling {spec.name} for {name} ({'tuned' if tuned else 'untuned'}), cached after the first time")
     try:
-        artefact = tvm_compile.ensure_compiled(
-            spec.path, target, cache_dir=cache_root, database=database, conv_scheme=conv_scheme
-        )
-    except (tvm_compile.CompileError, ValueError) as exc:
+        artefact = ensure_compiled(spec.path, target, cache_dir=cache_root, database=database, conv_scheme=conv_scheme)
+    except (CompileError, ValueError) as exc:
         return None, target, f"compile failed: {exc}"
     return artefact, target, note
 

@@ -16,11 +16,6 @@ constexpr float kVariance0 = 0.1f, kVariance1 = 0.2f;
 constexpr float kScoreThreshold = 0.6f;
 constexpr double kNmsThreshold = 0.4;
 
-// Where the 5 landmarks go in dlib's 150x150 chip and their fit weights (implementation/align.py).
-constexpr double kChipTemplate[5][2] = {{46.15, 44.50}, {101.34, 45.04}, {72.47, 76.47}, {50.95, 103.82}, {95.76, 104.01}};
-constexpr double kLandmarkWeights[5] = {8.0, 8.0, 1.0, 1.0, 1.0};
-constexpr int kChipSize = 150;
-
 std::vector<float> make_priors(int height, int width) {
     std::vector<float> p;
     for (int level = 0; level < 3; ++level) {
@@ -185,6 +180,12 @@ std::string Settings::load(const std::string& path) {
         } else if (key == "fingerprint") {
             if (rest.size() != 8) return bad();
             for (int i = 0; i < 4; ++i) fingerprint[i] = uint8_t(std::stoul(rest.substr(2 * i, 2), nullptr, 16));
+        } else if (key == "face_box_margin") {
+            if (!(values >> geometry.box_margin) || !(geometry.box_margin >= 0)) return bad();
+        } else if (key == "face_min_eye_distance") {
+            if (!(values >> geometry.min_eye_distance) || !(geometry.min_eye_distance >= 0)) return bad();
+        } else if (key == "face_min_template_fit") {
+            if (!(values >> geometry.min_template_fit) || !(geometry.min_template_fit >= 0)) return bad();
         } else if (key == "version") {
             version = rest;
         }  // unknown keys are for newer readers
@@ -192,6 +193,8 @@ std::string Settings::load(const std::string& path) {
     if (!format_seen) return path + ": no 'format' line";
     if (detector_library.empty() || embedder_library.empty()) return path + ": 'detector' and 'embedder' are required";
     if (detector_shape.size() != 4 || embedder_shape.size() != 4) return path + ": both model shapes are required";
+    if (geometry.box_margin < 0 || geometry.min_eye_distance < 0 || geometry.min_template_fit < 0)
+        return path + ": 'face_box_margin', 'face_min_eye_distance' and 'face_min_template_fit' are required";
     return "";
 }
 
@@ -285,7 +288,7 @@ FaceResult FacePipeline::find_face(const Pixels& rgb) {
     for (Turn turn : kTurns) {
         const Pixels view = turn == Turn::None ? Pixels() : rotate(rgb, turn);
         const Pixels& image = turn == Turn::None ? rgb : view;
-        const auto faces = detect(image);
+        const auto faces = plausible(detect(image), result.implausible);
         const Face* face = select_face(faces, image.width, image.height);
         if (face == nullptr) continue;
         for (int k = 0; k < 5; ++k) {
@@ -300,10 +303,11 @@ FaceResult FacePipeline::find_face(const Pixels& rgb) {
     return result;
 }
 
-std::vector<Face> FacePipeline::find_faces(const Pixels& rgb) {
+std::vector<Face> FacePipeline::find_faces(const Pixels& rgb, int& implausible) {
+    implausible = 0;
     for (Turn turn : kTurns) {
         const Pixels view = turn == Turn::None ? Pixels() : rotate(rgb, turn);
-        std::vector<Face> faces = detect(turn == Turn::None ? rgb : view);
+        std::vector<Face> faces = plausible(detect(turn == Turn::None ? rgb : view), implausible);
         if (faces.empty()) continue;
         for (Face& f : faces)
             for (int k = 0; k < 5; ++k) {
@@ -315,6 +319,20 @@ std::vector<Face> FacePipeline::find_faces(const Pixels& rgb) {
         return faces;
     }
     return {};
+}
+
+std::vector<Face> FacePipeline::plausible(std::vector<Face> faces, int& implausible) const {
+    std::vector<Face> kept;
+    for (const Face& f : faces) {
+        if (implausibility(f.box, f.landmarks, settings_.geometry) == 0) kept.push_back(f);
+        else ++implausible;
+    }
+    return kept;
+}
+
+std::string no_face_text(int implausible) {
+    if (implausible == 0) return "no face found";
+    return "no plausible face found (" + std::to_string(implausible) + " implausible detection(s) passed over)";
 }
 
 Pixels FacePipeline::align(const Pixels& rgb, const float landmarks[10]) const {

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "face_geometry.h"
 #include "resample.h"
 #include "template_bytes.h"
 #include "tvm_model.h"
@@ -26,6 +27,7 @@ struct Settings {
     bool flip_average = true;
     Fingerprint fingerprint{0, 0, 0, 0};
     std::string version;
+    FaceGeometry geometry;  // what a detection must satisfy to be taken for a face
 
     /** Parses `path`; returns an empty string or what is wrong (file, line, value). */
     std::string load(const std::string& path);
@@ -41,7 +43,11 @@ struct Face {
 struct FaceResult {
     bool found = false;
     float landmarks[10];
+    int implausible = 0;  // detections passed over because they cannot be a face
 };
+
+/** The failure text when no face is used (as Python's pipeline._no_face). */
+std::string no_face_text(int implausible);
 
 class FacePipeline {
 public:
@@ -49,10 +55,12 @@ public:
     std::string load(const std::string& config_dir);
     /** Faces in an RGB image, best score first. */
     std::vector<Face> detect(const Pixels& rgb);
-    /** The chosen face (largest and most central), trying the image turned by 90, 270 and 180 degrees. */
+    /** The chosen plausible face (largest and most central), trying the image turned by 90, 270 and
+     *  180 degrees. */
     FaceResult find_face(const Pixels& rgb);
-    /** Every face of the first orientation that has one, landmarks in the original image. */
-    std::vector<Face> find_faces(const Pixels& rgb);
+    /** Every plausible face of the first orientation that has one, landmarks in the original image;
+     *  ``implausible`` counts the detections passed over. */
+    std::vector<Face> find_faces(const Pixels& rgb, int& implausible);
     /** The chip of the face with these landmarks. */
     Pixels align(const Pixels& rgb, const float landmarks[10]) const;
     /** Unit embedding of a chip (flip-averaged when configured). */
@@ -61,6 +69,9 @@ public:
     const Settings& settings() const { return settings_; }
 
 private:
+    /** The faces that can be faces (implausibility 0), in order; counts the others in ``implausible``. */
+    std::vector<Face> plausible(std::vector<Face> faces, int& implausible) const;
+
     Settings settings_;
     TvmModel detector_;
     TvmModel embedder_;

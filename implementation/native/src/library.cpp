@@ -89,7 +89,7 @@ public:
                 }
                 const FaceResult face = pipeline_.find_face(rgb);
                 if (!face.found) {
-                    note(ReturnCode::FaceDetectionError, "image " + std::to_string(i) + ": no face found");
+                    note(ReturnCode::FaceDetectionError, "image " + std::to_string(i) + ": " + no_face_text(face.implausible));
                     continue;
                 }
                 eyes.push_back(eyes_of(face.landmarks, rgb));
@@ -140,8 +140,9 @@ public:
             Pixels rgb;
             const std::string error = to_rgb(image, rgb);
             if (!error.empty()) return failed(ReturnCode::ParseError, error);
-            const std::vector<Face> faces = pipeline_.find_faces(rgb);
-            if (faces.empty()) return failed(ReturnCode::FaceDetectionError, "no face found");
+            int implausible = 0;
+            const std::vector<Face> faces = pipeline_.find_faces(rgb, implausible);
+            if (faces.empty()) return failed(ReturnCode::FaceDetectionError, no_face_text(implausible));
             for (const Face& f : faces) {
                 templs.push_back(encode_template(pipeline_.embed(pipeline_.align(rgb, f.landmarks)), fp));
                 eyes.push_back(eyes_of(f.landmarks, rgb));

@@ -1,6 +1,7 @@
-// C entry points of the resampling operations, for tests only (not part of the submitted library).
+// C entry points of the resampling operations and the face-geometry rule, for tests only (not part of the submitted library).
 #include <cstring>
 
+#include "face_geometry.h"
 #include "resample.h"
 
 using frvt_native::Pixels;
@@ -26,5 +27,15 @@ __attribute__((visibility("default"))) void frvt_ops_warp(const uint8_t* s, int 
 }
 __attribute__((visibility("default"))) void frvt_ops_pyr_down(const uint8_t* s, int w, int h, int c, uint8_t* d) {
     out(frvt_native::pyr_down(wrap(s, w, h, c)), d);
+}
+__attribute__((visibility("default"))) int frvt_ops_implausibility(const float* box, const float* landmarks, const double* limits) {
+    frvt_native::FaceGeometry g;
+    g.box_margin = limits[0];
+    g.min_eye_distance = limits[1];
+    g.min_template_fit = limits[2];
+    return frvt_native::implausibility(box, landmarks, g);
+}
+__attribute__((visibility("default"))) double frvt_ops_template_fit(const float* landmarks) {
+    return frvt_native::template_fit(landmarks);
 }
 }

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from frvt.compiler import compile as tvm_compile
+from frvt.compiler import build as tvm_build, databases, passes, targets, tuning
 from frvt.compiler import conv_schedules
 from onnx_models import run_onnxruntime, save_model
 
@@ -46,10 +46,10 @@ def model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tasks(model):
-    target = tvm_compile.parse_target("broadwell")
-    mod = tvm_compile.prepare_module(tvm_compile.import_onnx(model), target, "NHWC")
-    found = [t for t in tvm_compile.extract_tasks(mod, target) if conv_schedules.conv_shape(t.dispatched[0])]
-    assert len(found) == 2, [t.task_name for t in tvm_compile.extract_tasks(mod, target)]
+    target = targets.parse_target("broadwell")
+    mod = passes.prepare_module(passes.import_onnx(model), target, "NHWC")
+    found = [t for t in tuning.extract_tasks(mod, target) if conv_schedules.conv_shape(t.dispatched[0])]
+    assert len(found) == 2, [t.task_name for t in tuning.extract_tasks(mod, target)]
     return mod, found
 
 
@@ -76,7 +76,7 @@ def test_every_variant_computes_what_the_unscheduled_function_does(tasks):
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
-    target = tvm.target.Target(tvm_compile.parse_target("broadwell"))
+    target = tvm.target.Target(targets.parse_target("broadwell"))
     rng = np.random.default_rng(8)
     checked = 0
     for task in tasks[1]:
@@ -108,17 +108,17 @@ def test_seeded_schedules_are_measured_and_build_a_model_that_matches_onnxruntim
     from tvm.s_tir import meta_schedule as ms
 
     mod, conv_tasks = tasks
-    target = tvm_compile.parse_target("broadwell")
+    target = targets.parse_target("broadwell")
     per_task, errors = conv_schedules.write_seed_database(conv_tasks, target, tmp_path / "seed", limit=1)
     assert errors == []
     assert set(per_task) == {t.task_name for t in conv_tasks}
     written = sum(per_task.values())
-    assert written == tvm_compile.count_records(tmp_path / "seed") == 2 * len(conv_schedules.ORDERS)
-    measured = tvm_compile.remeasure_records(
+    assert written == databases.count_records(tmp_path / "seed") == 2 * len(conv_schedules.ORDERS)
+    measured = tuning.remeasure_records(
         conv_tasks, target, tmp_path / "seed", tmp_path / "db", top_k=len(conv_schedules.ORDERS), cache_flush=True
     )
     assert measured.errors == () and measured.added == written and measured.transferred == 0
-    records = (tmp_path / "db" / tvm_compile.RECORD_FILE).read_text().splitlines()
+    records = (tmp_path / "db" / databases.RECORD_FILE).read_text().splitlines()
     assert all(0 < json.loads(line)[1][1][0] < 1.0 for line in records)  # real times, not the seed's 1 s
     with tvm.target.Target(target), ms.database.JSONDatabase(work_dir=str(tmp_path / "db"), allow_missing=False):
         applied = relax.transform.MetaScheduleApplyDatabase()(mod)
@@ -128,7 +128,7 @@ def test_seeded_schedules_are_measured_and_build_a_model_that_matches_onnxruntim
         if func.attrs is not None and func.attrs.get("tirx.is_scheduled")
     ]
     assert len(scheduled) == 2, scheduled
-    executable, _ = tvm_compile.build_module(mod, target, tmp_path / "db")
+    executable, _ = tvm_build.build_module(mod, target, tmp_path / "db")
     vm = relax.VirtualMachine(executable, tvm.cpu())
     x = np.random.default_rng(9).normal(0, 1, INPUT_SHAPE).astype(np.float32)
     ours = vm["main"](tvm.runtime.tensor(x)).numpy()

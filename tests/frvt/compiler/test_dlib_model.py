@@ -377,10 +377,8 @@ def face_images(n_each: int) -> list[Path]:
 
 
 def normalise(chip: np.ndarray) -> np.ndarray:
-    mean = np.asarray(DLIB_RESNET.mean, dtype=np.float32)
-    return np.ascontiguousarray(
-        ((chip.astype(np.float32) - mean) * np.float32(DLIB_RESNET.scale)).transpose(2, 0, 1)[None]
-    )
+    """The embedder's input as the pipeline makes it (one source: ``DLIB_RESNET``)."""
+    return DLIB_RESNET.batch(DLIB_RESNET.network_input(chip))
 
 
 def test_onnx_descriptors_equal_dlib_on_real_faces(dat_path, onnx_bytes):
@@ -433,16 +431,16 @@ def test_default_tuned_embedder_matches_onnxruntime(default_config_dir):
     import json
 
     ort = pytest.importorskip("onnxruntime")
-    from frvt.compiler import compile as tvm_compile
+    from frvt.compiler import databases
     from implementation.tvm_runtime import CompiledModel
 
     embedder = default_config_dir / "embedder"
     metadata = json.loads((embedder / "metadata.json").read_text())
     onnx_path = embedder / "model.onnx"
-    database = tvm_compile.find_tuned_database(onnx_path, metadata["target"])
+    database = databases.find_tuned_database(onnx_path, metadata["target"])
     assert metadata["tuned"] and database is not None
     # (artefacts compiled before the field existed were NCHW, and NCHW keys did not change)
-    assert metadata.get("conv_scheme", "NCHW") == tvm_compile.database_conv_scheme(database)
+    assert metadata.get("conv_scheme", "NCHW") == databases.database_conv_scheme(database)
     x = np.random.default_rng(6).uniform(-1.5, 1.5, size=DLIB_RESNET.input_shape).astype(np.float32)
     got = CompiledModel.load(embedder)(x)[0]
     want = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(["embedding"], {"input": x})[0]

@@ -1,5 +1,5 @@
 """The NHWC schemes' layout conversion through elementwise operators Relax has no layout rule for
-(``frvt.compiler.compile.LAYOUT_ELEMENTWISE_OPS``: RetinaFace's leaky ReLU). Builds are untuned:
+(``frvt.compiler.passes.LAYOUT_ELEMENTWISE_OPS``: RetinaFace's leaky ReLU). Builds are untuned:
 correctness does not depend on tuning."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from frvt.compiler import compile as tvm_compile
+from frvt.compiler import build as tvm_build, compile as tvm_compile, databases, passes, targets, tuning
 from implementation.tvm_runtime import CompiledModel
 from onnx_models import run_onnxruntime, save_model
 
@@ -43,8 +43,8 @@ def model(tmp_path_factory) -> Path:
 
 
 def _function_names(model: Path, **settings) -> list[str]:
-    target = tvm_compile.parse_target("broadwell")
-    mod = tvm_compile.prepare_module(tvm_compile.import_onnx(model), target, "NHWC", **settings)
+    target = targets.parse_target("broadwell")
+    mod = passes.prepare_module(passes.import_onnx(model), target, "NHWC", **settings)
     return [gv.name_hint for gv in mod.functions]
 
 
@@ -70,28 +70,28 @@ def test_an_unknown_operator_is_refused_by_name(model):
 
 
 def test_databases_keep_the_layout_setting_they_were_tuned_with(model, tmp_path):
-    target = tvm_compile.parse_target("broadwell")
-    assert tvm_compile.database_layout_elementwise(None) == tvm_compile.LAYOUT_ELEMENTWISE_OPS
+    target = targets.parse_target("broadwell")
+    assert databases.database_layout_elementwise(None) == passes.LAYOUT_ELEMENTWISE_OPS
     legacy = tmp_path / "legacy"  # an NHWC manifest with records from before the field
-    tvm_compile.write_manifest(legacy, model, target, conv_scheme="NHWC")
-    (legacy / tvm_compile.RECORD_FILE).write_text(json.dumps([0, [[], [0.001], {}, []]]) + "\n")
-    assert tvm_compile.database_layout_elementwise(legacy) == []
-    assert tvm_compile.scheme_settings(legacy, "NHWC") == {"layout_elementwise": []}
+    databases.write_manifest(legacy, model, target, conv_scheme="NHWC")
+    (legacy / databases.RECORD_FILE).write_text(json.dumps([0, [[], [0.001], {}, []]]) + "\n")
+    assert databases.database_layout_elementwise(legacy) == []
+    assert databases.scheme_settings(legacy, "NHWC") == {"layout_elementwise": []}
     recorded = tmp_path / "recorded"
-    tvm_compile.write_manifest(
-        recorded, model, target, conv_scheme="NHWC-winograd", **tvm_compile.scheme_settings(recorded, "NHWC-winograd")
+    databases.write_manifest(
+        recorded, model, target, conv_scheme="NHWC-winograd", **databases.scheme_settings(recorded, "NHWC-winograd")
     )
-    manifest = tvm_compile.read_manifest(recorded)
-    assert manifest["layout_elementwise"] == tvm_compile.LAYOUT_ELEMENTWISE_OPS
-    assert manifest["winograd"] == tvm_compile.WINOGRAD_SETTINGS
-    assert tvm_compile.scheme_settings(recorded, "NCHW") == {}
+    manifest = databases.read_manifest(recorded)
+    assert manifest["layout_elementwise"] == passes.LAYOUT_ELEMENTWISE_OPS
+    assert manifest["winograd"] == passes.WINOGRAD_SETTINGS
+    assert databases.scheme_settings(recorded, "NCHW") == {}
     keys = {tvm_compile.cache_key(model, "broadwell", database=d, conv_scheme="NHWC") for d in (legacy, recorded)}
     assert len(keys) == 2  # the setting is part of the compiled artefact's key
 
 
 def test_nhwc_build_through_leaky_relu_matches_onnxruntime(model, tmp_path):
     metadata = tvm_compile.compile_model(model, output_dir=tmp_path / "out", progress=False, conv_scheme="NHWC")
-    assert metadata["layout_elementwise"] == tvm_compile.LAYOUT_ELEMENTWISE_OPS
+    assert metadata["layout_elementwise"] == passes.LAYOUT_ELEMENTWISE_OPS
     x = np.random.default_rng(4).normal(0, 1, INPUT_SHAPE).astype(np.float32)
     reference = run_onnxruntime(model, {"input": x})[0]
     ours = CompiledModel.load(tmp_path / "out")(x)[0]
@@ -103,10 +103,10 @@ def test_schedules_tuned_before_the_setting_carry_over_to_the_fused_functions(mo
     """A real (one-trial) MetaSchedule run on the legacy functions (conv -> transpose, leaky ReLU in
     NCHW), then remeasure_records into a database for the new ones (conv + leaky ReLU): the tuned
     convolution schedules are applied to the new functions as anchor traces and measured."""
-    target = tvm_compile.parse_target("broadwell")
+    target = targets.parse_target("broadwell")
     legacy_db = tmp_path / "legacy"
-    legacy = tvm_compile.prepare_module(tvm_compile.import_onnx(model), target, "NHWC", layout_elementwise=[])
-    tvm_compile.tune_module(
+    legacy = passes.prepare_module(passes.import_onnx(model), target, "NHWC", layout_elementwise=[])
+    tuning.tune_module(
         legacy,
         target,
         legacy_db,
@@ -119,14 +119,14 @@ def test_schedules_tuned_before_the_setting_carry_over_to_the_fused_functions(mo
         genetic_iters=1,
         seed=0,
     )
-    assert tvm_compile.count_records(legacy_db) >= 1
-    new = tvm_compile.prepare_module(tvm_compile.import_onnx(model), target, "NHWC")
-    tasks = tvm_compile.select_tasks(tvm_compile.extract_tasks(new, target), ["conv2d_add"])
+    assert databases.count_records(legacy_db) >= 1
+    new = passes.prepare_module(passes.import_onnx(model), target, "NHWC")
+    tasks = tuning.select_tasks(tuning.extract_tasks(new, target), ["conv2d_add"])
     fused = [task for task in tasks if "leaky" in task.task_name]
     assert len(fused) == 1, [task.task_name for task in tasks]  # the first conv, its bias and its leaky ReLU
-    result = tvm_compile.remeasure_records(fused, target, legacy_db, tmp_path / "new", top_k=1, cache_flush=False)
+    result = tuning.remeasure_records(fused, target, legacy_db, tmp_path / "new", top_k=1, cache_flush=False)
     assert result.added >= 1 and result.transferred == result.added, result.errors
-    assert tvm_compile.count_records(tmp_path / "new") == result.added
+    assert databases.count_records(tmp_path / "new") == result.added
     # the transferred records are found for the new functions when building, and the build is right
     import tvm
     from tvm import relax
@@ -140,7 +140,7 @@ def test_schedules_tuned_before_the_setting_carry_over_to_the_fused_functions(mo
         if "leaky" in gv.name_hint and func.attrs is not None and func.attrs.get("tirx.is_scheduled")
     ]
     assert len(scheduled) == len(fused) == result.added, scheduled  # every fused function got its schedule
-    executable, _ = tvm_compile.build_module(new, target, tmp_path / "new")
+    executable, _ = tvm_build.build_module(new, target, tmp_path / "new")
     x = np.random.default_rng(5).normal(0, 1, INPUT_SHAPE).astype(np.float32)
     ours = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(ours, run_onnxruntime(model, {"input": x})[0], rtol=0, atol=1e-4)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from frvt.compiler import compile as tvm_compile
+from frvt.compiler import compile as tvm_compile, databases, passes, targets, tuning
 from frvt.compiler import winograd
 from implementation.tvm_runtime import CompiledModel
 from onnx_models import run_onnxruntime, save_model
@@ -74,32 +74,32 @@ def model(tmp_path_factory) -> Path:
 
 
 def test_only_eligible_convolutions_are_transformed(model):
-    target = tvm_compile.parse_target("broadwell")
-    mod = tvm_compile.prepare_module(tvm_compile.import_onnx(model), target, "NHWC-winograd")
-    names = [task.task_name for task in tvm_compile.extract_tasks(mod, target)]
+    target = targets.parse_target("broadwell")
+    mod = passes.prepare_module(passes.import_onnx(model), target, "NHWC-winograd")
+    names = [task.task_name for task in tuning.extract_tasks(mod, target)]
     convolutions = [name for name in names if "conv2d" in name]
     assert len(convolutions) == 5, names
     winograd = sorted(name.split("winograd_nhwc_")[1][:2] for name in convolutions if "winograd" in name)
     assert winograd == ["f2", "f4"], names  # F(4x4) on 16x16, F(2x2) on 8x8; stride 2 and 4x4 stay direct
-    legacy = tvm_compile.prepare_module(
-        tvm_compile.import_onnx(model), target, "NHWC-winograd", tvm_compile.LEGACY_WINOGRAD_SETTINGS
+    legacy = passes.prepare_module(
+        passes.import_onnx(model), target, "NHWC-winograd", databases.LEGACY_WINOGRAD_SETTINGS
     )
-    names = [task.task_name for task in tvm_compile.extract_tasks(legacy, target)]
+    names = [task.task_name for task in tuning.extract_tasks(legacy, target)]
     assert sorted(n.split("winograd_nhwc_")[1][:2] for n in names if "winograd" in n) == ["f4", "f4"], names
 
 
 def test_databases_keep_the_winograd_settings_they_were_tuned_with(model, tmp_path):
-    target = tvm_compile.parse_target("broadwell")
-    assert tvm_compile.database_winograd(None) == tvm_compile.WINOGRAD_SETTINGS
+    target = targets.parse_target("broadwell")
+    assert databases.database_winograd(None) == passes.WINOGRAD_SETTINGS
     legacy = tmp_path / "legacy"  # an NHWC-winograd manifest from before the field
-    tvm_compile.write_manifest(legacy, model, target, conv_scheme="NHWC-winograd")
-    (legacy / tvm_compile.RECORD_FILE).write_text(json.dumps([0, [[], [0.001], {}, []]]) + "\n")
-    assert tvm_compile.database_winograd(legacy) == tvm_compile.LEGACY_WINOGRAD_SETTINGS
+    databases.write_manifest(legacy, model, target, conv_scheme="NHWC-winograd")
+    (legacy / databases.RECORD_FILE).write_text(json.dumps([0, [[], [0.001], {}, []]]) + "\n")
+    assert databases.database_winograd(legacy) == databases.LEGACY_WINOGRAD_SETTINGS
     recorded = tmp_path / "recorded"
-    tvm_compile.write_manifest(
+    databases.write_manifest(
         recorded, model, target, conv_scheme="NHWC-winograd", winograd={"tiles": [[4, 2]], "min_channels": 4}
     )
-    assert tvm_compile.database_winograd(recorded) == {"tiles": [[4, 2]], "min_channels": 4}
+    assert databases.database_winograd(recorded) == {"tiles": [[4, 2]], "min_channels": 4}
     keys = {
         tvm_compile.cache_key(model, "broadwell", database=d, conv_scheme="NHWC-winograd") for d in (legacy, recorded)
     }
@@ -115,7 +115,7 @@ def test_winograd_build_matches_onnxruntime(model, tmp_path):
     metadata = tvm_compile.compile_model(
         model, output_dir=tmp_path / "out", progress=False, conv_scheme="NHWC-winograd"
     )
-    assert metadata["conv_scheme"] == "NHWC-winograd" and metadata["winograd"] == tvm_compile.WINOGRAD_SETTINGS
+    assert metadata["conv_scheme"] == "NHWC-winograd" and metadata["winograd"] == passes.WINOGRAD_SETTINGS
     # packed kernels: F(4x4) 6x6 per 3x3 kernel (16x8), F(2x2) 4x4 (16x16); the rest as they are
     direct = 16 * 16 * 9 + 8 * 16 * 9 + 8 * 8 * 9
     assert metadata["weight_bytes"] == 4 * (16 * 8 * 36 + 16 * 16 * 16 + direct + 16)

@@ -31,7 +31,7 @@ from frvt.perf.bench import (
     time_interleaved,
 )
 from frvt.cli import app
-from frvt.compiler.compile import snapshot_database
+from frvt.compiler.databases import snapshot_database
 from onnx_models import save_model
 
 ROW_KEYS = {
@@ -253,14 +253,14 @@ def test_tuned_row_builds_in_the_databases_conv_scheme(tiny_onnx, tmp_path, monk
     """The build from the bench's snapshot uses the original's scheme and Winograd settings, or
     an NHWC database would be applied to an NCHW build (and match nothing)."""
     from frvt.perf import bench
-    from frvt.compiler import compile as tvm_compile
+    from frvt.compiler import databases, targets
 
     database = tmp_path / "tiny-broadwell"
     settings = {"tiles": [[8, 4]], "min_channels": 2}
-    tvm_compile.write_manifest(
-        database, tiny_onnx, tvm_compile.parse_target("broadwell"), conv_scheme="NHWC-winograd", winograd=settings
+    databases.write_manifest(
+        database, tiny_onnx, targets.parse_target("broadwell"), conv_scheme="NHWC-winograd", winograd=settings
     )
-    monkeypatch.setattr(tvm_compile, "find_tuned_database", lambda path, target: database)
+    monkeypatch.setattr(databases, "find_tuned_database", lambda path, target: database)
     spec = bench.ModelSpec("tiny", tiny_onnx)
     artefact, _, note = bench._tvm_artefact(spec, "avx2", True, tmp_path / "cache", lambda text: None, tmp_path)
     assert "NHWC-winograd" in note
