@@ -1084,15 +1084,59 @@ def format_all(doc: dict) -> str:
 # --- template stores: every comparison, never written ---------------------------------------------
 
 
+class _GroupCounts:
+    """One attribute's impostor counts in a :class:`DemographicPass`: sparse parts (flat
+    ``subject * cells + cell`` index, comparisons, false matches per threshold) where blocks are
+    counted, dense arrays where partial results are merged."""
+
+    def __init__(self, size: int, n_thresholds: int) -> None:
+        self.size, self.T = size, n_thresholds
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self.n: np.ndarray | None = None
+        self.fm: np.ndarray | None = None
+
+    def packed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The parts as one (index, comparisons, false matches) with unique indices and no zero count."""
+        if not self.parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((self.T, 0), np.int64)
+        idx = np.concatenate([p[0] for p in self.parts])
+        n = np.concatenate([p[1] for p in self.parts])
+        fm = np.concatenate([p[2] for p in self.parts], axis=1)
+        if len(self.parts) > 1:
+            u, inv = np.unique(idx, return_inverse=True)
+            n2, fm2 = np.zeros(u.size, np.int64), np.zeros((self.T, u.size), np.int64)
+            np.add.at(n2, inv, n)
+            np.add.at(fm2, (slice(None), inv), fm)
+            idx, n, fm = u, n2, fm2
+        keep = n > 0
+        return idx[keep], n[keep], fm[:, keep]
+
+    def merge(self, packed) -> None:
+        idx, n, fm = packed
+        if self.n is None:
+            self.n, self.fm = np.zeros(self.size, np.int64), np.zeros((self.T, self.size), np.int64)
+        self.n[idx] += n
+        self.fm[:, idx] += fm
+
+    def total(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.parts:
+            self.merge(self.packed())
+            self.parts = []
+        if self.n is None:
+            self.merge(self.packed())
+        return self.n, self.fm
+
+
 class DemographicPass:
     """A block pass of :mod:`validation.allvsall` counting impostor comparisons by group and subject.
 
     Every block's impostor comparisons are counted where the block is computed: the comparisons
-    of each (enrolled subject, cell) (the pair-count of a row by column group is one product of the
+    of each (enrolled subject, cell) (the pair count of a row by column group is one product of the
     block's impostor mask with the columns' one-hot groups, no similarity needed), and the false
     matches at each threshold (only the few similarities at or above the lowest threshold are
-    looked at). The result equals :meth:`DemographicCounter.add_impostors` over the same
-    comparisons, for every attribute at once.
+    looked at). Counts are indexed by the block's own subjects, so a block costs the same whatever
+    the number of subjects of the run. The result equals :meth:`DemographicCounter.add_impostors`
+    over the same comparisons, for every attribute at once.
 
     Parameters
     ----------
@@ -1122,11 +1166,7 @@ class DemographicPass:
         return self.n_groups[a] ** 2 + 2
 
     def start(self):
-        T = self.thresholds.size
-        return [
-            (np.zeros(self.S * self._cells(a), np.int64), np.zeros((T, self.S * self._cells(a)), np.int64))
-            for a in range(len(self.n_groups))
-        ]
+        return [_GroupCounts(self.S * self._cells(a), self.thresholds.size) for a in range(len(self.n_groups))]
 
     def add(self, acc, x, ids):
         raise TypeError("DemographicPass needs whole blocks (both templates of each comparison): use add_block")
@@ -1134,16 +1174,15 @@ class DemographicPass:
     def add_block(self, acc, s: np.ndarray, r0: int, r1: int, c0: int, c1: int, impostor: np.ndarray | None):
         """Count one block: similarities ``s`` (r1-r0, c1-c0), NaN = failed; ``impostor`` the
         block's impostor pairs (None: all of them)."""
-        subj = self.row_subject[r0:r1]
-        if impostor is None:
-            hit_r, hit_c = np.nonzero(s >= self.thresholds.min())
-        else:
-            hit_r, hit_c = np.nonzero((s >= self.thresholds.min()) & impostor)
+        subjects, local = np.unique(self.row_subject[r0:r1], return_inverse=True)
+        above = s >= self.thresholds.min()
+        hit_r, hit_c = np.nonzero(above if impostor is None else above & impostor)
         hit_s = s[hit_r, hit_c].astype(np.float64)
         weights = None if impostor is None else impostor.astype(np.float32)
-        for a, (n, fm) in enumerate(acc):
+        for a, counts in enumerate(acc):
             G = self.n_groups[a]
             C = G * G + 2
+            size = subjects.size * C
             ge = self.row_group[a, r0:r1]
             gp = self.col_group[a, c0:c1]
             col_class = np.where(gp < 0, G, gp)  # G: unlabelled or conflicting
@@ -1158,33 +1197,31 @@ class DemographicPass:
                 G * G + 1,
                 ge[:, None] * G + np.arange(G + 1)[None, :],
             )
-            flat = (subj[:, None] * C + cell).ravel()
-            n += np.bincount(flat, weights=per_row.ravel(), minlength=n.size).astype(np.int64)
+            flat = (local[:, None] * C + cell).ravel()
+            n = np.rint(np.bincount(flat, weights=per_row.ravel(), minlength=size)).astype(np.int64)
+            fm = np.zeros((self.thresholds.size, size), np.int64)
             if hit_s.size:
                 hc = np.where((ge[hit_r] < 0) | (gp[hit_c] < 0), G * G + 1, ge[hit_r] * G + gp[hit_c])
-                hflat = subj[hit_r] * C + hc
+                hflat = local[hit_r] * C + hc
                 for t, thr in enumerate(self.thresholds):
-                    fm[t] += np.bincount(hflat[hit_s >= thr], minlength=n.size)
+                    fm[t] = np.bincount(hflat[hit_s >= thr], minlength=size)
+            counts.parts.append(((subjects[:, None] * C + np.arange(C)).ravel(), n, fm))
         return acc
 
     def pack(self, acc):
-        out = []
-        for n, fm in acc:
-            nz = np.flatnonzero(n)
-            out.append((nz, n[nz], fm[:, nz]))
-        return out
+        return [counts.packed() for counts in acc]
 
     def merge(self, acc, packed):
-        for (n, fm), (nz, nv, fv) in zip(acc, packed):
-            n[nz] += nv
-            fm[:, nz] += fv
+        for counts, part in zip(acc, packed):
+            counts.merge(part)
         return acc
 
     def finish(self, acc):
-        return [
-            (n.reshape(self.S, self._cells(a)), fm.reshape(fm.shape[0], self.S, self._cells(a)))
-            for a, (n, fm) in enumerate(acc)
-        ]
+        out = []
+        for a, counts in enumerate(acc):
+            n, fm = counts.total()
+            out.append((n.reshape(self.S, self._cells(a)), fm.reshape(fm.shape[0], self.S, self._cells(a))))
+        return out
 
 
 class StorePairs:

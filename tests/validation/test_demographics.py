@@ -389,16 +389,18 @@ def _block_world(seed=6):
 
 
 def _run_blocks(pas, mat, subject, rows, cols, block, all_vs_all):
+    """Blocks counted as workers would; the blocks of one row panel share a worker's accumulator."""
     acc = pas.start()
     for r0 in range(0, rows.size, block):
+        worker = pas.start()
         for c0 in range(r0 if all_vs_all else 0, cols.size, block):
             r1, c1 = min(rows.size, r0 + block), min(cols.size, c0 + block)
             s = mat[np.ix_(rows[r0:r1], cols[c0:c1])]
             imp = subject[rows[r0:r1]][:, None] != subject[cols[c0:c1]][None, :]
             if all_vs_all and c0 < r1:
                 imp &= np.arange(r0, r1)[:, None] < np.arange(c0, c1)[None, :]
-            part = pas.add_block(pas.start(), s, r0, r1, c0, c1, None if imp.all() else imp)
-            acc = pas.merge(acc, pas.pack(part))
+            worker = pas.add_block(worker, s, r0, r1, c0, c1, None if imp.all() else imp)
+        acc = pas.merge(acc, pas.pack(worker))
     return pas.finish(acc)
 
 
