@@ -133,9 +133,10 @@ class BlockContext:
     A Dask worker gets one through :class:`ScoringPlugin`; a run in this process holds one itself.
     """
 
-    def __init__(self, plan: Plan, panels: int = 8) -> None:
+    def __init__(self, plan: Plan, panels: int = 8, compiled: bool = True) -> None:
         self.plan = plan
         self.max_panels = panels
+        self.compiled = compiled  # False: every pass through numpy on materialised blocks (the reference)
         self._panels: dict[tuple, tuple] = {}
         self._impl = None
 
@@ -268,6 +269,15 @@ class BlockContext:
     def run_block(self, blk: tuple[int, int, int, int], reduction, chunk_size: int, with_ids: bool):
         """One pass's packed partial over the impostor comparisons of a block."""
         r0, r1, c0, c1 = blk
+        plan = self.plan
+        if self.compiled and plan.vector_form is not None:
+            from validation import blockpasses
+
+            if blockpasses.supports(plan.vector_form, reduction):
+                a, a_ok, _ = self.panel(plan.gallery, r0, r1)
+                b, b_ok, _ = self.panel(plan.probe, c0, c1)
+                rs, cs = plan.row_subject[r0:r1], plan.col_subject[c0:c1]
+                return blockpasses.run_block(reduction, a, a_ok, b, b_ok, rs, cs, r0, c0, plan.all_vs_all)
         s, owned = self.block_scores(r0, r1, c0, c1)
         rs = self.plan.row_subject[r0:r1]
         impostor = self.impostor_mask(r0, r1, c0, c1, owned)
@@ -304,6 +314,10 @@ class ScoringPlugin(_WorkerPlugin):
 
     def setup(self, worker=None) -> None:
         self.context = BlockContext(self.plan)
+        if self.plan.vector_form is not None:  # load the compiled passes now, not in the first pass
+            from validation import blockpasses
+
+            blockpasses.warm_up()
 
     def teardown(self, worker=None) -> None:
         self.context = None
@@ -316,7 +330,10 @@ def _context(name: str) -> BlockContext:
 
 
 def _task_block(name: str, blk, reduction, chunk_size: int, with_ids: bool):
-    return _context(name).run_block(blk, reduction, chunk_size, with_ids)
+    """The block's packed partial and the CPU seconds this worker thread spent on it."""
+    t0 = time.thread_time()
+    part = _context(name).run_block(blk, reduction, chunk_size, with_ids)
+    return part, time.thread_time() - t0
 
 
 def _task_pairs(name: str, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -328,7 +345,8 @@ def _task_pairs(name: str, i: np.ndarray, j: np.ndarray) -> np.ndarray:
 
 @dataclass
 class PassLog:
-    """Timing of each pass: name, blocks, comparisons, seconds."""
+    """Timing of each pass: name, blocks, comparisons, seconds (wall) and cpu_seconds (the CPU time of
+    the threads that computed the blocks, summed over workers: what the pass costs on a shared machine)."""
 
     entries: list[dict] = field(default_factory=list)
 
@@ -393,11 +411,19 @@ class StoreComparisons:
             raise ValueError("the subject ids of store comparisons come from the same comparisons")
         blocks = self.plan.blocks()
         t0 = time.perf_counter()
+        cpu = 0.0
         acc = reduction.start()
-        bar = _bar(len(blocks), type(reduction).__name__, self.progress)
+        bar = _bar(
+            len(blocks),
+            "+".join(type(r).__name__ for r in getattr(reduction, "reductions", [reduction])),
+            self.progress,
+        )
         if self.client is None:
             for blk in blocks:
-                acc = reduction.merge(acc, self._local.run_block(blk, reduction, self.chunk_size, with_ids))
+                c0 = time.thread_time()
+                part = self._local.run_block(blk, reduction, self.chunk_size, with_ids)
+                cpu += time.thread_time() - c0
+                acc = reduction.merge(acc, part)
                 bar.update(1)
         else:
             from distributed import as_completed
@@ -411,7 +437,8 @@ class StoreComparisons:
                     break
                 ac.add(self.client.submit(_task_block, self._plugin, blk, red, self.chunk_size, with_ids, pure=False))
             for fut in ac:
-                part = fut.result()
+                part, block_cpu = fut.result()
+                cpu += block_cpu
                 fut.release()
                 blk = next(todo, None)
                 if blk is not None:
@@ -422,12 +449,14 @@ class StoreComparisons:
                 bar.update(1)
             del red
         bar.close()
+        parts = getattr(reduction, "reductions", [reduction])  # a MultiPass: its passes, computed together
         self.log.entries.append(
             {
-                "pass": type(reduction).__name__,
+                "pass": "+".join(type(r).__name__ for r in parts),
                 "blocks": len(blocks),
                 "comparisons": self.plan.n_pairs,
                 "seconds": time.perf_counter() - t0,
+                "cpu_seconds": cpu,
             }
         )
         return reduction.finish(acc)
@@ -627,9 +656,14 @@ def materialise(plan: Plan, path: str | Path, with_templates: bool = False) -> d
 
 
 def comparisons_per_second(src: StoreComparisons) -> list[dict]:
-    """Each pass's comparisons per second (every comparison of the plan is computed in each pass)."""
+    """Each pass's comparisons per second of wall time and per CPU second of the workers (every
+    comparison of the plan is computed in each pass)."""
     return [
-        dict(e, comparisons_per_second=e["comparisons"] / e["seconds"] if e["seconds"] > 0 else math.nan)
+        dict(
+            e,
+            comparisons_per_second=e["comparisons"] / e["seconds"] if e["seconds"] > 0 else math.nan,
+            comparisons_per_cpu_second=e["comparisons"] / e["cpu_seconds"] if e["cpu_seconds"] > 0 else math.nan,
+        )
         for e in src.log.entries
     ]
 

@@ -158,6 +158,42 @@ def _subject_universe(genuine_subject: np.ndarray, impostor_subject: ScoreSource
     return np.unique(np.concatenate(parts))
 
 
+def _window_edges(sel, targets: dict) -> tuple[np.ndarray, dict]:
+    """The order statistics of each target's window (the edges, ascending) and the windows' ranks."""
+    value_of = dict(zip(sel.ks.tolist(), sel.values.tolist()))
+    windows = {}
+    for f, p in targets.items():
+        ranks = target_window_ranks(p.allowed_false_matches, sel.n)
+        missing = [r for r in ranks.tolist() if r not in value_of]
+        if missing:
+            raise ValueError("the evaluation lacks the target windows: call evaluate(..., target_windows=True)")
+        windows[f] = ranks
+    edges = np.unique(np.array([value_of[r] for w in windows.values() for r in w.tolist()], dtype=np.float64))
+    return edges, windows
+
+
+def bootstrap_companion(genuine_subject, impostor_subject, *, higher_is_better: bool, chunk_size: int = DEFAULT_CHUNK):
+    """For :func:`validation.streaming.evaluate`'s ``companions``: the subject bootstrap's counting
+    pass, built from the order statistics, to run in the same pass as the EER's. Give
+    :func:`subject_bootstrap` ``precomputed=(pass, result)``.
+
+    Returns a function ``(selection, operating_points, genuine) -> (passes, ids)`` (no pass when no
+    target is estimable).
+    """
+    gid = np.asarray(genuine_subject)
+    isrc = _as_source(impostor_subject, "impostor_subject")
+
+    def make(sel, ops, genuine=None):
+        targets = {f: p for f, p in ops.items() if p.estimable}
+        if not targets:
+            return [], None
+        edges, _ = _window_edges(sel, targets)
+        subjects = _subject_universe(gid, isrc, chunk_size)
+        return [SubjectEdgePass(subjects, edges, higher_is_better, chunk_size)], isrc
+
+    return make
+
+
 def subject_bootstrap(
     evaluation: StreamingEvaluation,
     genuine_subject,
@@ -169,6 +205,7 @@ def subject_bootstrap(
     confidence: float = 0.95,
     chunk_size: int = DEFAULT_CHUNK,
     batch: int = 50,
+    precomputed: tuple | None = None,
 ) -> dict[float, BootstrapInterval]:
     """Subject-level bootstrap interval of FNMR at each estimable FMR target of ``evaluation``.
 
@@ -189,6 +226,9 @@ def subject_bootstrap(
     chunk_size : int
     batch : int
         Resamples per matrix product (memory: ``batch * n_subjects`` floats).
+    precomputed : (SubjectEdgePass, counts), optional
+        The counting pass already run (:func:`bootstrap_companion`); used when it is the pass this
+        evaluation needs, else the pass is run here.
 
     Returns
     -------
@@ -213,24 +253,23 @@ def subject_bootstrap(
     targets = {f: p for f, p in ev.operating_points.items() if p.estimable}
     if not targets:
         return {}
-    # edges: the order statistics of each target's window
+    edges, windows = _window_edges(sel, targets)
+    done = precomputed[0] if precomputed is not None else None
+    if (
+        isinstance(done, SubjectEdgePass)
+        and bool(done.higher_is_better) == bool(ev.higher_is_better)
+        and np.array_equal(done.edges, edges)
+        and np.isin(gid, done.subjects).all()
+    ):
+        subjects, imp_counts = done.subjects, precomputed[1]
+    else:
+        subjects = _subject_universe(gid, isrc, chunk_size)
+        imp_counts = run_pass(
+            source, SubjectEdgePass(subjects, edges, ev.higher_is_better, chunk_size), chunk_size, ids=isrc
+        )
     value_of = dict(zip(sel.ks.tolist(), sel.values.tolist()))
-    windows = {}
-    for f, p in targets.items():
-        ranks = target_window_ranks(p.allowed_false_matches, n)
-        missing = [r for r in ranks.tolist() if r not in value_of]
-        if missing:
-            raise ValueError("the evaluation lacks the target windows: call evaluate(..., target_windows=True)")
-        windows[f] = ranks
-    edges = np.unique(np.array([value_of[r] for w in windows.values() for r in w.tolist()], dtype=np.float64))
-    n_edges = edges.size
-
-    subjects = _subject_universe(gid, isrc, chunk_size)
-    n_sub = subjects.size
+    n_sub, n_edges = subjects.size, edges.size
     width = n_edges + 1
-    imp_counts = run_pass(
-        source, SubjectEdgePass(subjects, edges, ev.higher_is_better, chunk_size), chunk_size, ids=isrc
-    )
     imp_counts = imp_counts.reshape(n_sub, width)
     n_imp_s = imp_counts.sum(axis=1).astype(np.float64)
     # above[s, j]: impostors of subject s strictly above edge j

@@ -47,7 +47,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from frvt.records import ListFormatError, read_image_list, read_match_log, read_template_log
-from validation.intervals import BootstrapInterval, clopper_pearson, subject_bootstrap
+from validation.intervals import BootstrapInterval, bootstrap_companion, clopper_pearson, subject_bootstrap
 from validation.metrics import (
     FMR_TARGETS,
     FailureCount,
@@ -63,6 +63,7 @@ from validation.streaming import (
     ScoreSource,
     StreamingEvaluation,
     evaluate,
+    HistogramPass,
     histogram,
     open_scores,
     source_from_array,
@@ -545,14 +546,12 @@ def system_metrics(
     }
 
 
-def _histogram(loaded: LoadedScores, ev: StreamingEvaluation, bins: int = 100):
-    """Genuine and impostor counts over ``bins`` shared bins in the caller's units (one more pass)."""
-    hib = ev.higher_is_better
-    g = ev.genuine[np.isfinite(ev.genuine)]
+def _histogram_edges(genuine: np.ndarray, sel, hib: bool, bins: int = 100):
+    """``bins + 1`` edges over the finite genuine and impostor scores (caller's units), and the finite
+    genuine scores in those units; None when there is no finite score."""
+    g = genuine[np.isfinite(genuine)]
     g_user = g if hib else -g
-    ends = [
-        float(x) if hib else -float(x) for x in (ev.selection.finite_min, ev.selection.finite_max) if math.isfinite(x)
-    ]
+    ends = [float(x) if hib else -float(x) for x in (sel.finite_min, sel.finite_max) if math.isfinite(x)]
     if g_user.size:
         ends += [float(g_user.min()), float(g_user.max())]
     if not ends:
@@ -560,10 +559,43 @@ def _histogram(loaded: LoadedScores, ev: StreamingEvaluation, bins: int = 100):
     lo, hi = min(ends), max(ends)
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
-    edges = np.linspace(lo, hi, bins + 1)
+    return np.linspace(lo, hi, bins + 1), g_user
+
+
+def _histogram(loaded: LoadedScores, ev: StreamingEvaluation, impostor_counts=None):
+    """Genuine and impostor counts over 100 shared bins in the caller's units (one more pass, unless
+    ``impostor_counts``, the :class:`validation.streaming.HistogramPass` result, is given)."""
+    made = _histogram_edges(ev.genuine, ev.selection, ev.higher_is_better)
+    if made is None:
+        return None
+    edges, g_user = made
     gc, _ = np.histogram(g_user, bins=edges)
-    ic, _ = histogram(loaded.impostor, edges)
+    ic, _ = impostor_counts if impostor_counts is not None else histogram(loaded.impostor, edges)
     return edges, gc, ic
+
+
+def _companions(loaded: LoadedScores, want_boot: bool, plots: bool):
+    """The passes that follow the order statistics (bootstrap counts, plot histogram), for
+    :func:`validation.streaming.evaluate` to run in one pass with the EER's; and where each result goes."""
+    boot = (
+        bootstrap_companion(loaded.genuine_subject, loaded.impostor_subject, higher_is_better=loaded.higher_is_better)
+        if want_boot
+        else None
+    )
+    made: dict = {}
+
+    def make(sel, ops, genuine):
+        passes, ids = boot(sel, ops, genuine) if boot is not None else ([], None)
+        if passes:
+            made["bootstrap"] = (0, passes[0])
+        if plots:
+            e = _histogram_edges(genuine, sel, loaded.higher_is_better)
+            if e is not None:
+                made["histogram"] = (len(passes), e[0])
+                passes = [*passes, HistogramPass(e[0])]
+        return passes, ids
+
+    return make, made
 
 
 def score(
@@ -665,6 +697,7 @@ def evaluate_system(
     the score histogram for the plots. Parameters as in :func:`score`."""
     loaded = load_input(inp, higher_is_better)
     want_boot = n_resamples > 0 and loaded.genuine_subject is not None
+    companions, made = _companions(loaded, want_boot, histogram)
     ev = evaluate(
         loaded.genuine,
         loaded.impostor,
@@ -673,9 +706,11 @@ def evaluate_system(
         higher_is_better=loaded.higher_is_better,
         min_false_matches=min_false_matches,
         target_windows=want_boot,
+        companions=companions,
     )
     boot = None
     if want_boot:
+        k, counts_pass = made.get("bootstrap", (None, None))
         boot = subject_bootstrap(
             ev,
             loaded.genuine_subject,
@@ -684,9 +719,11 @@ def evaluate_system(
             n_resamples=n_resamples,
             seed=seed,
             confidence=confidence,
+            precomputed=(counts_pass, ev.companions[k]) if k is not None else None,
         )
     m = system_metrics(inp, loaded, ev, boot, confidence)
-    hist = _histogram(loaded, ev) if histogram else None
+    k = made.get("histogram", (None,))[0]
+    hist = _histogram(loaded, ev, ev.companions[k] if k is not None else None) if histogram else None
     return SystemResult(inp, loaded, ev, boot, m, hist)
 
 

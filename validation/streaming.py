@@ -423,6 +423,31 @@ class _Pass:
         return acc
 
 
+class MultiPass:
+    """Several reductions in one pass over the scores (each sees every chunk; the results in order).
+
+    A source that computes its scores (template stores) computes them once for all of them.
+    """
+
+    def __init__(self, reductions: Sequence[Reduction]) -> None:
+        self.reductions = list(reductions)
+
+    def start(self):
+        return [r.start() for r in self.reductions]
+
+    def add(self, acc, x, ids):
+        return [r.add(a, x, ids) for r, a in zip(self.reductions, acc)]
+
+    def pack(self, acc):
+        return [r.pack(a) for r, a in zip(self.reductions, acc)]
+
+    def merge(self, acc, packed):
+        return [r.merge(a, p) for r, a, p in zip(self.reductions, acc, packed)]
+
+    def finish(self, acc):
+        return [r.finish(a) for r, a in zip(self.reductions, acc)]
+
+
 class _Counts:
     """Counters filled by ``bincount`` over indices gathered in batches of at least the counter
     array's size (so that adding a large counter array per small chunk never dominates). When the
@@ -777,6 +802,7 @@ class StreamingEvaluation:
     higher_is_better: bool
     min_false_matches: int
     passes: int
+    companions: tuple = ()
 
     @property
     def n_genuine(self) -> int:
@@ -886,6 +912,7 @@ def evaluate(
     chunk_size: int = DEFAULT_CHUNK,
     counter_budget: int = COUNTER_BUDGET,
     collect_limit: int = COLLECT_LIMIT,
+    companions=None,
 ) -> StreamingEvaluation:
     """FNMR at each FMR target, the EER and a DET curve, reading the impostors in chunks.
 
@@ -911,13 +938,20 @@ def evaluate(
         Compute the EER (one more pass).
     chunk_size, counter_budget, collect_limit : int
         Memory bounds (see :func:`kth_largest`).
+    companions : callable, optional
+        ``companions(selection, operating_points, genuine)`` -> ``(reductions, ids)`` (``genuine``: the
+        prepared genuine similarities): more passes that need only the order statistics and the
+        genuine scores (the subject bootstrap's counts, a plot histogram), run in the same
+        pass over the impostors as the EER's (``ids``: the subject ids they read, or None). Their
+        results are ``StreamingEvaluation.companions``, in order.
 
     Returns
     -------
     StreamingEvaluation
         Operating points and EER identical to :func:`validation.metrics.fnmr_at_fmr` and
         :func:`validation.metrics.eer` on the same data. Passes over the impostors: 2 (3 when the
-        selected bins hold more than ``collect_limit`` scores, more for float64), plus 1 for the EER.
+        selected bins hold more than ``collect_limit`` scores, more for float64), plus 1 for the EER
+        and the companions.
     """
     if hasattr(impostor, "chunks"):
         if impostor_failed is not None:
@@ -961,6 +995,18 @@ def evaluate(
         i = pos_of[k]
         ops[f] = operating_point(f, sel.values[i], int(sel.n_greater[i]), n, g_sorted, higher_is_better, sel.dtype)
     ops = {check_fmr_target(f): ops[check_fmr_target(f)] for f in fmr_targets}
+    extra, extra_ids = companions(sel, ops, g) if companions is not None else ([], None)
+    extra_results: list = []
+
+    def bracket_and_companions(bracket):
+        """The bracket pass with the companions in the same pass; their results go to extra_results."""
+        nonlocal passes
+        passes += 1
+        if not extra:
+            return run_pass(source, bracket, chunk_size)
+        results = run_pass(source, MultiPass([bracket, *extra]), chunk_size, ids=extra_ids)
+        extra_results.extend(results[1:])
+        return results[0]
 
     t_sim, fm = _det_on_grid(sel)
     fnm = np.searchsorted(g_sorted, t_sim, side="left").astype(np.int64)
@@ -988,8 +1034,7 @@ def evaluate(
                 eer = eer_from_points(t_sim[:1], fm[:1], fnm[:1], n, g.size)
             else:
                 lo, hi = float(t_sim[b - 1]), float(t_sim[b])
-                u, c, next_imp = run_pass(source, BracketPass(lo, hi, higher_is_better), chunk_size)
-                passes += 1
+                u, c, next_imp = bracket_and_companions(BracketPass(lo, hi, higher_is_better))
                 g_in = g_sorted[(g_sorted >= lo) & (g_sorted < hi)]
                 g_above = g_sorted[g_sorted >= hi]
                 next_above = min(next_imp, float(g_above[0]) if g_above.size else math.inf)
@@ -1011,6 +1056,9 @@ def evaluate(
                     r.false_non_matches,
                     g.size,
                 )
+    if extra and not extra_results:  # no EER pass was needed: the companions on their own
+        extra_results = run_pass(source, MultiPass(extra), chunk_size, ids=extra_ids)
+        passes += 1
     return StreamingEvaluation(
         ops,
         eer,
@@ -1023,6 +1071,7 @@ def evaluate(
         higher_is_better,
         min_false_matches,
         passes,
+        tuple(extra_results),
     )
 
 

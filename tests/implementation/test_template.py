@@ -79,3 +79,27 @@ def test_non_finite_embedding_is_refused_at_encode():
     v[3] = np.nan
     with pytest.raises(ValueError):
         tpl.encode(v, FP)
+
+
+def test_vectors_of_many_templates_equal_decoding_each_and_name_a_bad_one():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    fp = b"abcd"
+    data = [tpl.encode(None if i % 17 == 0 else v, fp, n_faces=1 + i % 3) for i, v in enumerate(x)]
+    form = tpl.VectorForm(fp, 8)
+    q, ok = form.vectors(data)
+    for i, d in enumerate(data):
+        t = tpl.decode(d, fp)
+        assert ok[i] == t.has_face
+        if t.has_face:
+            assert np.array_equal(q[i], tpl.quantise(t.embedding[None].astype(np.float64))[0])
+        else:
+            assert not q[i].any()
+    for position in (0, 5, 7, 12, 20, len(data[1]) - 1):  # magic, version, flags, fingerprint, value, CRC
+        bad = list(data)
+        t = bytearray(bad[41])
+        t[position] ^= 0x10
+        bad[41] = bytes(t)
+        with pytest.raises(tpl.TemplateFormatError, match="template 41"):
+            form.vectors(bad)

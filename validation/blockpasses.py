@@ -1,0 +1,696 @@
+"""The passes of the exact metrics over one block of vector similarities, compiled, without score arrays.
+
+A block of ``cosine-q24`` similarities (:func:`implementation.template.similarity_matrix`) is exact:
+an integer dot product of quantised embeddings, computed in float64, rounded once to float32. Here
+a block is computed in strips of rows that stay in cache, each as a **float32** matrix product
+(twice the float64 rate) that is only an approximation, with a rigorous bound on its error; one
+compiled loop per pass then takes every comparison of the strip once. Every decision a pass makes
+about a similarity (its key bin, whether it is kept, which bracket or edge interval it falls in) is
+a non-decreasing step function of the similarity, and the similarity is a non-decreasing function
+of the dot product, so when both ends of the interval ``approximation +- bound`` give the same
+decision, that decision is the one the exact similarity gives. Only the comparisons whose interval
+straddles a step (a few per thousand), and those whose exact value a pass keeps, get their exact
+dot product (float64, exact in any order). The result of each pass is the packed partial its
+numpy ``add`` gives on the same scores, bit for bit.
+
+The bound: with ``u = 2**-24``, inputs rounded to float32 (relative error ``u`` each) and any
+float32 evaluation order of the ``d`` products and their sum (what every BLAS ``sgemm`` does),
+``|computed - exact| <= ((2u + u**2) + gamma_d (1 + u)**2) * sum_k |qa_k qb_k|``, ``gamma_d = d u /
+(1 - d u)``, and ``sum_k |qa_k qb_k| <= |qa| |qb|`` (Cauchy-Schwarz); we use 1.01 times that.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+from implementation import template as tpl
+from validation.intervals import SubjectEdgePass
+from validation.streaming import (
+    BracketPass,
+    DigitPass,
+    HistogramPass,
+    KeepBinsPass,
+    MultiPass,
+    TopBinPass,
+    float_keys,
+)
+
+TILE_ROWS, TILE_COLS = 256, 512
+"""A block is taken in tiles of 256 x 512 pairs: the tile's float32 products (512 KiB) and the
+columns' embeddings (256 KiB) stay in the core's L2 cache while a pass's loop reads them."""
+
+_SCALE = 2.0 ** (-2 * tpl.QUANTUM_BITS)
+_SLACK = 2.0**-50
+"""Covers the float64 roundings of ``(dot * 2**-48 + 1) * 0.5`` (each below 2**-53 near 1)."""
+_NEG_INF32 = np.float32(-np.inf)
+
+
+def error_bound_factor(dim: int) -> float:
+    """``c`` such that ``|sgemm - exact dot| <= c |qa| |qb|`` for quantised rows of ``dim`` values."""
+    u = 2.0**-24
+    gamma = dim * u / (1 - dim * u)
+    return 1.01 * ((2 * u + u * u) + gamma * (1 + u) ** 2)
+
+
+def supports(vector_form, reduction) -> bool:
+    """Whether this module computes ``reduction`` on blocks of ``vector_form``'s similarity."""
+    if isinstance(reduction, MultiPass):
+        return bool(reduction.reductions) and all(supports(vector_form, r) for r in reduction.reductions)
+    return (
+        isinstance(vector_form, tpl.VectorForm)
+        and vector_form.similarity == tpl.SIMILARITY
+        and type(reduction) in _KERNELS
+        and bool(getattr(reduction, "higher_is_better", True))
+        and np.dtype(getattr(reduction, "dtype", np.float32)) == np.float32
+    )
+
+
+# --- scalar helpers (inlined) ----------------------------------------------------------------------
+
+
+@intrinsic
+def _float32_bits(typingctx, x):
+    """The bits of a float32 as a uint32 (an LLVM bitcast)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(types.float32), codegen
+
+
+@njit(inline="always", cache=True)
+def _bits(s):
+    """Raw bits of a float32 as an int64."""
+    return np.int64(_float32_bits(s))
+
+
+@njit(inline="always", cache=True)
+def _key(s):
+    """Order-preserving uint32 key of a float32 (:func:`validation.streaming.float_keys`), as int64."""
+    b = _bits(s)
+    if b & 0x80000000:
+        return (~b) & 0xFFFFFFFF
+    return b | 0x80000000
+
+
+@njit(inline="always", cache=True)
+def _sim32(dot):
+    """:func:`implementation.template.similarity_matrix` of one exact dot product."""
+    s = dot * _SCALE
+    s = s + 1.0
+    s = s * 0.5
+    if s < 0.0:
+        s = 0.0
+    if s > 1.0:
+        s = 1.0
+    return np.float32(s)
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _exact_dot(qa, i, qb, j):
+    """The dot product of row ``i`` of ``qa`` and row ``j`` of ``qb``: an integer below 2**53 whose
+    every partial sum is one too, so it is exact in float64 in any order (reassociation and fused
+    multiply-adds allowed: vector instructions)."""
+    acc = 0.0
+    for k in range(qa.shape[1]):
+        acc += np.float64(qa[i, k]) * np.float64(qb[j, k])
+    return acc
+
+
+@njit(inline="always", cache=True)
+def _exact(qa, i, qb, j):
+    """The exact similarity of row ``i`` of ``qa`` and row ``j`` of ``qb``."""
+    return _sim32(_exact_dot(qa, i, qb, j))
+
+
+@njit(inline="always", cache=True)
+def _bounds(approx, ca, nb, i, j):
+    """float64 of float32 lower and upper bounds of the similarity of pair (i, j) from its product
+    (``ca``, ``nb`` as in :func:`_codes`; clipped to [0, 1] like the similarity)."""
+    x = (np.float64(approx[i, j]) * _SCALE + 1.0) * 0.5
+    d = ca[i] * nb[j] + _SLACK
+    lo = np.float64(np.float32(x - d))
+    hi = np.float64(np.float32(x + d))
+    if lo > 1.0:
+        lo = 1.0
+    if hi < 0.0:
+        hi = 0.0
+    return lo, hi
+
+
+@njit(inline="always", cache=True)
+def _count_below(edges, x):
+    """Number of ``edges`` strictly below ``x`` (``searchsorted(edges, x, 'left')``)."""
+    lo, hi = 0, edges.shape[0]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if edges[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@njit(inline="always", cache=True)
+def _first_col(all_vs_all, gi, gj0):
+    """First column of the strip's row ``gi`` that the block owns (``i < j`` in all-vs-all)."""
+    if all_vs_all:
+        first = gi + 1 - gj0
+        return first if first > 0 else 0
+    return 0
+
+
+# --- one kernel per pass -----------------------------------------------------------------------------
+# Common arguments: approx (rows, cols) float32 products of the strip, NaN where the pair is not an
+# impostor comparison of two made templates (genuine, or failed: those are counted apart); qa, qb the
+# quantised rows of the strip and the block's columns (float64); ca = c |qa| per row, nb = |qb| per
+# column (the bound on the product's error is ca[i] nb[j]); gi0, gj0 the global index of the first row
+# and column; all_vs_all (the block owns the pairs i < j).
+
+
+_GRID = 1 << 18
+"""Cells of [0, 1] for finding a similarity among sorted edges: a few edges per cell at most."""
+
+
+def _edge_grid(red, edges: np.ndarray) -> np.ndarray:
+    """``grid[g]``: edges ``e`` with ``floor(e * _GRID) < g``, all strictly below any ``x`` with
+    ``floor(x * _GRID) = g`` (both products rounded alike, so the order holds). Kept on the pass
+    object: a worker holds one copy of it for every block of the pass."""
+    grid = getattr(red, "_edge_grid", None)
+    if grid is None:
+        cell = np.floor(np.clip(edges * _GRID, -1.0, _GRID + 1.0)).astype(np.int64)
+        grid = np.searchsorted(cell, np.arange(_GRID + 1), side="left").astype(np.int64)
+        red._edge_grid = grid
+    return grid
+
+
+@njit(inline="always", cache=True)
+def _n_below(edges, grid, x):
+    """``searchsorted(edges, x, 'left')`` for ``0 <= x <= 1``: edges strictly below ``x``."""
+    k = grid[int(x * _GRID)]
+    while k < edges.shape[0] and edges[k] < x:
+        k += 1
+    return k
+
+
+@njit(inline="always", cache=True)
+def _n_at_or_below(edges, grid, x):
+    """``searchsorted(edges, x, 'right')`` for ``0 <= x <= 1``."""
+    k = grid[int(x * _GRID)]
+    while k < edges.shape[0] and edges[k] <= x:
+        k += 1
+    return k
+
+
+@njit(cache=True)
+def _codes(approx, ca, nb, codes):
+    """codes[i, j]: the raw top-16 bits (key bin) of the exact similarity when both ends of its
+    interval fall in one bin, else -1 (NaN products give a NaN bit pattern). A loop without
+    branches: vector instructions. ``ca`` is in units of the similarity (``c |qa| 2**-49``)."""
+    for i in range(approx.shape[0]):
+        cai = ca[i]
+        for j in range(approx.shape[1]):
+            x = (np.float64(approx[i, j]) * _SCALE + 1.0) * 0.5
+            d = cai * nb[j] + _SLACK
+            lo = _bits(np.float32(x - d)) >> 16
+            hi = _bits(np.float32(x + d)) >> 16
+            codes[i, j] = lo if lo == hi else -1
+
+
+# Each pass below reads the codes through a table over the 65,536 codes (index ``code & 0xFFFF``, so
+# -1 reads entry 0xFFFF): what the pass does with every similarity of a bin, or SLOW (take the exact
+# similarity; also for a NaN product, which is skipped, and every code that is no bin of [0, 1]).
+SLOW = 255
+
+
+@njit(cache=True)
+def _top_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, hist, state):
+    """hist[j % 4, raw top 16 bits] += 1 for every comparison (four copies: consecutive increments of
+    one counter would wait on each other); state: [lowest, highest similarity]. A comparison whose
+    bin lies strictly between the bins of the lowest and highest similarity so far is counted from
+    its code; the others (possible new extremes, uncertain codes) take the exact similarity."""
+    fmin, fmax = np.float32(state[0]), np.float32(state[1])
+    lo_bin = _bits(fmin) >> 16 if fmin <= fmax else 1 << 20
+    hi_bin = _bits(fmax) >> 16 if fmin <= fmax else -1
+    for i in range(approx.shape[0]):
+        for j in range(_first_col(all_vs_all, gi0 + i, gj0), approx.shape[1]):
+            c = codes[i, j]
+            if c > lo_bin and c < hi_bin:
+                hist[j & 3, c] += 1
+                continue
+            if approx[i, j] != approx[i, j]:
+                continue
+            s = _exact(qa, i, qb, j)
+            b = _bits(s) >> 16
+            hist[j & 3, b] += 1
+            if s < fmin:
+                fmin, lo_bin = s, b
+            if s > fmax:
+                fmax, hi_bin = s, b
+    state[0], state[1] = fmin, fmax
+
+
+@njit(cache=True)
+def _keep_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, table, wanted, out):
+    """Similarities whose raw top 16 bits are ``wanted``, appended to ``out``; returns how many.
+    table[code]: 0 not wanted, 1 wanted, SLOW."""
+    n = 0
+    for i in range(approx.shape[0]):
+        for j in range(_first_col(all_vs_all, gi0 + i, gj0), approx.shape[1]):
+            t = table[codes[i, j] & 0xFFFF]
+            if t == 0:
+                continue
+            if t == SLOW:
+                if approx[i, j] != approx[i, j]:
+                    continue
+                s = _exact(qa, i, qb, j)
+                if not wanted[_bits(s) >> 16]:
+                    continue
+            else:
+                s = _exact(qa, i, qb, j)
+            out[n] = s
+            n += 1
+    return n
+
+
+@njit(cache=True)
+def _digits(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, table, first, slots, known, d, out):
+    """The counter ``(slot << d) | digit`` of every comparison whose key starts with one of the
+    ``known``-bit prefixes ``slots`` (sorted), ``digit`` its next ``d`` bits, appended to ``out``
+    (returns how many: sorting them later beats incrementing counters scattered over megabytes).
+    ``first[k]``: the first slot whose 16 top key bits are ``k``, -1 for none; table[code]: 0 in no
+    slot, SLOW."""
+    shift = 32 - known - d
+    dmask = (1 << d) - 1
+    n = 0
+    for i in range(approx.shape[0]):
+        for j in range(_first_col(all_vs_all, gi0 + i, gj0), approx.shape[1]):
+            if table[codes[i, j] & 0xFFFF] == 0 or approx[i, j] != approx[i, j]:
+                continue
+            key = _key(_exact(qa, i, qb, j))
+            pos = first[key >> 16]
+            if pos < 0:
+                continue
+            p = key >> (32 - known)
+            while pos < slots.shape[0] and slots[pos] < p:  # the slots of one 16-bit prefix
+                pos += 1
+            if pos < slots.shape[0] and slots[pos] == p:
+                out[n] = (pos << d) | ((key >> shift) & dmask)
+                n += 1
+    return n
+
+
+@njit(cache=True)
+def _bracket(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, table, floor, lo_t, hi_t, out, state):
+    """Similarities in ``[lo_t, hi_t)`` appended to ``out`` (float64; returns how many); state[0]: the
+    lowest similarity ``>= hi_t``. table[code]: 0 below ``lo_t``, 1 at or above ``hi_t``, SLOW;
+    floor[code]: the bin's lowest value."""
+    n = 0
+    best = state[0]
+    for i in range(approx.shape[0]):
+        for j in range(_first_col(all_vs_all, gi0 + i, gj0), approx.shape[1]):
+            c = codes[i, j] & 0xFFFF
+            t = table[c]
+            if t == 0 or (t == 1 and floor[c] > best) or approx[i, j] != approx[i, j]:
+                continue
+            sf = np.float64(_exact(qa, i, qb, j))
+            if sf >= lo_t and sf < hi_t:
+                out[n] = sf
+                n += 1
+            elif sf >= hi_t and sf < best:
+                best = sf
+    state[0] = best
+    return n
+
+
+@njit(cache=True)
+def _subject_edges(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, row_slot, table, edges, grid, counts):
+    """counts[row_slot[i], k] += comparisons of row i with ``k`` edges strictly below the similarity;
+    table[code]: that ``k`` when the whole bin has it, else -1 (and for codes of no bin): then the
+    bounds of the similarity decide, or its exact value."""
+    for i in range(approx.shape[0]):
+        row = row_slot[i]
+        n_below = 0
+        for j in range(_first_col(all_vs_all, gi0 + i, gj0), approx.shape[1]):
+            k = table[codes[i, j] & 0xFFFF]
+            if k == 0:
+                n_below += 1
+                continue
+            if k < 0:
+                if approx[i, j] != approx[i, j]:
+                    continue
+                lo, hi = _bounds(approx, ca, nb, i, j)
+                k = _n_below(edges, grid, lo)
+                if k < edges.shape[0] and edges[k] < hi:
+                    k = _n_below(edges, grid, np.float64(_exact(qa, i, qb, j)))
+            counts[row, k] += 1
+        counts[row, 0] += n_below
+
+
+@njit(cache=True)
+def _histogram(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, table, edges, grid, counts):
+    """``np.histogram(similarities, edges)`` added to counts[j % 4] (see :func:`_top_bins`);
+    table[code]: the histogram bin of the whole key bin, -2 outside the edges, -1 mixed (or no bin):
+    then the bounds of the similarity decide, or its exact value."""
+    nbins = edges.shape[0] - 1
+    e_first, e_last = edges[0], edges[nbins]
+    for i in range(approx.shape[0]):
+        for j in range(_first_col(all_vs_all, gi0 + i, gj0), approx.shape[1]):
+            k = table[codes[i, j] & 0xFFFF]
+            if k == -2:
+                continue
+            if k == -1:
+                if approx[i, j] != approx[i, j]:
+                    continue
+                lo, hi = _bounds(approx, ca, nb, i, j)
+                if hi < e_first or lo > e_last:
+                    continue
+                k = _n_at_or_below(edges, grid, lo)
+                if lo < e_first or hi > e_last or (k <= nbins and edges[k] <= hi):
+                    sf = np.float64(_exact(qa, i, qb, j))
+                    if sf < e_first or sf > e_last:
+                        continue
+                    k = _n_at_or_below(edges, grid, sf)
+                k = min(k - 1, nbins - 1)
+            counts[j & 3, k] += 1
+
+
+class _Strips:
+    """The strips of one block: float32 products (NaN where no impostor comparison of two made
+    templates is) and what the kernels read alongside; the failed comparisons, counted per row."""
+
+    def __init__(self, qa, a_ok, qb, b_ok, rsub, csub, r0, c0, all_vs_all):
+        qa, qb = np.ascontiguousarray(qa), np.ascontiguousarray(qb)
+        self.a32 = qa.astype(np.float32)
+        self.b32t = np.ascontiguousarray(self.a32.T if qb is qa else qb.astype(np.float32).T)
+        # the exact products read float32 copies when they hold the integers exactly (|q| <= 2**24:
+        # unit vectors), half the memory of float64
+        small = max(np.abs(qa).max(initial=0.0), np.abs(qb).max(initial=0.0)) <= 2.0**24
+        self.qa = self.a32 if small else qa
+        self.qb = np.ascontiguousarray(self.b32t.T) if small else qb
+        c = error_bound_factor(self.qa.shape[1])
+        # the bound on a product's error, c |qa| |qb|, in units of the similarity (times 2**-49)
+        self.ca = np.sqrt(np.einsum("ij,ij->i", qa, qa)) * (c * (1 + 1e-9) * 0.5 * _SCALE)
+        self.nb = np.sqrt(np.einsum("ij,ij->i", qb, qb)) * (1 + 1e-9)
+        self.r0, self.c0, self.all_vs_all = r0, c0, all_vs_all
+        self.rsub, self.csub = rsub, csub = np.asarray(rsub, np.int64), np.asarray(csub, np.int64)
+        nr, nc = len(rsub), len(csub)
+        # genuine pairs of the block (rows and columns of one subject), in row order
+        order = np.argsort(csub, kind="stable")
+        lo = np.searchsorted(csub[order], rsub, side="left")
+        n_same = np.searchsorted(csub[order], rsub, side="right") - lo
+        self.g_rows = np.repeat(np.arange(nr), n_same)
+        first = np.cumsum(n_same) - n_same
+        self.g_cols = order[np.repeat(lo - first, n_same) + np.arange(self.g_rows.size)]
+        a_ok, b_ok = np.asarray(a_ok, bool), np.asarray(b_ok, bool)
+        self.bad_rows, self.bad_cols = np.flatnonzero(~a_ok), np.flatnonzero(~b_ok)
+        # failed comparisons per row: owned impostor pairs with a template not made
+        self.row_failed = np.zeros(nr, np.int64)
+        if self.bad_rows.size or self.bad_cols.size:
+
+            def failed(rows, cols):
+                m = rsub[rows][:, None] != csub[cols][None, :]
+                if all_vs_all:
+                    m &= (r0 + rows)[:, None] < (c0 + cols)[None, :]
+                return m.sum(axis=1)
+
+            good = np.flatnonzero(a_ok)
+            self.row_failed[good] = failed(good, self.bad_cols)
+            self.row_failed[self.bad_rows] = failed(self.bad_rows, np.arange(nc))
+        self.n_failed = int(self.row_failed.sum())
+
+    def __iter__(self):
+        """``(s0, s1, args)`` for each tile of rows ``s0:s1``: the kernels' common arguments (the
+        products in a buffer reused from tile to tile)."""
+        n, nc = self.qa.shape[0], self.qb.shape[0]
+        buffers = {}
+        for s0 in range(0, n, TILE_ROWS):
+            s1 = min(n, s0 + TILE_ROWS)
+            g0, g1 = np.searchsorted(self.g_rows, [s0, s1])
+            g_rows, g_cols = self.g_rows[g0:g1] - s0, self.g_cols[g0:g1]
+            rows = self.bad_rows[(self.bad_rows >= s0) & (self.bad_rows < s1)] - s0
+            for t0 in range(0, nc, TILE_COLS):
+                t1 = min(nc, t0 + TILE_COLS)
+                if self.all_vs_all and self.r0 + s0 + 1 >= self.c0 + t1:
+                    continue  # no pair i < j in this tile
+                shape = (s1 - s0, t1 - t0)
+                if shape not in buffers:
+                    buffers[shape] = np.empty(shape, np.float32), np.empty(shape, np.int32)
+                approx, codes = buffers[shape]
+                np.matmul(self.a32[s0:s1], self.b32t[:, t0:t1], out=approx)
+                here = (g_cols >= t0) & (g_cols < t1)
+                approx[g_rows[here], g_cols[here] - t0] = np.nan
+                cols = self.bad_cols[(self.bad_cols >= t0) & (self.bad_cols < t1)] - t0
+                if cols.size:
+                    approx[:, cols] = np.nan
+                if rows.size:
+                    approx[rows] = np.nan
+                ca, nb = self.ca[s0:s1], self.nb[t0:t1]
+                _codes(approx, ca, nb, codes)
+                args = (
+                    approx,
+                    codes,
+                    self.qa[s0:s1],
+                    self.qb[t0:t1],
+                    ca,
+                    nb,
+                    self.r0 + s0,
+                    self.c0 + t0,
+                    self.all_vs_all,
+                )
+                yield s0, s1, args
+
+
+_INF_RAW_BIN = int(np.array(-np.inf, np.float32).view(np.uint32)) >> 16
+_INF_KEY = int(float_keys(np.array([-np.inf], np.float32))[0])
+_UNIT_BINS = (int(np.array(1.0, np.float32).view(np.uint32)) >> 16) + 1
+"""Raw top-16 bins of the similarities 0 ... 1 (non-negative float32: raw bits in value order)."""
+
+
+def _bin_ends() -> tuple[np.ndarray, np.ndarray]:
+    """float64 of the lowest and the highest float32 of each raw bin of [0, 1] (``_UNIT_BINS`` bins)."""
+    m = np.arange(_UNIT_BINS, dtype=np.uint32) << np.uint32(16)
+    return m.view(np.float32).astype(np.float64), (m | np.uint32(0xFFFF)).view(np.float32).astype(np.float64)
+
+
+def _table(unit_part: np.ndarray, other, dtype) -> np.ndarray:
+    """A table over the 65,536 codes: ``unit_part`` for the bins of [0, 1], ``other`` elsewhere."""
+    t = np.full(1 << 16, other, dtype)
+    t[:_UNIT_BINS] = unit_part
+    return t
+
+
+class _Runner:
+    """One pass over the tiles of a block: ``tile`` for each tile, then ``result``, the packed partial."""
+
+    def __init__(self, red, strips: _Strips) -> None:
+        self.red, self.strips = red, strips
+
+    def tile(self, s0: int, s1: int, args) -> None:
+        raise NotImplementedError
+
+    def result(self):
+        raise NotImplementedError
+
+
+class _TopBins(_Runner):
+    def __init__(self, red: TopBinPass, strips: _Strips) -> None:
+        super().__init__(red, strips)
+        self.hists = np.zeros((4, 1 << 16), np.int64)
+        self.state = np.array([math.inf, -math.inf])
+
+    def tile(self, s0, s1, args):
+        _top_bins(*args, self.hists, self.state)
+
+    def result(self):
+        hist = self.hists.sum(axis=0)
+        n_failed = self.strips.n_failed
+        hist[_INF_RAW_BIN] += n_failed
+        return [hist, n_failed, float(self.state[0]), float(self.state[1])]
+
+
+class _KeepBins(_Runner):
+    def __init__(self, red: KeepBinsPass, strips: _Strips) -> None:
+        super().__init__(red, strips)
+        self.wanted = wanted = np.ascontiguousarray(red.wanted, dtype=np.bool_)
+        self.table = _table(wanted[:_UNIT_BINS], SLOW, np.uint8)
+        self.parts = []
+        if strips.n_failed and wanted[_INF_RAW_BIN]:
+            self.parts.append(np.full(strips.n_failed, -np.inf, np.float32))
+        self.out = np.empty(TILE_ROWS * TILE_COLS, np.float32)
+
+    def tile(self, s0, s1, args):
+        n = _keep_bins(*args, self.table, self.wanted, self.out)
+        if n:
+            self.parts.append(self.out[:n].copy())
+
+    def result(self):
+        return [np.concatenate(self.parts)] if self.parts else []
+
+
+class _Digits(_Runner):
+    def __init__(self, red: DigitPass, strips: _Strips) -> None:
+        super().__init__(red, strips)
+        self.slots = slots = np.ascontiguousarray(red.slots, dtype=np.int64)
+        top = slots >> (red.known - 16)
+        self.first = np.full(1 << 16, -1, np.int64)
+        self.first[top[::-1]] = np.arange(slots.size)[::-1]  # the first slot of each 16-bit prefix
+        # a non-negative similarity's key is its bits with the top bit set
+        in_slot = self.first[np.arange(_UNIT_BINS) | 0x8000] >= 0
+        self.table = _table(np.where(in_slot, SLOW, 0), SLOW, np.uint8)
+        self.parts = []
+        self.out = np.empty(TILE_ROWS * TILE_COLS, np.int64)
+
+    def tile(self, s0, s1, args):
+        red = self.red
+        n = _digits(*args, self.table, self.first, self.slots, red.known, red.d, self.out)
+        if n:
+            self.parts.append(self.out[:n].copy())
+
+    def result(self):
+        red, slots = self.red, self.slots
+        p = _INF_KEY >> (32 - red.known)
+        pos = int(np.searchsorted(slots, p))
+        if self.strips.n_failed and pos < slots.size and slots[pos] == p:
+            digit = (_INF_KEY >> (32 - red.known - red.d)) & ((1 << red.d) - 1)
+            self.parts.append(np.full(self.strips.n_failed, (pos << red.d) | digit, np.int64))
+        if not self.parts:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        # (counter, count) pairs, as DigitPass packs them
+        return np.unique(np.concatenate(self.parts), return_counts=True)
+
+
+class _Bracket(_Runner):
+    def __init__(self, red: BracketPass, strips: _Strips) -> None:
+        super().__init__(red, strips)
+        self.lo_t, self.hi_t = float(red.lo), float(red.hi)
+        floor, ceil = _bin_ends()
+        self.table = _table(np.where(ceil < self.lo_t, 0, np.where(floor >= self.hi_t, 1, SLOW)), SLOW, np.uint8)
+        self.floor = _table(floor, np.inf, np.float64)
+        self.state = np.array([math.inf])
+        self.values = []
+        if strips.n_failed and self.lo_t <= -math.inf < self.hi_t:
+            self.values.append(np.full(strips.n_failed, -np.inf))
+        self.out = np.empty(TILE_ROWS * TILE_COLS, np.float64)
+
+    def tile(self, s0, s1, args):
+        n = _bracket(*args, self.table, self.floor, self.lo_t, self.hi_t, self.out, self.state)
+        if n:
+            self.values.append(self.out[:n].copy())
+
+    def result(self):
+        acc = self.red.start()
+        if self.values:
+            u, c = np.unique(np.concatenate(self.values), return_counts=True)
+            acc["values"], acc["counts"], acc["held"] = [u], [c], u.size
+        acc["next_above"] = float(self.state[0])
+        if self.strips.n_failed and -math.inf >= self.hi_t:
+            acc["next_above"] = -math.inf
+        return self.red.pack(acc)
+
+
+class _SubjectEdges(_Runner):
+    def __init__(self, red: SubjectEdgePass, strips: _Strips) -> None:
+        super().__init__(red, strips)
+        sid = np.searchsorted(red.subjects, strips.rsub)
+        self.local, self.row_slot = np.unique(sid, return_inverse=True)
+        edges = np.ascontiguousarray(red.edges, dtype=np.float64)
+        self.edges = edges if edges.size else np.array([np.inf])  # no edge: every count in column 0
+        self.grid = _edge_grid(red, self.edges)
+        floor, ceil = _bin_ends()
+        k_lo, k_hi = np.searchsorted(edges, floor, side="left"), np.searchsorted(edges, ceil, side="left")
+        self.table = _table(np.where(k_lo == k_hi, k_lo, -1), -1, np.int64)
+        self.counts = np.zeros((self.local.size, red.width), np.int64)
+
+    def tile(self, s0, s1, args):
+        slots = np.ascontiguousarray(self.row_slot[s0:s1], np.int64)
+        _subject_edges(*args, slots, self.table, self.edges, self.grid, self.counts)
+
+    def result(self):
+        strips, counts, row_slot = self.strips, self.counts, self.row_slot
+        if strips.n_failed:
+            column = int(np.searchsorted(self.red.edges, -math.inf, side="left"))
+            np.add.at(counts[:, column], row_slot, strips.row_failed)
+        r, k = np.nonzero(counts)
+        return self.local[r].astype(np.int64) * self.red.width + k, counts[r, k]
+
+
+class _Histogram(_Runner):
+    def __init__(self, red: HistogramPass, strips: _Strips) -> None:
+        super().__init__(red, strips)
+        self.edges = edges = np.ascontiguousarray(red.edges, dtype=np.float64)
+        nbins = edges.size - 1
+        self.grid = _edge_grid(red, edges)
+        floor, ceil = _bin_ends()
+        k_lo = np.minimum(np.searchsorted(edges, floor, side="right") - 1, nbins - 1)
+        k_hi = np.minimum(np.searchsorted(edges, ceil, side="right") - 1, nbins - 1)
+        inside = (floor >= edges[0]) & (ceil <= edges[-1])
+        outside = (ceil < edges[0]) | (floor > edges[-1])
+        self.table = _table(np.where(outside, -2, np.where(inside & (k_lo == k_hi), k_lo, -1)), -1, np.int64)
+        self.counts = np.zeros((4, nbins), np.int64)
+
+    def tile(self, s0, s1, args):
+        _histogram(*args, self.table, self.edges, self.grid, self.counts)
+
+    def result(self):
+        return [self.counts.sum(axis=0), self.strips.n_failed]
+
+
+_KERNELS = {
+    TopBinPass: _TopBins,
+    KeepBinsPass: _KeepBins,
+    DigitPass: _Digits,
+    BracketPass: _Bracket,
+    SubjectEdgePass: _SubjectEdges,
+    HistogramPass: _Histogram,
+}
+
+
+def run_block(reduction, qa, a_ok, qb, b_ok, rsub, csub, r0: int, c0: int, all_vs_all: bool):
+    """The packed partial of ``reduction`` over the impostor comparisons of one block.
+
+    Parameters
+    ----------
+    reduction : a pass for which :func:`supports` is true (a :class:`validation.streaming.MultiPass`
+        runs each of its passes on each tile while the tile's products are in cache)
+    qa, qb : numpy.ndarray of float64, shape (rows, dim), (cols, dim)
+        Quantised embeddings (:func:`implementation.template.quantise`) of the block's rows and columns.
+    a_ok, b_ok : numpy.ndarray of bool
+        Templates that were made (a comparison with any other one fails).
+    rsub, csub : numpy.ndarray of int64
+        Subject of each row and column; pairs of one subject are genuine and skipped.
+    r0, c0 : int
+        Global index of the first row and column (all-vs-all owns the pairs ``i < j``).
+    """
+    strips = _Strips(qa, a_ok, qb, b_ok, rsub, csub, r0, c0, all_vs_all)
+    parts = reduction.reductions if isinstance(reduction, MultiPass) else [reduction]
+    runners = [_KERNELS[type(r)](r, strips) for r in parts]
+    for s0, s1, args in strips:
+        for runner in runners:
+            runner.tile(s0, s1, args)
+    results = [runner.result() for runner in runners]
+    return results if isinstance(reduction, MultiPass) else results[0]
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every pass's loop, on a block of two templates."""
+    q = tpl.quantise(np.eye(2, 4))
+    ok = np.ones(2, bool)
+    sub = np.arange(2, dtype=np.int64)
+    edges = np.array([0.25, 0.5])
+    for red in (
+        TopBinPass(np.float32, True),
+        KeepBinsPass(np.float32, True, np.ones(1 << 16, bool)),
+        DigitPass(np.float32, True, np.array([0xBF00], np.uint64), 16, 4, 1 << 10),
+        BracketPass(0.0, 1.0, True),
+        SubjectEdgePass(sub, edges, True, 1 << 10),
+        HistogramPass(edges),
+    ):
+        run_block(red, q, ok, q, ok, sub, sub, 0, 0, False)
