@@ -662,7 +662,7 @@ def write_pair_templates(
 
 
 class HDF5PairWriter:
-    """An :class:`validation.streaming.HDF5ScoreWriter` that also stores each comparison's two templates.
+    """An :class:`validation.score_sources.HDF5ScoreWriter` that also stores each comparison's two templates.
 
     ``append(cls, scores, subjects, enrol, probe, failed=None)``; the template names go in with
     :func:`write_pair_templates` (or ``templates=`` here, written on close).
@@ -677,7 +677,7 @@ class HDF5PairWriter:
         with_failed: bool = True,
         **kwargs,
     ) -> None:
-        from validation.streaming import HDF5ScoreWriter
+        from validation.score_sources import HDF5ScoreWriter
 
         self.path = Path(path)
         self._w = HDF5ScoreWriter(path, with_subjects=True, with_failed=with_failed, **kwargs)
@@ -1266,7 +1266,7 @@ class StorePairs:
             plan.row_subject,
             plan.n_subjects,
         )
-        from validation.streaming import run_pass
+        from validation.selection import run_pass
 
         for c, (n, fm) in zip(counters, run_pass(self.source, reduction, self.source.chunk_size)):
             c.imp_n += n

@@ -238,7 +238,7 @@ def test_frvt_score_demographics_on_hdf5(tmp_path):
     )
     assert r.exit_code == 2 and "no key column 'file'" in r.output and "Traceback" not in r.output
     plain = tmp_path / "plain.h5"
-    from validation.streaming import HDF5ScoreWriter
+    from validation.score_sources import HDF5ScoreWriter
 
     with HDF5ScoreWriter(plain) as w:
         w.append("genuine", [0.9, 0.8])
