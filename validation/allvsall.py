@@ -608,7 +608,7 @@ def materialise(plan: Plan, path: str | Path, with_templates: bool = False) -> d
     in row-major order, one ``match_templates`` call per pair: the slow reference the block passes are
     checked against. Returns the counts.
 
-    ``with_templates``: also each comparison's two templates (:class:`validation.demographics.HDF5PairWriter`;
+    ``with_templates``: also each comparison's two templates (:class:`validation.paired_comparisons.HDF5PairWriter`;
     gallery rows, then probe rows after them), for ``frvt score --demographics``."""
     from validation.score_sources import HDF5ScoreWriter
 
@@ -617,7 +617,7 @@ def materialise(plan: Plan, path: str | Path, with_templates: bool = False) -> d
     counts = {"genuine": 0, "impostor": 0}
     offset = 0 if plan.all_vs_all else plan.gallery.n
     if with_templates:
-        from validation.demographics import HDF5PairWriter
+        from validation.paired_comparisons import HDF5PairWriter
 
         stores = [plan.gallery] if plan.all_vs_all else [plan.gallery, plan.probe]
         writer = HDF5PairWriter(

@@ -268,7 +268,8 @@ def test_demographics_on_a_store_equal_those_of_the_materialised_scores(store, t
 
 
 def test_demographics_gallery_vs_probe_equal_those_of_the_materialised_scores(store, tmp_path):
-    from validation.demographics import read_labels, score_demographics
+    from validation.demographics import score_demographics
+    from validation.group_labels import read_labels
 
     gallery, probe = _split(store, tmp_path)
     labels = read_labels(_sex_labels(read_store_info(store), tmp_path / "sex.csv"))

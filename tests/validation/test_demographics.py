@@ -11,14 +11,13 @@ import pytest
 from validation.metrics import fmr_key
 from validation.demographics import (
     DemographicCounter,
-    LabelError,
-    PairedComparisons,
     demographic_differentials,
     format_demographics,
     gini,
-    read_labels,
     summarise,
 )
+from validation.group_labels import LabelError, read_labels
+from validation.paired_comparisons import PairedComparisons
 
 
 def _oracle(sim, enrol, probe, genuine, group, threshold):
@@ -192,7 +191,7 @@ def test_frvt_score_demographics_on_hdf5(tmp_path):
     from typer.testing import CliRunner
 
     from frvt.cli.app import app
-    from validation.demographics import HDF5PairWriter
+    from validation.paired_comparisons import HDF5PairWriter
 
     templates, identity, sex, e, p, same, sim, sid = _world(seed=4, n_subjects=40, per=4)
     h5 = tmp_path / "s.h5"
@@ -409,7 +408,7 @@ def _run_blocks(pas, mat, subject, rows, cols, block, all_vs_all):
 def test_block_pass_counts_impostors_like_the_pairwise_counter(block, all_vs_all):
     """The template-store pass (group counts by matrix product, false matches from the few scores
     above the lowest threshold) against DemographicCounter fed every impostor pair, and the loop oracle."""
-    from validation.demographics import DemographicPass
+    from validation.demographic_pass import DemographicPass
 
     mat, subject, groups, n_groups, n_subj = _block_world()
     n = subject.size
@@ -440,7 +439,7 @@ def test_block_pass_counts_impostors_like_the_pairwise_counter(block, all_vs_all
 
 
 def test_block_pass_refuses_chunks_without_templates():
-    from validation.demographics import DemographicPass
+    from validation.demographic_pass import DemographicPass
 
     pas = DemographicPass([0.5], np.zeros((1, 3), int), np.zeros((1, 3), int), [1], np.zeros(3, int), 1)
     with pytest.raises(TypeError, match="whole blocks"):
