@@ -81,7 +81,7 @@ def measure(args) -> dict:
     """Run in a child process: one task, its time and peak memory, as JSON on stdout."""
     import tracemalloc
 
-    from validation import metrics, streaming
+    from validation import metrics, score_sources, streaming
 
     path = Path(args.file)
     g = genuine_scores(args.n_genuine, args.seed)
@@ -89,7 +89,7 @@ def measure(args) -> dict:
         evict(path)
     if args.trace:
         tracemalloc.start()
-    src = streaming.RawScores(path, "float32")
+    src = score_sources.RawScores(path, "float32")
     t0 = time.perf_counter()
     if args.task == "fnmr_at_fmr":
         ev = streaming.evaluate(g, src, TARGETS, n_grid=0, target_windows=False, with_eer=False)
@@ -150,7 +150,7 @@ def lfw_identity_sizes(seed: int) -> np.ndarray:
 def write_lfw_scale_hdf5(path: Path, seed: int) -> dict:
     """All pairs among LFW-sized data: one synthetic 32-D embedding per image (identity centre plus
     noise), cosine similarity of every pair i < j, the subject of image i as the pair's subject."""
-    from validation.streaming import HDF5ScoreWriter
+    from validation.score_sources import HDF5ScoreWriter
 
     t0 = time.perf_counter()
     sizes = lfw_identity_sizes(seed)

@@ -1,7 +1,7 @@
 """Every comparison among the templates of a store (or between two stores), scored without writing a score.
 
 The comparisons are cut into blocks of ``block x block`` templates. Each pass of the exact metrics
-(:func:`validation.streaming.run_pass`: the key histogram, the kept bins or radix digits, the EER
+(:func:`validation.selection.run_pass`: the key histogram, the kept bins or radix digits, the EER
 bracket, the subject bootstrap's counts, the plot histogram) runs on every block where the block is
 computed (a Dask worker, or this process) and sends back only its small partial result; the
 similarities are recomputed for each pass and never stored. Every pass counts, keeps or takes
@@ -41,7 +41,7 @@ from frvt.store import (
     read_templates,
 )
 from validation.metrics import FailureCount
-from validation.streaming import DEFAULT_CHUNK
+from validation.score_sources import DEFAULT_CHUNK
 
 DEFAULT_BLOCK = 2048
 """Templates per block side: a 2048 x 2048 block is 16 MiB of float32 similarities."""
@@ -608,20 +608,20 @@ def scoring_client(scheduler: str | None = None, workers: int | None = None):
 
 
 def materialise(plan: Plan, path: str | Path, with_templates: bool = False) -> dict:
-    """Write every comparison's score to an HDF5 score file (:class:`validation.streaming.HDF5ScoreWriter`)
+    """Write every comparison's score to an HDF5 score file (:class:`validation.score_sources.HDF5ScoreWriter`)
     in row-major order, one ``match_templates`` call per pair: the slow reference the block passes are
     checked against. Returns the counts.
 
-    ``with_templates``: also each comparison's two templates (:class:`validation.demographics.HDF5PairWriter`;
+    ``with_templates``: also each comparison's two templates (:class:`validation.paired_comparisons.HDF5PairWriter`;
     gallery rows, then probe rows after them), for ``frvt score --demographics``."""
-    from validation.streaming import HDF5ScoreWriter
+    from validation.score_sources import HDF5ScoreWriter
 
     ctx = BlockContext(plan)
     impl = ctx.implementation()
     counts = {"genuine": 0, "impostor": 0}
     offset = 0 if plan.all_vs_all else plan.gallery.n
     if with_templates:
-        from validation.demographics import HDF5PairWriter
+        from validation.paired_comparisons import HDF5PairWriter
 
         stores = [plan.gallery] if plan.all_vs_all else [plan.gallery, plan.probe]
         writer = HDF5PairWriter(

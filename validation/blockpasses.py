@@ -35,15 +35,8 @@ from numba.extending import intrinsic
 
 from implementation import template as tpl
 from validation.intervals import SubjectEdgePass
-from validation.streaming import (
-    BracketPass,
-    DigitPass,
-    HistogramPass,
-    KeepBinsPass,
-    MultiPass,
-    TopBinPass,
-    float_keys,
-)
+from validation.selection import DigitPass, KeepBinsPass, MultiPass, TopBinPass, float_keys
+from validation.streaming import BracketPass, HistogramPass
 
 TILE_ROWS, TILE_COLS = 256, 512
 """A block is taken in tiles of 256 x 512 pairs: the tile's float32 products (512 KiB) and the
@@ -98,7 +91,7 @@ def _bits(s):
 
 @njit(inline="always", cache=True)
 def _key(s):
-    """Order-preserving uint32 key of a float32 (:func:`validation.streaming.float_keys`), as int64."""
+    """Order-preserving uint32 key of a float32 (:func:`validation.selection.float_keys`), as int64."""
     b = _bits(s)
     if b & 0x80000000:
         return (~b) & 0xFFFFFFFF
@@ -690,7 +683,7 @@ def run_block(
 
     Parameters
     ----------
-    reduction : a pass for which :func:`supports` is true (a :class:`validation.streaming.MultiPass`
+    reduction : a pass for which :func:`supports` is true (a :class:`validation.selection.MultiPass`
         runs each of its passes on each tile while the tile's products are in cache)
     qa, qb : numpy.ndarray of float64, shape (rows, dim), (cols, dim)
         Quantised embeddings (:func:`implementation.template.quantise`) of the block's rows and columns.

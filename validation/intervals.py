@@ -32,18 +32,9 @@ from typing import Sequence
 import numpy as np
 
 from validation.metrics import MetricWarning
-from validation.streaming import (
-    DEFAULT_CHUNK,
-    ArrayScores,
-    ScoreSource,
-    StreamingEvaluation,
-    _Counts,
-    _CountsPass,
-    _similarity,
-    evaluate,
-    run_pass,
-    target_window_ranks,
-)
+from validation.score_sources import DEFAULT_CHUNK, ArrayScores, ScoreSource
+from validation.selection import _Counts, _CountsPass, _similarity, run_pass
+from validation.streaming import StreamingEvaluation, evaluate, target_window_ranks
 
 
 MIN_VALID_FRACTION = 0.95
@@ -239,7 +230,7 @@ def subject_bootstrap(
     ev = evaluation
     source = impostor if hasattr(impostor, "chunks") else None
     if source is None:
-        from validation.streaming import source_from_array
+        from validation.score_sources import source_from_array
 
         source = source_from_array(impostor, higher_is_better=ev.higher_is_better)
     gid = np.asarray(genuine_subject)
@@ -369,7 +360,7 @@ def bootstrap_fnmr_at_fmr(
 
     Parameters are those of the two functions; arrays of shape (n_genuine,) and (n_impostor,).
     """
-    from validation.streaming import source_from_array
+    from validation.score_sources import source_from_array
 
     src = source_from_array(impostor, impostor_failed, higher_is_better=higher_is_better)
     ev = evaluate(

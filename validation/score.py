@@ -19,7 +19,7 @@ Inputs (one :class:`ScoreInput` per system; several are compared on one DET plot
   binary file (``.npy``; ``.f32``/``.bin``/``.raw`` headerless float32; ``.f64`` float64). Binary
   impostor files are streamed, never loaded whole.
 * **an HDF5 score file** (``.h5``/``.hdf5``, written e.g. by
-  :class:`validation.streaming.HDF5ScoreWriter`): 1-D datasets ``genuine`` and ``impostor``
+  :class:`validation.score_sources.HDF5ScoreWriter`): 1-D datasets ``genuine`` and ``impostor``
   (float32 or float64); optional ``genuine_subject`` and ``impostor_subject`` (one integer or string
   id per score, both or neither; they enable the subject bootstrap); optional boolean
   ``genuine_failed`` / ``impostor_failed`` (failed comparisons); optional attribute ``direction``
@@ -56,18 +56,15 @@ from validation.metrics import (
     fmr_key,
     required_impostors,
 )
-from validation.streaming import (
+from validation.score_sources import (
     ArrayScores,
     HDF5Scores,
     ScoreFileError,
     ScoreSource,
-    StreamingEvaluation,
-    evaluate,
-    HistogramPass,
-    histogram,
     open_scores,
     source_from_array,
 )
+from validation.streaming import HistogramPass, StreamingEvaluation, evaluate, histogram
 
 SCHEMA = "frvt.metrics/1"
 BINARY_EXTENSIONS = (".npy", ".f32", ".bin", ".raw", ".f64")

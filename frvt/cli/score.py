@@ -106,7 +106,7 @@ def score(
         return
     try:
         if demographics is not None:
-            from validation.demographics import read_labels
+            from validation.group_labels import read_labels
 
             labels = read_labels(demographics, demographics_key)
         if len(genuine) != len(impostor):
@@ -181,7 +181,7 @@ def _score_stores(
 
     try:
         if demographics is not None:
-            from validation.demographics import read_labels
+            from validation.group_labels import read_labels
 
             found["labels"] = read_labels(demographics, demographics_key)
         if inputs or genuine:

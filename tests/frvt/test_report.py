@@ -60,7 +60,7 @@ def _validate_summary(tmp_path: Path, **extra) -> Path:
 
 def _demographics_run(tmp_path: Path) -> Path:
     """A score run with demographics, made by frvt score itself from a small labelled HDF5."""
-    from validation.demographics import HDF5PairWriter
+    from validation.paired_comparisons import HDF5PairWriter
 
     rng = np.random.default_rng(0)
     templates = [f"p{s:02d}_{k:04d}" for s in range(30) for k in range(3)]

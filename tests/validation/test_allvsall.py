@@ -268,7 +268,8 @@ def test_demographics_on_a_store_equal_those_of_the_materialised_scores(store, t
 
 
 def test_demographics_gallery_vs_probe_equal_those_of_the_materialised_scores(store, tmp_path):
-    from validation.demographics import read_labels, score_demographics
+    from validation.demographics import score_demographics
+    from validation.group_labels import read_labels
 
     gallery, probe = _split(store, tmp_path)
     labels = read_labels(_sex_labels(read_store_info(store), tmp_path / "sex.csv"))
@@ -289,3 +290,21 @@ def test_demographics_gallery_vs_probe_equal_those_of_the_materialised_scores(st
     )
     assert found["doc"] == expected
     assert found["doc"]["systems"][0]["attributes"]["sex"]["fmr"]["1e-01"]["overall"]["n_impostor"] > 0
+
+
+def test_bad_labels_stop_a_store_run_before_any_pass(store, tmp_path):
+    from typer.testing import CliRunner
+
+    from frvt.cli import app
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,sex\nx.jpg,F\n")
+    for args, message in (
+        (["--demographics", str(tmp_path / "none.csv")], "labels file missing"),
+        (["--demographics", str(bad), "--demographics-key", "image"], "no key column 'image'"),
+    ):
+        r = CliRunner().invoke(
+            app, ["score", "--all-vs-all", str(store), "--workers", "0", "-o", str(tmp_path / "o")] + args
+        )
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
+        assert "pass TopBinPass" not in r.output and not (tmp_path / "o" / "metrics.json").exists()

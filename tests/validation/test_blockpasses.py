@@ -17,15 +17,8 @@ from implementation import template as tpl
 from validation.allvsall import BlockContext, make_plan
 from validation.blockpasses import error_bound_factor
 from validation.intervals import SubjectEdgePass
-from validation.streaming import (
-    BracketPass,
-    DigitPass,
-    HistogramPass,
-    KeepBinsPass,
-    MultiPass,
-    TopBinPass,
-    float_keys,
-)
+from validation.selection import DigitPass, KeepBinsPass, MultiPass, TopBinPass, float_keys
+from validation.streaming import BracketPass, HistogramPass
 
 DIM = 16
 FINGERPRINT = b"TST1"

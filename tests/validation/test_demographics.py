@@ -11,51 +11,15 @@ import pytest
 from validation.metrics import fmr_key
 from validation.demographics import (
     DemographicCounter,
-    LabelError,
-    PairedComparisons,
     demographic_differentials,
     format_demographics,
     gini,
-    read_labels,
     summarise,
 )
+from validation.group_labels import read_labels
+from validation.paired_comparisons import PairedComparisons
 
-
-def _oracle(sim, enrol, probe, genuine, group, threshold):
-    """Loop over comparisons: per-group FNMR, per-cell FMR."""
-    fnm, ng, fm, ni = {}, {}, {}, {}
-    for s, e, p, is_gen in zip(sim, enrol, probe, genuine):
-        ge, gp = group[e], group[p]
-        if ge is None or gp is None:
-            continue
-        match = (not math.isnan(s)) and s >= threshold
-        if is_gen:
-            if ge != gp:
-                continue
-            ng[ge] = ng.get(ge, 0) + 1
-            fnm[ge] = fnm.get(ge, 0) + (not match)
-        else:
-            ni[(ge, gp)] = ni.get((ge, gp), 0) + 1
-            fm[(ge, gp)] = fm.get((ge, gp), 0) + match
-    return fnm, ng, fm, ni
-
-
-def _world(seed=0, n_subjects=30, per=3):
-    rng = np.random.default_rng(seed)
-    templates = [f"s{s:03d}_{k:04d}" for s in range(n_subjects) for k in range(per)]
-    identity = [t.rsplit("_", 1)[0] for t in templates]
-    sex = {f"s{s:03d}": ("F" if s % 3 == 0 else "M") for s in range(n_subjects)}
-    n = len(templates)
-    e, p = np.triu_indices(n, 1)
-    same = np.array([identity[i] == identity[j] for i, j in zip(e, p)])
-    sim = np.where(same, rng.normal(0.8, 0.1, e.size), rng.normal(0.3, 0.12, e.size))
-    # F-F impostors a little higher, so differentials exist
-    ff = np.array([sex[identity[i]] == "F" and sex[identity[j]] == "F" for i, j in zip(e, p)])
-    sim = sim + 0.08 * (ff & ~same)
-    sim[rng.random(e.size) < 0.01] = np.nan  # failed comparisons
-    subj_names = sorted(set(identity))
-    sid = np.array([subj_names.index(identity[i]) for i in e])
-    return templates, identity, sex, e, p, same, sim, sid
+from demographic_worlds import oracle, world
 
 
 def _pairs(templates, identity, e, p, same, sim, sid, chunk=97):
@@ -77,8 +41,8 @@ def _labels_csv(tmp_path, rows, header="image,sex"):
     return path
 
 
-def test_counts_and_rates_match_the_oracle(tmp_path):
-    templates, identity, sex, e, p, same, sim, sid = _world()
+def test_counts_and_rates_match_theoracle(tmp_path):
+    templates, identity, sex, e, p, same, sim, sid = world()
     # image-keyed labels; one template unlabelled, one conflicting
     rows = [f"{t}.jpg,{sex[identity[i]]}" for i, t in enumerate(templates) if i != 5]
     rows.append(f"{templates[7]}.jpg,{'M' if sex[identity[7]] == 'F' else 'F'}")  # a second label: conflict
@@ -102,7 +66,7 @@ def test_counts_and_rates_match_the_oracle(tmp_path):
         group[i] = None if i in (5, 7) else sex[identity[i]]
     names = r["groups"]
     for thr, f in zip(thresholds, fmrs):
-        fnm, ng, fm, ni = _oracle(sim, e, p, same, group, thr)
+        fnm, ng, fm, ni = oracle(sim, e, p, same, group, thr)
         entry = r["fmr"][fmr_key(f)]
         for g in ("F", "M"):
             v = entry["groups"][g]
@@ -132,7 +96,7 @@ def test_counts_and_rates_match_the_oracle(tmp_path):
 
 
 def test_identity_keyed_labels_and_one_subject_group(tmp_path):
-    templates, identity, sex, e, p, same, sim, sid = _world(seed=2, n_subjects=12)
+    templates, identity, sex, e, p, same, sim, sid = world(seed=2, n_subjects=12)
     rows = [f"{s},{'solo' if s == 's000' else g}" for s, g in sex.items()]
     labels = read_labels(_labels_csv(tmp_path, rows, header="identity,sex"))
     assert labels.key_kind == "identity"
@@ -174,17 +138,6 @@ def test_gini():
     assert math.isnan(float(gini(np.array([0.3]))))
 
 
-def test_bad_labels(tmp_path):
-    with pytest.raises(LabelError, match="no key column 'image'.*columns: name, sex"):
-        read_labels(_labels_csv(tmp_path, ["a,F"], header="name,sex"), key="image")
-    with pytest.raises(LabelError, match="labels file missing"):
-        read_labels(tmp_path / "none.csv")
-    with pytest.raises(LabelError, match="line 3.*expected 2 fields"):
-        read_labels(_labels_csv(tmp_path, ["a.jpg,F", "b.jpg,F,extra"]))
-    with pytest.raises(LabelError, match="no attribute column"):
-        read_labels(_labels_csv(tmp_path, ["a.jpg"], header="image"))
-
-
 def test_frvt_score_demographics_on_hdf5(tmp_path):
     """The CLI end to end: an HDF5 with template indices, labels with a missing and an unknown id."""
     import json
@@ -192,9 +145,9 @@ def test_frvt_score_demographics_on_hdf5(tmp_path):
     from typer.testing import CliRunner
 
     from frvt.cli.app import app
-    from validation.demographics import HDF5PairWriter
+    from validation.paired_comparisons import HDF5PairWriter
 
-    templates, identity, sex, e, p, same, sim, sid = _world(seed=4, n_subjects=40, per=4)
+    templates, identity, sex, e, p, same, sim, sid = world(seed=4, n_subjects=40, per=4)
     h5 = tmp_path / "s.h5"
     with HDF5PairWriter(h5, templates=templates, identities=identity) as w:
         for cls, m in (("genuine", same), ("impostor", ~same)):
@@ -238,7 +191,7 @@ def test_frvt_score_demographics_on_hdf5(tmp_path):
     )
     assert r.exit_code == 2 and "no key column 'file'" in r.output and "Traceback" not in r.output
     plain = tmp_path / "plain.h5"
-    from validation.streaming import HDF5ScoreWriter
+    from validation.score_sources import HDF5ScoreWriter
 
     with HDF5ScoreWriter(plain) as w:
         w.append("genuine", [0.9, 0.8])
@@ -249,7 +202,7 @@ def test_frvt_score_demographics_on_hdf5(tmp_path):
 
 def test_block_reducer_equals_the_pairwise_one():
     """The all-vs-all path: blocks of a similarity matrix, counted where computed, merged."""
-    templates, identity, sex, e, p, same, sim, sid = _world(seed=5, n_subjects=25, per=3)
+    templates, identity, sex, e, p, same, sim, sid = world(seed=5, n_subjects=25, per=3)
     n = len(templates)
     mat = np.full((n, n), np.nan)
     mat[e, p] = sim
@@ -369,79 +322,3 @@ def test_frvt_score_demographics_on_a_validate_folder(tmp_path):
     assert r.exit_code == 0, r.output
     lab = json.loads((out / "demographics.json").read_text())["systems"][0]["attributes"]["sex"]["labels"]
     assert lab["unlabelled_templates"] == 1 and lab["unlabelled_examples"] == ["Person_2_e"]
-
-
-def _block_world(seed=6):
-    """A world with float32 similarities, an unlabelled and a conflicting template, and a second
-    attribute with a group of one subject."""
-    templates, identity, sex, e, p, same, sim, sid = _world(seed=seed, n_subjects=20, per=3)
-    n = len(templates)
-    mat = np.full((n, n), np.nan, np.float32)
-    mat[e, p] = sim
-    mat[p, e] = sim  # gallery x probe reads the lower triangle too
-    subj_names = sorted(set(identity))
-    subject = np.array([subj_names.index(i) for i in identity])
-    sex_group = np.array([0 if sex[i] == "F" else 1 for i in identity])
-    sex_group[4], sex_group[7] = -1, -2  # unlabelled, conflicting
-    other = np.arange(n) % 3
-    other[subject == 0] = 3  # a group of one subject
-    return mat, subject, np.stack([sex_group, other]), [2, 4], len(subj_names)
-
-
-def _run_blocks(pas, mat, subject, rows, cols, block, all_vs_all):
-    acc = pas.start()
-    for r0 in range(0, rows.size, block):
-        for c0 in range(r0 if all_vs_all else 0, cols.size, block):
-            r1, c1 = min(rows.size, r0 + block), min(cols.size, c0 + block)
-            s = mat[np.ix_(rows[r0:r1], cols[c0:c1])]
-            imp = subject[rows[r0:r1]][:, None] != subject[cols[c0:c1]][None, :]
-            if all_vs_all and c0 < r1:
-                imp &= np.arange(r0, r1)[:, None] < np.arange(c0, c1)[None, :]
-            part = pas.add_block(pas.start(), s, r0, r1, c0, c1, None if imp.all() else imp)
-            acc = pas.merge(acc, pas.pack(part))
-    return pas.finish(acc)
-
-
-@pytest.mark.parametrize("block", [5, 16, 1000])
-@pytest.mark.parametrize("all_vs_all", [True, False])
-def test_block_pass_counts_impostors_like_the_pairwise_counter(block, all_vs_all):
-    """The template-store pass (group counts by matrix product, false matches from the few scores
-    above the lowest threshold) against DemographicCounter fed every impostor pair, and the loop oracle."""
-    from validation.demographics import DemographicPass
-
-    mat, subject, groups, n_groups, n_subj = _block_world()
-    n = subject.size
-    rows, cols = (np.arange(n), np.arange(n)) if all_vs_all else (np.arange(0, n, 2), np.arange(1, n, 2))
-    thr = [0.3, 0.5, 0.99]  # 0.99: no impostor above it
-    pas = DemographicPass(thr, groups[:, rows], groups[:, cols], n_groups, subject[rows], n_subj)
-    got = _run_blocks(pas, mat, subject, rows, cols, block, all_vs_all)
-    ii, jj = np.meshgrid(np.arange(rows.size), np.arange(cols.size), indexing="ij")
-    keep = subject[rows][ii] != subject[cols][jj]
-    if all_vs_all:
-        keep &= ii < jj
-    e, p = ii[keep], jj[keep]
-    sim = mat[rows[e], cols[p]].astype(np.float64)
-    for a, G in enumerate(n_groups):
-        # template indices: rows, then columns after them
-        tg = np.concatenate([groups[a, rows], groups[a, cols]])
-        c = DemographicCounter(thr, tg, G, n_subj)
-        c.add_impostors(sim, e, p + rows.size, subject[rows][e])
-        np.testing.assert_array_equal(got[a][0], c.imp_n)
-        np.testing.assert_array_equal(got[a][1], c.imp_fm)
-        assert got[a][0].sum() == keep.sum()
-        assert got[a][1][2].sum() == 0
-        label = [None if g < 0 else int(g) for g in tg]
-        _, _, fm, ni = _oracle(sim, e, p + rows.size, np.zeros(e.size, bool), label, 0.5)
-        for (ge, gp), count in ni.items():
-            assert got[a][0][:, ge * G + gp].sum() == count
-            assert got[a][1][1, :, ge * G + gp].sum() == fm[(ge, gp)]
-
-
-def test_block_pass_refuses_chunks_without_templates():
-    from validation.demographics import DemographicPass
-
-    pas = DemographicPass([0.5], np.zeros((1, 3), int), np.zeros((1, 3), int), [1], np.zeros(3, int), 1)
-    with pytest.raises(TypeError, match="whole blocks"):
-        pas.add(pas.start(), np.zeros(3), None)
-    with pytest.raises(ValueError, match="finite"):
-        DemographicPass([math.nan], np.zeros((1, 3), int), np.zeros((1, 3), int), [1], np.zeros(3, int), 1)

@@ -12,6 +12,7 @@ import pytest
 
 from validation import intervals as I
 from validation import metrics as M
+from validation import score_sources
 from validation import streaming as S
 
 
@@ -136,13 +137,19 @@ def test_bootstrap_interval_is_wider_than_clopper_pearson_when_subjects_cluster(
 def test_bootstrap_streams_hdf5_subjects(tmp_path):
     g, i, gs, isub = _clustered(3)
     h5 = tmp_path / "s.h5"
-    with S.HDF5ScoreWriter(h5, with_subjects=True, dtype="float64") as w:
+    with score_sources.HDF5ScoreWriter(h5, with_subjects=True, dtype="float64") as w:
         w.append("genuine", g, subjects=gs)
         w.append("impostor", i, subjects=isub)
-    src = S.HDF5Scores(h5, "impostor")
+    src = score_sources.HDF5Scores(h5, "impostor")
     ev = S.evaluate(g, src, (0.01,))
     res = I.subject_bootstrap(
-        ev, gs, src, S.HDF5Scores(h5, "impostor_subject", validate=False), n_resamples=15, seed=9, chunk_size=500
+        ev,
+        gs,
+        src,
+        score_sources.HDF5Scores(h5, "impostor_subject", validate=False),
+        n_resamples=15,
+        seed=9,
+        chunk_size=500,
     )[0.01]
     want = I.bootstrap_fnmr_at_fmr(g, i, gs, isub, (0.01,), n_resamples=15, seed=9)[0.01]
     assert np.array_equal(res.resample_fnmr, want.resample_fnmr)

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from frvt.cli.app import app
 from validation import metrics as M
 from validation import score as SC
-from validation import streaming as S
+from validation import score_sources
 
 runner = CliRunner()
 KEYS = ["1e-06", "1e-05", "1e-04", "1e-03", "1e-02", "1e-01"]
@@ -132,7 +132,7 @@ def test_cli_compares_three_systems_and_writes_plots(tmp_path):
     np.savetxt(g_txt, rng.normal(3, 1, 300))
     np.savetxt(i_txt, rng.normal(0, 1, 20_000))
     h5 = tmp_path / "d.h5"
-    with S.HDF5ScoreWriter(h5, with_subjects=True, direction="distance") as w:
+    with score_sources.HDF5ScoreWriter(h5, with_subjects=True, direction="distance") as w:
         w.append("genuine", rng.normal(0.4, 0.1, 500), subjects=rng.integers(0, 50, 500))
         w.append("impostor", rng.normal(0.9, 0.1, 30_000), subjects=rng.integers(0, 50, 30_000))
     out = tmp_path / "out"
@@ -180,7 +180,7 @@ def test_binary_impostor_file_is_streamed(tmp_path):
     i.tofile(tmp_path / "i.f32")
     inp = SC.ScoreInput.from_files(tmp_path / "g.npy", tmp_path / "i.f32")
     loaded = SC.load_input(inp)
-    assert isinstance(loaded.impostor, S.RawScores)
+    assert isinstance(loaded.impostor, score_sources.RawScores)
     rep = SC.score([inp], tmp_path / "out", plots=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
