@@ -544,8 +544,14 @@ def system_metrics(
 
 
 def _histogram_edges(genuine: np.ndarray, sel, hib: bool, bins: int = 100):
-    """``bins + 1`` edges over the finite genuine and impostor scores (caller's units), and the finite
-    genuine scores in those units; None when there is no finite score."""
+    """Edges over the finite genuine and impostor scores (caller's units), and the finite genuine
+    scores in those units; None when there is no finite score.
+
+    The edges are the multiples of a power of two ``w`` (the smallest with at most ``bins`` bins
+    over the scores' range, so between ``bins / 2`` and ``bins + 1`` bins) from the last one at or
+    below the lowest score to the first one above the highest: exact in float64, and on the float32
+    grid, so that with ``w >= 2**-8`` every key bin of a similarity in [0, 1] (the top 16 bits of its
+    float32) lies within one histogram bin and the all-vs-all passes count it from its key bin."""
     g = genuine[np.isfinite(genuine)]
     g_user = g if hib else -g
     ends = [float(x) if hib else -float(x) for x in (sel.finite_min, sel.finite_max) if math.isfinite(x)]
@@ -554,9 +560,9 @@ def _histogram_edges(genuine: np.ndarray, sel, hib: bool, bins: int = 100):
     if not ends:
         return None
     lo, hi = min(ends), max(ends)
-    if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    return np.linspace(lo, hi, bins + 1), g_user
+    w = 2.0 ** math.ceil(math.log2((hi - lo) / bins)) if hi > lo else 1.0
+    first = math.floor(lo / w)
+    return np.arange(first, math.floor(hi / w) + 2, dtype=np.float64) * w, g_user
 
 
 def _histogram(loaded: LoadedScores, ev: StreamingEvaluation, impostor_counts=None):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import struct
 import zlib
@@ -50,7 +51,7 @@ def materialised(store, tmp_path_factory):
     out = tmp_path_factory.mktemp("mat")
     counts = materialise(make_plan(store), out / "scores.h5")
     report = score([ScoreInput.from_path(out / "scores.h5", "lfw")], out / "score", n_resamples=200)
-    return counts, report.metrics
+    return counts, report.metrics, report.systems[0].histogram
 
 
 def _split(store, tmp_path):
@@ -111,24 +112,31 @@ def test_vectorised_similarity_equals_match_templates_exactly(store, face_verifi
 
 @pytest.mark.parametrize("block", [7, 2048])
 def test_all_vs_all_equals_frvt_score_on_the_materialised_scores(store, materialised, tmp_path, block):
-    counts, expected = materialised
+    counts, expected, _ = materialised
     report, timings = score_stores(store, None, tmp_path, label="lfw", workers=0, block=block, n_resamples=200)
     got = report.metrics
     assert (got["n_genuine"], got["n_impostor"]) == (counts["genuine"], counts["impostor"])
     assert got["n_impostor_failed"] > 0 and got["n_genuine_failed"] > 0  # the unreadable image's comparisons
     _same_numbers(expected, got)
+    edges, genuine, impostor = report.systems[0].histogram
+    assert [edges.tolist(), genuine.tolist(), impostor.tolist()] == [x.tolist() for x in materialised[2]]
+    w = edges[1] - edges[0]  # a power of two, the edges its multiples: every key bin in one histogram bin
+    assert w == 2.0 ** round(math.log2(w)) and np.array_equal(
+        edges, w * np.arange(edges[0] / w, edges[0] / w + edges.size)
+    )
+    assert impostor.sum() == got["n_impostor"] - got["n_impostor_failed"]
     passes = [t["pass"] for t in timings]
     assert passes[0] == "TopBinPass" and passes[-1] == "BracketPass+SubjectEdgePass+HistogramPass"
 
 
 def test_a_local_dask_cluster_of_two_workers_gives_the_same_numbers(store, materialised, tmp_path):
-    _, expected = materialised
+    _, expected, _ = materialised
     report, _ = score_stores(store, None, tmp_path, label="lfw", workers=2, block=9, n_resamples=200)
     _same_numbers(expected, report.metrics)
 
 
 def test_match_templates_fallback_gives_the_same_numbers(store, materialised, tmp_path):
-    _, expected = materialised
+    _, expected, _ = materialised
     report, _ = score_stores(
         store, None, tmp_path, label="lfw", workers=0, block=13, n_resamples=200, force_pairwise=True
     )
