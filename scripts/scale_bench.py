@@ -19,7 +19,10 @@ number of workers. A comparison costs ``2 d`` floating-point operations of matri
 
 Both are also measured in CPU seconds (the product's thread, the threads that computed the blocks
 summed over workers): on a machine shared with other jobs, wall time measures the load, CPU time
-what the work costs. ``whole_*`` is the whole reduction: every comparison over the time of all passes.
+what the work costs. Each pass's ``worker_cores`` is its workers' CPU seconds over its wall time;
+``machine_busy_cores`` is what every process on the machine used during the run (``/proc/stat``),
+``own_cpu_seconds`` what this process and its workers used: the rest went to other jobs.
+``whole_*`` is the whole reduction: every comparison over the time of all passes.
 
 Synthetic templates: ``n / per_identity`` identities, each a random unit centre; each image is its
 centre plus Gaussian noise (``noise`` per unit of norm), normalised, encoded as the default
@@ -64,8 +67,20 @@ def gemm_peak(dtype, n: int = 2048, k: int = 2048, repeats: int = 5) -> tuple[fl
     return flop / float(np.median(wall)) / 1e9, flop / float(np.median(cpu)) / 1e9
 
 
+def machine_busy_seconds() -> float | None:
+    """CPU seconds every core of the machine has spent busy since boot (Linux ``/proc/stat``), or None."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return None
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
 class PeakMemory:
-    """Peak of the summed resident memory of this process and its children, sampled in a thread."""
+    """Peak of the summed resident memory of this process and its children, sampled in a thread; also
+    the CPU seconds they used (children sampled too: at most one interval of each child's is missed)
+    and those the whole machine used (every process, ours and others')."""
 
     def __init__(self, interval: float = 0.2) -> None:
         import psutil
@@ -73,6 +88,8 @@ class PeakMemory:
         self.proc = psutil.Process()
         self.interval = interval
         self.peak = 0
+        self._cpu: dict[int, float] = {}
+        self._cpu0 = sum(self.proc.cpu_times()[:2])
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -81,6 +98,7 @@ class PeakMemory:
         for p in [self.proc, *self.proc.children(recursive=True)]:
             try:
                 total += p.memory_info().rss
+                self._cpu[p.pid] = sum(p.cpu_times()[:2])
             except Exception:  # noqa: BLE001 - a child that just exited
                 pass
         return total
@@ -91,12 +109,18 @@ class PeakMemory:
             self._stop.wait(self.interval)
 
     def __enter__(self) -> "PeakMemory":
+        self._busy0, self._t0 = machine_busy_seconds(), time.perf_counter()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+        self._cpu[self.proc.pid] = sum(self.proc.cpu_times()[:2])
+        self.seconds = time.perf_counter() - self._t0
+        self.own_cpu = sum(self._cpu.values()) - self._cpu0
+        busy = machine_busy_seconds()
+        self.machine_cpu = None if busy is None or self._busy0 is None else busy - self._busy0
 
 
 def n_for_comparisons(c: float) -> int:
@@ -176,6 +200,12 @@ def score_run(
         "pass_seconds": sum(t["seconds"] for t in timings),
         "passes": timings,
         "peak_rss_bytes": mem.peak,
+        # the CPU seconds of this process and its workers over the whole run (scoring, bootstrap,
+        # start and stop of the cluster), and those of every process on the machine meanwhile: on a
+        # shared machine, the difference is what other jobs took from the workers
+        "own_cpu_seconds": mem.own_cpu,
+        "machine_cpu_seconds": mem.machine_cpu,
+        "machine_busy_cores": None if mem.machine_cpu is None else mem.machine_cpu / mem.seconds,
         "eer": m["eer"],
         "fnmr_at_fmr": {k: v["fnmr"] for k, v in m["fnmr_at_fmr"].items()},
     }
@@ -186,7 +216,9 @@ def median_run(reps: list[dict]) -> dict:
     peak memory are medians (every repeat's values kept alongside); the numbers scored are the same."""
     r = dict(reps[0])
     r["repeats"] = len(reps)
-    for key in ("wall_seconds", "peak_rss_bytes"):
+    for key in ("wall_seconds", "peak_rss_bytes", "own_cpu_seconds", "machine_cpu_seconds", "machine_busy_cores"):
+        if any(x[key] is None for x in reps):
+            continue
         r[key] = float(np.median([x[key] for x in reps]))
         r[f"{key}_each"] = [x[key] for x in reps]
     passes = []
@@ -265,6 +297,7 @@ def main() -> None:
             t["fraction_of_float32_peak"] = t["comparisons_per_second"] / peak_cmp["float32"]
             t["fraction_of_float64_peak"] = t["comparisons_per_second"] / peak_cmp["float64"]
             t["fraction_of_float32_peak_cpu"] = t["comparisons_per_cpu_second"] / core_cpu
+            t["worker_cores"] = t["cpu_seconds"] / t["seconds"]  # cores the workers' threads kept busy
         r["gemm_peak_comparisons_per_second"] = peak_cmp
         r["gemm_peak_comparisons_per_cpu_second"] = {"float32": core_cpu, "float64": d_peak_cpu * 1e9 / (2 * dim)}
         # the whole reduction: every pass, per second of wall time and per CPU second of the workers
@@ -283,7 +316,10 @@ def main() -> None:
             f"{r['n_comparisons']:,} comparisons: {r['wall_seconds']:.1f} s wall, passes {r['pass_seconds']:.1f} s "
             f"({per}); whole reduction {r['whole_comparisons_per_cpu_second']:.3g}/CPU s = "
             f"{r['whole_fraction_of_float32_peak_cpu']:.1%} of one core's float32 product; "
-            f"peak memory {r['peak_rss_bytes'] / 2**20:.0f} MiB"
+            f"peak memory {r['peak_rss_bytes'] / 2**20:.0f} MiB; workers kept "
+            f"{', '.join(format(t['worker_cores'], '.2f') for t in r['passes'])} cores busy in the passes; "
+            f"the machine {r.get('machine_busy_cores', math.nan):.2f} cores, this run "
+            f"{r['own_cpu_seconds'] / r['wall_seconds']:.2f}"
         )
 
 
