@@ -149,7 +149,13 @@ def test_subject_edge_counts(plan):
 
 
 @pytest.mark.parametrize(
-    "edges", [np.linspace(0.0, 1.0, 51), np.array([0.3, 0.5, 0.75, 0.75, 0.9]), np.array([0.6, 1.0])]
+    "edges",
+    [
+        np.linspace(0.0, 1.0, 51),
+        np.array([0.3, 0.5, 0.75, 0.75, 0.9]),
+        np.array([0.6, 1.0]),
+        np.arange(30, 131) * 2.0**-7,  # the plot histogram's: multiples of a power of two, past 1
+    ],
 )
 def test_plot_histogram(plan, edges):
     red = HistogramPass(edges)
