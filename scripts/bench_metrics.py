@@ -44,6 +44,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from frvt.perf.machine import git_revision  # noqa: E402
 from frvt.settings import single_thread_env  # noqa: E402
 
 TARGETS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -281,14 +282,13 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=False)
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "platform": platform.platform(),
-        "git_revision": rev.stdout.strip() or None,
+        "git_revision": git_revision(),
         "load_average_at_start": os.getloadavg(),
     }
 

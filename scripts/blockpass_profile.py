@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from frvt.perf.machine import git_revision  # noqa: E402
 
 
 def capture_passes(store: Path, out: Path) -> list:
@@ -129,7 +130,7 @@ def main() -> None:
             f"block of {pairs:,} pairs: float32 products {1e3 * result['float32_products_seconds']:.1f} ms, "
             f"with codes {1e3 * result['products_and_codes_seconds']:.1f} ms"
         )
-    rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+    rev = git_revision()
     doc = {
         "schema": "frvt.blockpass-profile/1",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),

@@ -36,7 +36,6 @@ import datetime
 import json
 import math
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -45,6 +44,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from frvt.perf.machine import git_revision  # noqa: E402
 
 
 def gemm_peak(dtype, n: int = 2048, k: int = 2048, repeats: int = 5) -> tuple[float, float]:
@@ -256,7 +257,7 @@ def main() -> None:
         f"float64 {d_peak:.1f} GFLOP/s ({d_peak_cpu:.1f})"
     )
     runs = []
-    rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+    rev = git_revision()
     from frvt.perf.machine import machine_info
 
     doc = {

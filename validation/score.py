@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from frvt.perf.machine import git_revision
 from frvt.records import ListFormatError, read_image_list, read_match_log, read_template_log
 from validation.intervals import BootstrapInterval, bootstrap_companion, clopper_pearson, subject_bootstrap
 from validation.metrics import (
@@ -412,21 +412,6 @@ def _num(x) -> float | None:
         return None
     x = float(x)
     return x if math.isfinite(x) else None
-
-
-def _git_revision() -> str | None:
-    try:
-        r = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return r.stdout.strip() or None if r.returncode == 0 else None
 
 
 def system_metrics(
@@ -808,7 +793,7 @@ def metrics_document(
         "created_by": {
             "tool": "frvt score",
             "frvt_version": getattr(validation, "__version__", None) or _version(),
-            "git_revision": _git_revision(),
+            "git_revision": git_revision(),
             "numpy": np.__version__,
         },
         "confidence": confidence,
