@@ -42,6 +42,11 @@ from frvt.store import (
 )
 from validation.metrics import FailureCount
 from validation.score_sources import DEFAULT_CHUNK
+from validation.selection import TopBinPass
+
+SAMPLE_FRACTION = 1 / 64
+"""Share of the blocks whose similarities guess, before the first pass, where the wanted order
+statistics lie (a wrong guess costs a pass, never exactness)."""
 
 DEFAULT_BLOCK = 2048
 """Templates per block side: a 2048 x 2048 block is 16 MiB of float32 similarities."""
@@ -413,13 +418,29 @@ class StoreComparisons:
         with_ids = ids is not None
         if with_ids and not (isinstance(ids, ImpostorSubjects) and ids.source is self):
             raise ValueError("the subject ids of store comparisons come from the same comparisons")
+        return self._run_blocks(reduction, self.plan.blocks(), with_ids)
+
+    def sample_histogram(self, fraction: float = SAMPLE_FRACTION) -> tuple[np.ndarray, int]:
+        """The raw top-16-bit histogram of the similarities of a sample of the blocks (evenly spaced
+        in the plan, ``fraction`` of them, at least one), and the comparisons of a block: what
+        :func:`validation.selection.fine_bins_from_sample` needs to guess where the wanted order
+        statistics lie, so that one pass finds them."""
         blocks = self.plan.blocks()
+        k = max(1, math.ceil(len(blocks) * fraction))
+        picked = [blocks[i] for i in np.unique(np.linspace(0, len(blocks) - 1, k).round().astype(int))]
+        share = fraction * len(blocks) / len(picked)
+        if share < 1:  # few blocks: the first rows of each picked block
+            picked = [(r0, r0 + max(1, math.ceil((r1 - r0) * share)), c0, c1) for r0, r1, c0, c1 in picked]
+        hist = self._run_blocks(TopBinPass(np.float32, True), picked, False, "sample: ")[0]
+        return hist, self.plan.block**2
+
+    def _run_blocks(self, reduction, blocks, with_ids: bool, label: str = ""):
         t0 = time.perf_counter()
         cpu = 0.0
         acc = reduction.start()
         bar = _bar(
             len(blocks),
-            "+".join(type(r).__name__ for r in getattr(reduction, "reductions", [reduction])),
+            label + "+".join(type(r).__name__ for r in getattr(reduction, "reductions", [reduction])),
             self.progress,
         )
         if self.client is None:
@@ -456,14 +477,24 @@ class StoreComparisons:
         parts = getattr(reduction, "reductions", [reduction])  # a MultiPass: its passes, computed together
         self.log.entries.append(
             {
-                "pass": "+".join(type(r).__name__ for r in parts),
+                "pass": label + "+".join(type(r).__name__ for r in parts),
                 "blocks": len(blocks),
-                "comparisons": self.plan.n_pairs,
+                "comparisons": self.plan.n_pairs if label == "" else self._pairs_in(blocks),
                 "seconds": time.perf_counter() - t0,
                 "cpu_seconds": cpu,
             }
         )
         return reduction.finish(acc)
+
+    def _pairs_in(self, blocks) -> int:
+        """Comparisons the plan owns in ``blocks``."""
+        total = 0
+        for r0, r1, c0, c1 in blocks:
+            if self.plan.all_vs_all:  # the pairs i < j
+                total += int(np.maximum(0, c1 - np.maximum(np.arange(r0, r1) + 1, c0)).sum())
+            else:
+                total += (r1 - r0) * (c1 - c0)
+        return total
 
     def pair_scores(self, i: np.ndarray, j: np.ndarray, per_task: int = 1 << 20) -> np.ndarray:
         """Similarities of the given pairs (the genuine ones), float32, NaN = failed."""

@@ -64,7 +64,13 @@ from validation.score_sources import (
     open_scores,
     source_from_array,
 )
-from validation.streaming import HistogramPass, StreamingEvaluation, evaluate, histogram
+from validation.streaming import (
+    HistogramPass,
+    StreamingEvaluation,
+    evaluate,
+    histogram,
+    histogram_from_selection,
+)
 
 SCHEMA = "frvt.metrics/1"
 BINARY_EXTENSIONS = (".npy", ".f32", ".bin", ".raw", ".f64")
@@ -558,6 +564,8 @@ def _histogram(loaded: LoadedScores, ev: StreamingEvaluation, impostor_counts=No
         return None
     edges, g_user = made
     gc, _ = np.histogram(g_user, bins=edges)
+    if impostor_counts is None and ev.higher_is_better:  # from the key bins when they decide it
+        impostor_counts = histogram_from_selection(ev.selection, edges)
     ic, _ = impostor_counts if impostor_counts is not None else histogram(loaded.impostor, edges)
     return edges, gc, ic
 
@@ -578,7 +586,7 @@ def _companions(loaded: LoadedScores, want_boot: bool, plots: bool):
             made["bootstrap"] = (0, passes[0])
         if plots:
             e = _histogram_edges(genuine, sel, loaded.higher_is_better)
-            if e is not None:
+            if e is not None and not (loaded.higher_is_better and histogram_from_selection(sel, e[0]) is not None):
                 made["histogram"] = (len(passes), e[0])
                 passes = [*passes, HistogramPass(e[0])]
         return passes, ids

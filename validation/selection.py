@@ -101,6 +101,35 @@ class Selection:
     passes: int
     hist: np.ndarray | None = None
     dtype: np.dtype = np.dtype(np.float64)
+    fine: FineValues | None = None
+
+
+@dataclass(frozen=True)
+class FineValues:
+    """Every distinct score of some key bins with its count (float32 sources, from
+    :class:`FineBinsPass`): enough to answer any question about the scores of those bins exactly.
+
+    Attributes
+    ----------
+    bins : numpy.ndarray of bool, shape (65536,)
+        The key bins (top 16 key bits) whose scores are all here.
+    keys : numpy.ndarray of uint32
+        Order-preserving keys of the distinct scores, ascending.
+    counts : numpy.ndarray of int64
+        How many scores have each key.
+    """
+
+    bins: np.ndarray
+    keys: np.ndarray
+    counts: np.ndarray
+
+    def covers(self, key_bins: np.ndarray) -> bool:
+        """Whether every key bin given is one of :attr:`bins`."""
+        return bool(self.bins[np.asarray(key_bins, np.int64)].all())
+
+    def values(self) -> np.ndarray:
+        """The distinct scores (similarities, float64), ascending."""
+        return keys_to_float(self.keys, np.float32).astype(np.float64)
 
 
 def _raw_top16_to_key_top16() -> np.ndarray:
@@ -292,6 +321,70 @@ class TopBinPass(_Pass):
         return acc
 
 
+class FineBinsPass(TopBinPass):
+    """Pass 1 of :func:`kth_largest` that also keeps, for the raw bins marked in ``fine``, every
+    distinct float32 score with its count: the order statistics that fall in those bins need no
+    second pass. ``dense`` marks the fine bins expected to hold many scores of every block (a
+    compiled pass counts those in a table of their 65,536 values rather than collecting them).
+
+    The result is TopBinPass's ``[hist, n_failed, min, max]`` followed by the raw bits (uint32,
+    ascending) and the counts of the distinct scores of the fine bins.
+    """
+
+    def __init__(
+        self, higher_is_better: bool, fine: np.ndarray, dense: np.ndarray | None = None, merge_at: int = 1 << 22
+    ) -> None:
+        super().__init__(np.float32, higher_is_better)
+        self.fine = np.ascontiguousarray(fine, dtype=bool)
+        self.dense = self.fine & (np.asarray(dense, bool) if dense is not None else False)
+        self.merge_at = merge_at
+
+    def start(self):
+        return [*super().start(), [], [], 0]
+
+    @staticmethod
+    def _merge(acc) -> None:
+        bits = np.concatenate(acc[4]) if acc[4] else np.zeros(0, np.uint32)
+        counts = np.concatenate(acc[5]) if acc[5] else np.zeros(0, np.int64)
+        if len(acc[4]) > 1:
+            order = np.argsort(bits, kind="stable")
+            bits, counts = bits[order], counts[order]
+            bits, start = np.unique(bits, return_index=True)
+            counts = np.add.reduceat(counts, start) if bits.size else counts
+        acc[4], acc[5], acc[6] = [bits], [counts.astype(np.int64)], bits.size
+
+    def add(self, acc, x, ids):
+        super().add(acc, x, ids)
+        x = _similarity(np.asarray(x, dtype=np.float32), self.higher_is_better)
+        bits = x.view(np.uint32)
+        kept = bits[self.fine[(bits >> np.uint32(16)).astype(np.intp)]]
+        if kept.size:
+            u, c = np.unique(kept, return_counts=True)
+            acc[4].append(u)
+            acc[5].append(c.astype(np.int64))
+            acc[6] += u.size
+            if acc[6] > self.merge_at:
+                self._merge(acc)
+        return acc
+
+    def pack(self, acc):
+        self._merge(acc)
+        return acc
+
+    def merge(self, acc, packed):
+        super().merge(acc, packed)
+        acc[4] += packed[4]
+        acc[5] += packed[5]
+        acc[6] += packed[6]
+        if acc[6] > self.merge_at:
+            self._merge(acc)
+        return acc
+
+    def finish(self, acc):
+        self._merge(acc)
+        return [acc[0], acc[1], acc[2], acc[3], acc[4][0], acc[5][0]]
+
+
 class KeepBinsPass(_Pass):
     """Pass 2 of :func:`kth_largest`: the similarities whose raw top 16 bits are ``wanted``."""
 
@@ -382,6 +475,52 @@ COLLECT_LIMIT = 1 << 24
 """Most scores the second pass may hold in memory (128 MiB as float64); beyond, radix passes."""
 
 
+def fine_bins_from_sample(
+    sample: np.ndarray, n: int, ks: np.ndarray, per_chunk: int, z: float = 5.0, slack: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """The raw top-16-bit bins that may hold the ``ks``-th highest of ``n`` float32 scores, judged
+    from the raw-bin histogram ``sample`` of a sample of them: the ``fine`` bins of
+    :func:`kth_largest`, and the ``dense`` ones among them (expected to hold more than 16,384 of
+    the ``per_chunk`` scores a pass takes at a time).
+
+    A bin is kept when the counts above and at-or-above it, scaled from the sample, could bracket a
+    wanted rank: each sample count ``S`` stands for anything from ``(S - z sqrt(S) - z**2)(1 - slack)``
+    to ``(S + z sqrt(S) + z**2)(1 + slack)`` (binomial noise, and ``slack`` for a sample taken in
+    blocks rather than score by score), with one more bin either side. A wrong guess costs time,
+    never exactness: :func:`kth_largest` takes the statistics outside the fine bins in a second pass.
+    """
+    key_of_raw = _raw_top16_to_key_top16()
+    hs = np.zeros(1 << 16, dtype=np.float64)
+    hs[key_of_raw] = np.asarray(sample, np.float64)
+    m = hs.sum()
+    fine_keys = np.zeros(1 << 16, dtype=bool)
+    ks = np.asarray(ks, np.int64)
+    if m <= 0 or not ks.size:
+        return np.zeros(1 << 16, bool), np.zeros(1 << 16, bool)
+    ge = np.cumsum(hs[::-1])[::-1]  # sample scores in key bins >= b
+    gt = ge - hs
+    scale = n / m
+
+    def low(c):
+        return np.maximum(c - z * np.sqrt(c) - z * z, 0.0) * (1 - slack) * scale
+
+    def high(c):
+        return (c + z * np.sqrt(c) + z * z) * (1 + slack) * scale
+
+    lo_gt, hi_ge = low(gt), high(ge)  # lo_gt non-increasing, hi_ge non-increasing in b
+    # bins b with lo_gt[b] <= k < hi_ge[b]: an interval of bins for each k
+    b_lo = np.searchsorted(-lo_gt, -ks, side="left")  # first b with lo_gt[b] <= k
+    b_end = np.searchsorted(-hi_ge, -ks, side="left")  # first b with hi_ge[b] <= k: past the last
+    starts, stops = np.maximum(b_lo - 1, 0), np.minimum(b_end + 1, 1 << 16)
+    delta = np.zeros((1 << 16) + 1, dtype=np.int64)
+    np.add.at(delta, starts[starts < stops], 1)
+    np.add.at(delta, stops[starts < stops], -1)
+    fine_keys = np.cumsum(delta[:-1]) > 0
+    fine = fine_keys[key_of_raw]
+    dense = fine & (hs[key_of_raw] / m * per_chunk > (1 << 14))
+    return fine, dense
+
+
 def kth_largest(
     source: ScoreSource,
     ks: Sequence[int] | np.ndarray,
@@ -390,6 +529,8 @@ def kth_largest(
     chunk_size: int = DEFAULT_CHUNK,
     counter_budget: int = COUNTER_BUDGET,
     collect_limit: int = COLLECT_LIMIT,
+    fine: np.ndarray | None = None,
+    dense: np.ndarray | None = None,
 ) -> Selection:
     """Exact ``k``-th highest similarities of a source, by selection on order-preserving keys.
 
@@ -398,6 +539,10 @@ def kth_largest(
     sorts them, when they number at most ``collect_limit``; otherwise (scores piled into few bins)
     further passes each count the next digit of the keys inside the chosen bins until the key is
     complete. Either way the result is exact.
+
+    Given a guess of the bins the statistics fall in (``fine``, from a sample of the scores), pass 1
+    also keeps every distinct score of those bins with its count (:class:`FineBinsPass`): the
+    statistics found there are final after one pass, and only those outside the guess take pass 2.
 
     Parameters
     ----------
@@ -413,6 +558,9 @@ def kth_largest(
         Counters per radix pass (8 bytes each); sets the digit width.
     collect_limit : int
         Most scores pass 2 may hold.
+    fine, dense : numpy.ndarray of bool, shape (65536,), optional
+        Raw top-16-bit bins to keep whole in pass 1, and those of them expected to be crowded
+        (float32 sources only; see :class:`FineBinsPass`).
 
     Returns
     -------
@@ -423,14 +571,23 @@ def kth_largest(
     if ks.size and (ks.min() < 0 or ks.max() >= n):
         raise ValueError(f"ranks must lie in [0, {n}), got {ks.min()}..{ks.max()}")
     dtype = np.dtype(np.float32) if source.dtype == np.float32 else np.dtype(np.float64)
-    bits = 32 if dtype == np.float32 else 64
-    ukey = np.uint32 if bits == 32 else np.uint64
     m = ks.size
-
-    # pass 1: histogram of the top 16 key bits, range and failures
-    raw_hist, n_failed, fmin, fmax = run_pass(source, TopBinPass(dtype, higher_is_better), chunk_size)
-    passes = 1
     key_of_raw = _raw_top16_to_key_top16()
+    fine_values = None
+
+    # pass 1: histogram of the top 16 key bits, range and failures (and the fine bins' scores)
+    if fine is not None and dtype == np.float32 and np.any(fine):
+        raw_hist, n_failed, fmin, fmax, fine_bits, fine_counts = run_pass(
+            source, FineBinsPass(higher_is_better, fine, dense), chunk_size
+        )
+        fine_keys = float_keys(np.asarray(fine_bits, np.uint32).view(np.float32))
+        order = np.argsort(fine_keys, kind="stable")
+        fine_bins = np.zeros(1 << 16, dtype=bool)
+        fine_bins[key_of_raw[np.asarray(fine, bool)]] = True
+        fine_values = FineValues(fine_bins, fine_keys[order], np.asarray(fine_counts, np.int64)[order])
+    else:
+        raw_hist, n_failed, fmin, fmax = run_pass(source, TopBinPass(dtype, higher_is_better), chunk_size)
+    passes = 1
     hist = np.zeros(1 << 16, dtype=np.int64)
     hist[key_of_raw] = raw_hist
     from_top = np.cumsum(hist[::-1])  # from_top[j]: scores in key bins >= 65535 - j
@@ -438,14 +595,57 @@ def kth_largest(
     above = np.where(j > 0, from_top[np.maximum(j - 1, 0)], 0).astype(np.int64)
     rank = ks - above
     prefix = (0xFFFF - j).astype(np.uint64)  # key bin of each statistic
-    known = 16
     finite_min = fmin if fmin != math.inf else math.nan
     finite_max = fmax if fmax != -math.inf else math.nan
-    if not m:
-        return Selection(
-            ks, np.zeros(0), np.zeros(0, dtype=np.int64), n, n_failed, finite_min, finite_max, passes, hist, dtype
+    values = np.zeros(m, dtype=np.float64)
+    n_greater = above.copy()
+    todo = np.ones(m, dtype=bool)
+    if fine_values is not None and m:
+        todo = ~fine_values.bins[prefix.astype(np.int64)]
+        done = np.flatnonzero(~todo)
+        if done.size:
+            values[done], n_greater[done] = _from_fine(fine_values, prefix[done], rank[done], above[done])
+    if todo.any():
+        idx = np.flatnonzero(todo)
+        v, g, extra = _refine(
+            source,
+            dtype,
+            higher_is_better,
+            hist,
+            prefix[idx],
+            rank[idx],
+            above[idx],
+            chunk_size,
+            counter_budget,
+            collect_limit,
         )
+        values[idx], n_greater[idx] = v, g
+        passes += extra
+    return Selection(ks, values, n_greater, n, n_failed, finite_min, finite_max, passes, hist, dtype, fine_values)
 
+
+def _from_fine(fine: FineValues, prefix: np.ndarray, rank: np.ndarray, above: np.ndarray):
+    """Values and counts strictly above of the statistics whose key bins are fine: ``rank`` scores of
+    bin ``prefix`` lie above each (``above`` scores in higher bins)."""
+    keys, counts = fine.keys, fine.counts
+    from_top = np.concatenate([np.cumsum(counts[::-1])[::-1], [0]])  # scores with key >= keys[i]
+    key_top = (keys >> np.uint32(16)).astype(np.int64)
+    end = np.searchsorted(key_top, prefix.astype(np.int64), side="right")  # one past the bin's last key
+    # the statistic is the highest key i of the bin with (scores of the bin >= keys[i]) > rank
+    target = from_top[end] + rank
+    i = np.searchsorted(-from_top, -target, side="left") - 1
+    values = keys_to_float(keys[i], np.float32).astype(np.float64)
+    return values, above + (from_top[i + 1] - from_top[end])
+
+
+def _refine(source, dtype, higher_is_better, hist, prefix, rank, above, chunk_size, counter_budget, collect_limit):
+    """Pass 2 (and radix passes) for the statistics in key bins ``prefix``; returns their values,
+    the counts strictly above them and the passes made."""
+    bits = 32 if dtype == np.float32 else 64
+    ukey = np.uint32 if bits == 32 else np.uint64
+    key_of_raw = _raw_top16_to_key_top16()
+    prefix, rank, above = prefix.copy(), rank.copy(), above.copy()
+    m = prefix.size
     cand = np.unique(prefix).astype(np.int64)
     if int(hist[cand].sum()) <= collect_limit:
         # pass 2: keep the scores of the chosen bins, sort their keys
@@ -454,18 +654,16 @@ def kth_largest(
         wanted = np.zeros(1 << 16, dtype=bool)
         wanted[raw_of_key[cand]] = True
         kept = run_pass(source, KeepBinsPass(dtype, higher_is_better, wanted), chunk_size)
-        passes += 1
         keys = np.sort(float_keys(kept))
         key_top = (keys >> ukey(bits - 16)).astype(np.int64)
         end = np.searchsorted(key_top, prefix.astype(np.int64), side="right")
         found = keys[end - 1 - rank]
         n_greater = above + (end - np.searchsorted(keys, found, side="right"))
-        values = keys_to_float(found, dtype).astype(np.float64)
-        return Selection(
-            ks, values, n_greater.astype(np.int64), n, n_failed, finite_min, finite_max, passes, hist, dtype
-        )
+        return keys_to_float(found, dtype).astype(np.float64), n_greater.astype(np.int64), 1
 
     # radix passes: count the next digit of the keys inside the chosen prefixes
+    passes = 0
+    known = 16
     while known < bits:
         slots = np.unique(prefix)
         n_slots = slots.size
@@ -484,5 +682,4 @@ def kth_largest(
             rank[i] -= before
             prefix[i] = (prefix[i] << np.uint64(d)) | np.uint64((1 << d) - 1 - jj)
         known += d
-    values = keys_to_float(prefix.astype(ukey), dtype).astype(np.float64)
-    return Selection(ks, values, above, n, n_failed, finite_min, finite_max, passes, hist, dtype)
+    return keys_to_float(prefix.astype(ukey), dtype).astype(np.float64), above, passes

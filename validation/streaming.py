@@ -41,7 +41,10 @@ from validation.selection import (
     MultiPass,
     Selection,
     _Pass,
+    _raw_top16_to_key_top16,
     _similarity,
+    fine_bins_from_sample,
+    float_keys,
     keys_to_float,
     kth_largest,
     run_pass,
@@ -193,6 +196,52 @@ def _det_on_grid(sel: Selection) -> tuple[np.ndarray, np.ndarray]:
     return t[keep], fm[keep]
 
 
+def _eer_ranks(sample: np.ndarray, n: int, g_sorted: np.ndarray) -> np.ndarray:
+    """Ranks from the top of the impostor scores near the EER, judged from the raw-bin histogram of
+    a sample of them and the genuine similarities: the counts at or above the two key-bin edges
+    around the crossing, scaled to the ``n`` scores (empty when the sample says nothing)."""
+    hs = np.zeros(1 << 16, dtype=np.float64)
+    hs[_raw_top16_to_key_top16()] = np.asarray(sample, np.float64)
+    m = hs.sum()
+    if m <= 0 or not g_sorted.size:
+        return np.zeros(0, np.int64)
+    with np.errstate(invalid="ignore"):
+        edges = keys_to_float(np.arange(1 << 16, dtype=np.uint32) << np.uint32(16), np.float32).astype(np.float64)
+    ok = np.isfinite(edges)
+    fmr = (np.cumsum(hs[::-1])[::-1] / m)[ok]
+    fnmr = np.searchsorted(g_sorted, edges[ok], side="left") / g_sorted.size
+    cross = np.flatnonzero(fnmr >= fmr)
+    if not cross.size:
+        return np.zeros(0, np.int64)
+    b = int(cross[0])
+    r = np.round(fmr[max(b - 1, 0) : b + 2] * n).astype(np.int64)
+    return np.clip(r, 0, n - 1)
+
+
+def bracket_from_fine(sel: Selection, lo: float, hi: float):
+    """:class:`BracketPass`'s result over ``[lo, hi)`` from the scores the selection kept whole
+    (:attr:`Selection.fine`), or None when a key bin it needs was not kept."""
+    fine = sel.fine
+    if fine is None or sel.hist is None:
+        return None
+    k_lo, k_hi = (float_keys(np.array([lo, hi], np.float32)) >> np.uint32(16)).astype(np.int64)
+    if not fine.covers(np.flatnonzero(sel.hist[k_lo : k_hi + 1]) + k_lo):
+        return None
+    v = fine.values()
+    inside = (v >= lo) & (v < hi)
+    u, c = v[inside], fine.counts[inside]
+    next_above = math.inf
+    for b in np.flatnonzero(sel.hist[k_hi:]) + k_hi:  # the first score >= hi: in the first bin holding one
+        if not fine.bins[b]:
+            return None
+        top = (fine.keys >> np.uint32(16)).astype(np.int64) == b
+        above = v[top & (v >= hi)]
+        if above.size:
+            next_above = float(above.min())
+            break
+    return u, c.astype(np.int64), next_above
+
+
 def evaluate(
     genuine,
     impostor: ScoreSource | np.ndarray,
@@ -271,6 +320,14 @@ def evaluate(
     if target_windows:
         parts += [target_window_ranks(k, n) for k in wanted.values()]
     ks = np.unique(np.concatenate(parts))
+    fine = dense = None
+    sample_of = getattr(source, "sample_histogram", None)
+    if sample_of is not None and n and ks.size and higher_is_better and source.dtype == np.float32:
+        # a source that can sample itself cheaply: guess the bins of the wanted statistics (and of
+        # the EER), so that one pass finds them
+        sample, per_chunk = sample_of()
+        guess = ks if not with_eer else np.concatenate([ks, _eer_ranks(sample, n, g_sorted)])
+        fine, dense = fine_bins_from_sample(sample, n, guess, per_chunk)
     sel = (
         kth_largest(
             source,
@@ -279,6 +336,8 @@ def evaluate(
             chunk_size=chunk_size,
             counter_budget=counter_budget,
             collect_limit=collect_limit,
+            fine=fine,
+            dense=dense,
         )
         if n
         else Selection(
@@ -330,7 +389,10 @@ def evaluate(
                 eer = eer_from_points(t_sim[:1], fm[:1], fnm[:1], n, g.size)
             else:
                 lo, hi = float(t_sim[b - 1]), float(t_sim[b])
-                u, c, next_imp = bracket_and_companions(BracketPass(lo, hi, higher_is_better))
+                known = bracket_from_fine(sel, lo, hi)
+                u, c, next_imp = (
+                    known if known is not None else bracket_and_companions(BracketPass(lo, hi, higher_is_better))
+                )
                 g_in = g_sorted[(g_sorted >= lo) & (g_sorted < hi)]
                 g_above = g_sorted[g_sorted >= hi]
                 next_above = min(next_imp, float(g_above[0]) if g_above.size else math.inf)
@@ -392,6 +454,45 @@ def histogram(source: ScoreSource, edges: np.ndarray, *, chunk_size: int = DEFAU
     """
     counts, n_failed = run_pass(source, HistogramPass(edges), chunk_size)
     return counts, n_failed
+
+
+def histogram_from_selection(sel: Selection, edges: np.ndarray):
+    """:func:`histogram` of the scores a selection was made from, without a pass, when its key
+    histogram decides every count: each key bin holding scores lies inside one bin of ``edges``
+    (or outside them all), or its scores were kept whole (:attr:`Selection.fine`). None otherwise,
+    and for float64 keys. ``edges`` on the similarity scale."""
+    if sel.hist is None or sel.dtype != np.float32:
+        return None
+    edges = np.asarray(edges, np.float64)
+    nbins = edges.size - 1
+    if nbins < 1:
+        return None
+    hist = sel.hist.copy()
+    inf_bin = int(float_keys(np.array([-np.inf], np.float32))[0]) >> 16
+    hist[inf_bin] -= sel.n_failed  # the failures: -inf, never binned (the bin holds no other float)
+    bins = np.flatnonzero(hist)
+    with np.errstate(invalid="ignore"):
+        floor = keys_to_float(bins.astype(np.uint32) << np.uint32(16), np.float32).astype(np.float64)
+        ceil = keys_to_float((bins.astype(np.uint32) << np.uint32(16)) | np.uint32(0xFFFF), np.float32)
+    ceil = ceil.astype(np.float64)
+    if not (np.isfinite(floor).all() and np.isfinite(ceil).all()):
+        return None
+    k_lo = np.minimum(np.searchsorted(edges, floor, side="right") - 1, nbins - 1)
+    k_hi = np.minimum(np.searchsorted(edges, ceil, side="right") - 1, nbins - 1)
+    inside = (floor >= edges[0]) & (ceil <= edges[-1]) & (k_lo == k_hi)
+    outside = (ceil < edges[0]) | (floor > edges[-1])
+    counts = np.zeros(nbins, np.int64)
+    np.add.at(counts, k_lo[inside], hist[bins[inside]])
+    mixed = bins[~inside & ~outside]
+    if mixed.size:
+        fine = sel.fine
+        if fine is None or not fine.covers(mixed):
+            return None
+        v = fine.values()
+        take = np.isin((fine.keys >> np.uint32(16)).astype(np.int64), mixed) & (v >= edges[0]) & (v <= edges[-1])
+        k = np.minimum(np.searchsorted(edges, v[take], side="right") - 1, nbins - 1)
+        np.add.at(counts, k, fine.counts[take])
+    return counts, int(sel.n_failed)
 
 
 class HistogramPass(_Pass):

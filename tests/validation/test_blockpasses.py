@@ -17,7 +17,7 @@ from implementation import template as tpl
 from validation.allvsall import BlockContext, make_plan
 from validation.blockpasses import error_bound_factor
 from validation.intervals import SubjectEdgePass
-from validation.selection import DigitPass, KeepBinsPass, MultiPass, TopBinPass, float_keys
+from validation.selection import DigitPass, FineBinsPass, KeepBinsPass, MultiPass, TopBinPass, float_keys
 from validation.streaming import BracketPass, HistogramPass
 
 DIM = 16
@@ -112,6 +112,24 @@ def test_the_stores_hold_the_steps_the_passes_decide_on(plan):
 def test_key_histogram_range_and_failures(plan):
     red = TopBinPass(np.float32, True)
     _same(_run(plan, red, True), _run(plan, red, False))
+
+
+def test_fine_bins_keep_every_score_of_their_bins(plan):
+    x = _impostor_scores(plan)
+    raw = x.view(np.uint32) >> 16
+    fine = np.zeros(1 << 16, bool)
+    fine[np.unique(raw[:: max(1, x.size // 40)])] = True
+    fine[raw[x == 0.75][0]] = fine[raw[np.isinf(x)][0]] = fine[raw[x == 1.0][0]] = True
+    dense = np.zeros(1 << 16, bool)
+    dense[np.unique(raw[:: max(1, x.size // 5)])] = True  # some fine bins counted in a table
+    for d in (dense, None):
+        red = FineBinsPass(True, fine, d)
+        compiled = _run(plan, red, True)
+        _same(compiled, _run(plan, red, False))
+        bits, counts = compiled[4], compiled[5]
+        u, c = np.unique(x.view(np.uint32)[fine[raw]], return_counts=True)
+        assert np.array_equal(bits, u) and np.array_equal(counts, c)  # every score of the fine bins
+    _same(_run(plan, red, True)[:4], _run(plan, TopBinPass(np.float32, True), True))
 
 
 def test_kept_bins_and_radix_digits(plan):

@@ -78,3 +78,58 @@ def test_fnmr_at_fmr_wrapper_and_target_windows():
     assert w.min() <= 50 and w.max() >= 199 and 100 in w
     assert np.array_equal(S.target_window_ranks(3, 10), np.arange(0, 10))
     assert S.tail_ranks(0, 10).size == 0
+
+
+class _Sampled:
+    """A float32 score source that offers a sample of itself, as store comparisons do: the first
+    pass keeps the guessed bins whole (``sample`` decides the guess: a fair one, or a misleading one)."""
+
+    def __init__(self, scores: np.ndarray, failed: np.ndarray, sample: np.ndarray) -> None:
+        self.inner = score_sources.source_from_array(scores, failed)
+        self.dtype = np.dtype(np.float32)
+        self._sample = sample
+        self.passes: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def chunks(self, chunk_size=score_sources.DEFAULT_CHUNK):
+        return self.inner.chunks(chunk_size)
+
+    def run_pass(self, reduction, chunk_size, ids=None):
+        from validation.selection import run_pass
+
+        self.passes.append(type(reduction).__name__)
+        return run_pass(self.inner, reduction, chunk_size, ids)
+
+    def sample_histogram(self):
+        x = np.where(np.isnan(self._sample), -np.inf, self._sample).astype(np.float32)
+        return np.bincount(x.view(np.uint32) >> 16, minlength=1 << 16), 1 << 16
+
+
+@pytest.mark.parametrize("guess", ["fair", "misleading"])
+def test_a_sampled_guess_gives_the_same_numbers_in_fewer_passes(guess):
+    rng = np.random.default_rng(8)
+    g = rng.normal(0.8, 0.05, 2_000).astype(np.float32)
+    i = rng.normal(0.5, 0.05, 400_000).astype(np.float32)
+    i[1000:3000] = i[5000:7000]  # ties
+    failed = rng.random(i.size) < 0.01
+    i_nan = np.where(failed, np.nan, i).astype(np.float32)
+    sample = i_nan[::50] if guess == "fair" else i_nan[::50] + np.float32(0.15)
+    src = _Sampled(i, failed, sample)
+    ev = S.evaluate(g, src, TARGETS + (1e-5,), target_windows=True)
+    want = S.evaluate(g, i, TARGETS + (1e-5,), impostor_failed=failed, target_windows=True)
+    assert ev.operating_points == want.operating_points and ev.eer == want.eer
+    assert np.array_equal(ev.selection.values, want.selection.values)
+    assert np.array_equal(ev.selection.n_greater, want.selection.n_greater)
+    assert np.array_equal(ev.det.false_matches, want.det.false_matches)
+    if guess == "fair":  # the statistics and the EER from the one pass
+        assert src.passes == ["FineBinsPass"] and ev.passes == 1
+    else:  # the guess missed: the missed statistics and the EER take their passes
+        assert src.passes[0] == "FineBinsPass" and len(src.passes) >= 2
+    edges = np.arange(60, 130) * 2.0**-7  # on the float32 grid: every key bin inside one bin
+    assert S.histogram_from_selection(ev.selection, edges)[0].tolist() == np.histogram(i[~failed], edges)[0].tolist()
+    odd = np.linspace(0.3, 0.9, 37)  # key bins straddle edges: counted from the kept scores, or not at all
+    got = S.histogram_from_selection(ev.selection, odd)
+    if got is not None:
+        assert got[0].tolist() == np.histogram(i[~failed], odd)[0].tolist()
