@@ -420,9 +420,9 @@ class StoreComparisons:
             raise ValueError("the subject ids of store comparisons come from the same comparisons")
         return self._run_blocks(reduction, self.plan.blocks(), with_ids)
 
-    def sample_histogram(self, fraction: float = SAMPLE_FRACTION) -> tuple[np.ndarray, int]:
+    def sample_histogram(self, fraction: float = SAMPLE_FRACTION) -> np.ndarray:
         """The raw top-16-bit histogram of the similarities of a sample of the blocks (evenly spaced
-        in the plan, ``fraction`` of them, at least one), and the comparisons of a block: what
+        in the plan, ``fraction`` of them, at least one): what
         :func:`validation.selection.fine_bins_from_sample` needs to guess where the wanted order
         statistics lie, so that one pass finds them."""
         blocks = self.plan.blocks()
@@ -431,8 +431,7 @@ class StoreComparisons:
         share = fraction * len(blocks) / len(picked)
         if share < 1:  # few blocks: the first rows of each picked block
             picked = [(r0, r0 + max(1, math.ceil((r1 - r0) * share)), c0, c1) for r0, r1, c0, c1 in picked]
-        hist = self._run_blocks(TopBinPass(np.float32, True), picked, False, "sample: ")[0]
-        return hist, self.plan.block**2
+        return self._run_blocks(TopBinPass(np.float32, True), picked, False, "sample: ")[0]
 
     def _run_blocks(self, reduction, blocks, with_ids: bool, label: str = ""):
         t0 = time.perf_counter()

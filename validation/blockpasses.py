@@ -243,10 +243,9 @@ def _top_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, hist, state):
 
 
 @njit(cache=True)
-def _fine_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, slot, hist, state, dense, out):
-    """:func:`_top_bins`, and the exact similarity of every comparison in a fine bin: counted in
-    ``dense[slot[bin], low 16 bits]`` (slot >= 0) or its raw bits appended to ``out`` (slot -2);
-    returns how many were appended. slot[bin] -1: not a fine bin."""
+def _fine_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, fine, hist, state, out):
+    """:func:`_top_bins`, and the raw bits of the exact similarity of every comparison in a ``fine``
+    bin appended to ``out`` (returns how many)."""
     fmin, fmax = np.float32(state[0]), np.float32(state[1])
     lo_bin = _bits(fmin) >> 16 if fmin <= fmax else 1 << 20
     hi_bin = _bits(fmax) >> 16 if fmin <= fmax else -1
@@ -255,9 +254,8 @@ def _fine_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, slot, hist, 
         for j in range(_first_col(all_vs_all, gi0 + i, gj0), approx.shape[1]):
             c = codes[i, j]
             if c > lo_bin and c < hi_bin:
-                t = slot[c]
                 hist[j & 3, c] += 1
-                if t == -1:
+                if not fine[c]:
                     continue
                 s = _exact(qa, i, qb, j)
             else:
@@ -270,16 +268,26 @@ def _fine_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, slot, hist, 
                     fmin, lo_bin = s, c
                 if s > fmax:
                     fmax, hi_bin = s, c
-                t = slot[c]
-                if t == -1:
+                if not fine[c]:
                     continue
-            if t >= 0:
-                dense[t, _bits(s) & 0xFFFF] += 1
-            else:
-                out[n] = _bits(s)
-                n += 1
+            out[n] = _bits(s)
+            n += 1
     state[0], state[1] = fmin, fmax
     return n
+
+
+@njit(cache=True)
+def _run_lengths(v, u, c):
+    """Distinct values of the sorted ``v`` into ``u`` and their counts into ``c``; returns how many."""
+    m = 0
+    for t in range(v.shape[0]):
+        if m and u[m - 1] == v[t]:
+            c[m - 1] += 1
+        else:
+            u[m] = v[t]
+            c[m] = 1
+            m += 1
+    return m
 
 
 @njit(cache=True)
@@ -582,36 +590,24 @@ class _TopBins(_Runner):
 class _FineBins(_TopBins):
     def __init__(self, red: FineBinsPass, strips: _Strips) -> None:
         super().__init__(red, strips)
-        fine, dense = np.asarray(red.fine, bool), np.asarray(red.dense, bool)
-        self.dense_bins = np.flatnonzero(dense)
-        self.slot = np.full(1 << 16, -1, np.int64)
-        self.slot[fine] = -2
-        self.slot[self.dense_bins] = np.arange(self.dense_bins.size)
-        self.dense = strips.buffer("fine_dense", self.dense_bins.size << 16, np.int64).reshape(-1, 1 << 16)
-        self.dense[:] = 0
-        self.out = strips.buffer("fine_out", TILE_ROWS * TILE_COLS, np.int64)
+        self.fine = np.ascontiguousarray(red.fine, dtype=np.bool_)
+        self.out = strips.buffer("fine_out", TILE_ROWS * TILE_COLS, np.uint32)
         self.parts = []
 
     def tile(self, s0, s1, args):
-        n = _fine_bins(*args, self.slot, self.hists, self.state, self.dense, self.out)
+        n = _fine_bins(*args, self.fine, self.hists, self.state, self.out)
         if n:
             self.parts.append(self.out[:n].copy())
 
     def result(self):
         hist, n_failed, fmin, fmax = super().result()
-        r, low = np.nonzero(self.dense)
-        bits = [(self.dense_bins[r] << 16) | low]
-        counts = [self.dense[r, low]]
-        if self.parts:
-            u, c = np.unique(np.concatenate(self.parts), return_counts=True)
-            bits.append(u)
-            counts.append(c)
-        if n_failed and self.red.fine[_INF_RAW_BIN]:
-            bits.append(np.array([_INF_RAW_BIN << 16]))
-            counts.append(np.array([n_failed]))
-        bits, counts = np.concatenate(bits), np.concatenate(counts).astype(np.int64)
-        order = np.argsort(bits, kind="stable")  # distinct: the parts hold different bins
-        return [hist, n_failed, fmin, fmax, [bits[order].astype(np.uint32)], [counts[order]], bits.size]
+        parts = self.parts
+        if n_failed and self.fine[_INF_RAW_BIN]:
+            parts = [*parts, np.full(n_failed, _INF_RAW_BIN << 16, np.uint32)]
+        v = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.uint32)
+        u, c = np.empty(v.size, np.uint32), np.empty(v.size, np.int64)
+        m = _run_lengths(v, u, c)
+        return [hist, n_failed, fmin, fmax, [u[:m].copy()], [c[:m].copy()], m]
 
 
 class _KeepBins(_Runner):
@@ -791,7 +787,7 @@ def warm_up() -> None:
     edges = np.array([0.25, 0.5])
     for red in (
         TopBinPass(np.float32, True),
-        FineBinsPass(True, np.ones(1 << 16, bool), np.arange(1 << 16) == 0x3F00),
+        FineBinsPass(True, np.ones(1 << 16, bool)),
         KeepBinsPass(np.float32, True, np.ones(1 << 16, bool)),
         DigitPass(np.float32, True, np.array([0xBF00], np.uint64), 16, 4, 1 << 10),
         BracketPass(0.0, 1.0, True),

@@ -324,19 +324,15 @@ class TopBinPass(_Pass):
 class FineBinsPass(TopBinPass):
     """Pass 1 of :func:`kth_largest` that also keeps, for the raw bins marked in ``fine``, every
     distinct float32 score with its count: the order statistics that fall in those bins need no
-    second pass. ``dense`` marks the fine bins expected to hold many scores of every block (a
-    compiled pass counts those in a table of their 65,536 values rather than collecting them).
+    second pass.
 
     The result is TopBinPass's ``[hist, n_failed, min, max]`` followed by the raw bits (uint32,
     ascending) and the counts of the distinct scores of the fine bins.
     """
 
-    def __init__(
-        self, higher_is_better: bool, fine: np.ndarray, dense: np.ndarray | None = None, merge_at: int = 1 << 22
-    ) -> None:
+    def __init__(self, higher_is_better: bool, fine: np.ndarray, merge_at: int = 1 << 22) -> None:
         super().__init__(np.float32, higher_is_better)
         self.fine = np.ascontiguousarray(fine, dtype=bool)
-        self.dense = self.fine & (np.asarray(dense, bool) if dense is not None else False)
         self.merge_at = merge_at
 
     def start(self):
@@ -475,13 +471,10 @@ COLLECT_LIMIT = 1 << 24
 """Most scores the second pass may hold in memory (128 MiB as float64); beyond, radix passes."""
 
 
-def fine_bins_from_sample(
-    sample: np.ndarray, n: int, ks: np.ndarray, per_chunk: int, z: float = 5.0, slack: float = 0.1
-) -> tuple[np.ndarray, np.ndarray]:
+def fine_bins_from_sample(sample: np.ndarray, n: int, ks: np.ndarray, z: float = 5.0, slack: float = 0.1) -> np.ndarray:
     """The raw top-16-bit bins that may hold the ``ks``-th highest of ``n`` float32 scores, judged
     from the raw-bin histogram ``sample`` of a sample of them: the ``fine`` bins of
-    :func:`kth_largest`, and the ``dense`` ones among them (expected to hold more than 16,384 of
-    the ``per_chunk`` scores a pass takes at a time).
+    :func:`kth_largest`.
 
     A bin is kept when the counts above and at-or-above it, scaled from the sample, could bracket a
     wanted rank: each sample count ``S`` stands for anything from ``(S - z sqrt(S) - z**2)(1 - slack)``
@@ -496,7 +489,7 @@ def fine_bins_from_sample(
     fine_keys = np.zeros(1 << 16, dtype=bool)
     ks = np.asarray(ks, np.int64)
     if m <= 0 or not ks.size:
-        return np.zeros(1 << 16, bool), np.zeros(1 << 16, bool)
+        return np.zeros(1 << 16, bool)
     ge = np.cumsum(hs[::-1])[::-1]  # sample scores in key bins >= b
     gt = ge - hs
     scale = n / m
@@ -516,9 +509,7 @@ def fine_bins_from_sample(
     np.add.at(delta, starts[starts < stops], 1)
     np.add.at(delta, stops[starts < stops], -1)
     fine_keys = np.cumsum(delta[:-1]) > 0
-    fine = fine_keys[key_of_raw]
-    dense = fine & (hs[key_of_raw] / m * per_chunk > (1 << 14))
-    return fine, dense
+    return fine_keys[key_of_raw]
 
 
 def kth_largest(
@@ -530,7 +521,6 @@ def kth_largest(
     counter_budget: int = COUNTER_BUDGET,
     collect_limit: int = COLLECT_LIMIT,
     fine: np.ndarray | None = None,
-    dense: np.ndarray | None = None,
 ) -> Selection:
     """Exact ``k``-th highest similarities of a source, by selection on order-preserving keys.
 
@@ -558,9 +548,8 @@ def kth_largest(
         Counters per radix pass (8 bytes each); sets the digit width.
     collect_limit : int
         Most scores pass 2 may hold.
-    fine, dense : numpy.ndarray of bool, shape (65536,), optional
-        Raw top-16-bit bins to keep whole in pass 1, and those of them expected to be crowded
-        (float32 sources only; see :class:`FineBinsPass`).
+    fine : numpy.ndarray of bool, shape (65536,), optional
+        Raw top-16-bit bins to keep whole in pass 1 (float32 sources only; see :class:`FineBinsPass`).
 
     Returns
     -------
@@ -578,7 +567,7 @@ def kth_largest(
     # pass 1: histogram of the top 16 key bits, range and failures (and the fine bins' scores)
     if fine is not None and dtype == np.float32 and np.any(fine):
         raw_hist, n_failed, fmin, fmax, fine_bits, fine_counts = run_pass(
-            source, FineBinsPass(higher_is_better, fine, dense), chunk_size
+            source, FineBinsPass(higher_is_better, fine), chunk_size
         )
         fine_keys = float_keys(np.asarray(fine_bits, np.uint32).view(np.float32))
         order = np.argsort(fine_keys, kind="stable")

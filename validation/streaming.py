@@ -320,14 +320,14 @@ def evaluate(
     if target_windows:
         parts += [target_window_ranks(k, n) for k in wanted.values()]
     ks = np.unique(np.concatenate(parts))
-    fine = dense = None
+    fine = None
     sample_of = getattr(source, "sample_histogram", None)
     if sample_of is not None and n and ks.size and higher_is_better and source.dtype == np.float32:
         # a source that can sample itself cheaply: guess the bins of the wanted statistics (and of
         # the EER), so that one pass finds them
-        sample, per_chunk = sample_of()
+        sample = sample_of()
         guess = ks if not with_eer else np.concatenate([ks, _eer_ranks(sample, n, g_sorted)])
-        fine, dense = fine_bins_from_sample(sample, n, guess, per_chunk)
+        fine = fine_bins_from_sample(sample, n, guess)
     sel = (
         kth_largest(
             source,
@@ -337,7 +337,6 @@ def evaluate(
             counter_budget=counter_budget,
             collect_limit=collect_limit,
             fine=fine,
-            dense=dense,
         )
         if n
         else Selection(

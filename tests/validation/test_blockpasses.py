@@ -120,15 +120,12 @@ def test_fine_bins_keep_every_score_of_their_bins(plan):
     fine = np.zeros(1 << 16, bool)
     fine[np.unique(raw[:: max(1, x.size // 40)])] = True
     fine[raw[x == 0.75][0]] = fine[raw[np.isinf(x)][0]] = fine[raw[x == 1.0][0]] = True
-    dense = np.zeros(1 << 16, bool)
-    dense[np.unique(raw[:: max(1, x.size // 5)])] = True  # some fine bins counted in a table
-    for d in (dense, None):
-        red = FineBinsPass(True, fine, d)
-        compiled = _run(plan, red, True)
-        _same(compiled, _run(plan, red, False))
-        bits, counts = compiled[4], compiled[5]
-        u, c = np.unique(x.view(np.uint32)[fine[raw]], return_counts=True)
-        assert np.array_equal(bits, u) and np.array_equal(counts, c)  # every score of the fine bins
+    red = FineBinsPass(True, fine)
+    compiled = _run(plan, red, True)
+    _same(compiled, _run(plan, red, False))
+    bits, counts = compiled[4], compiled[5]
+    u, c = np.unique(x.view(np.uint32)[fine[raw]], return_counts=True)
+    assert np.array_equal(bits, u) and np.array_equal(counts, c)  # every score of the fine bins
     _same(_run(plan, red, True)[:4], _run(plan, TopBinPass(np.float32, True), True))
 
 
