@@ -44,6 +44,9 @@ from validation.metrics import FailureCount
 from validation.score_sources import DEFAULT_CHUNK
 from validation.selection import TopBinPass
 
+GROUP_SIDE = 8
+"""Most blocks per side of a task's group (:func:`block_groups`)."""
+
 SAMPLE_FRACTION = 1 / 64
 """Share of the blocks whose similarities guess, before the first pass, where the wanted order
 statistics lie (a wrong guess costs a pass, never exactness)."""
@@ -138,7 +141,7 @@ class BlockContext:
     A Dask worker gets one through :class:`ScoringPlugin`; a run in this process holds one itself.
     """
 
-    def __init__(self, plan: Plan, panels: int = 8, compiled: bool = True) -> None:
+    def __init__(self, plan: Plan, panels: int = 2 * GROUP_SIDE + 2, compiled: bool = True) -> None:
         self.plan = plan
         self.max_panels = panels
         self.compiled = compiled  # False: every pass through numpy on materialised blocks (the reference)
@@ -338,11 +341,33 @@ def _context(name: str) -> BlockContext:
     return get_worker().plugins[name].context
 
 
-def _task_block(name: str, blk, reduction, chunk_size: int, with_ids: bool):
-    """The block's packed partial and the CPU seconds this worker thread spent on it."""
+def _task_blocks(name: str, blocks, reduction, chunk_size: int, with_ids: bool):
+    """The packed partial of a group of blocks (merged here: one partial to send back) and the CPU
+    seconds this worker thread spent on it."""
     t0 = time.thread_time()
-    part = _context(name).run_block(blk, reduction, chunk_size, with_ids)
+    ctx = _context(name)
+    if len(blocks) == 1:
+        part = ctx.run_block(blocks[0], reduction, chunk_size, with_ids)
+    else:
+        acc = reduction.start()
+        for blk in blocks:
+            acc = reduction.merge(acc, ctx.run_block(blk, reduction, chunk_size, with_ids))
+        part = reduction.pack(acc)
     return part, time.thread_time() - t0
+
+
+def block_groups(blocks: list[tuple[int, int, int, int]], block: int, workers: int) -> list[list]:
+    """The blocks in groups of up to ``g x g`` neighbours (row-major inside a group), ``g`` as large
+    as leaves eight groups per worker, at most :data:`GROUP_SIDE`: a task computes a group, so a
+    worker reads each of the group's ``2 g`` panels once for ``g**2`` blocks and sends back one
+    partial result."""
+    g = int(max(1, min(GROUP_SIDE, math.isqrt(max(1, len(blocks) // (8 * max(1, workers)))))))
+    if g == 1:
+        return [[b] for b in blocks]
+    groups: dict[tuple[int, int], list] = {}
+    for blk in blocks:
+        groups.setdefault((blk[0] // block // g, blk[2] // block // g), []).append(blk)
+    return list(groups.values())
 
 
 def _task_pairs(name: str, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -442,8 +467,10 @@ class StoreComparisons:
             label + "+".join(type(r).__name__ for r in getattr(reduction, "reductions", [reduction])),
             self.progress,
         )
+        workers = 1 if self.client is None else len(self.client.scheduler_info()["workers"])
+        groups = block_groups(blocks, self.plan.block, workers)
         if self.client is None:
-            for blk in blocks:
+            for blk in (b for grp in groups for b in grp):
                 c0 = time.thread_time()
                 part = self._local.run_block(blk, reduction, self.chunk_size, with_ids)
                 cpu += time.thread_time() - c0
@@ -453,24 +480,31 @@ class StoreComparisons:
             from distributed import as_completed
 
             red = self.client.scatter(reduction, broadcast=True, hash=False)
-            todo = iter(blocks)
+            todo = iter(groups)
             ac = as_completed()
+
+            sizes: dict = {}
+
+            def submit(grp):
+                fut = self.client.submit(_task_blocks, self._plugin, grp, red, self.chunk_size, with_ids, pure=False)
+                sizes[fut.key] = len(grp)
+                return fut
+
             for _ in range(self.max_in_flight):
-                blk = next(todo, None)
-                if blk is None:
+                grp = next(todo, None)
+                if grp is None:
                     break
-                ac.add(self.client.submit(_task_block, self._plugin, blk, red, self.chunk_size, with_ids, pure=False))
+                ac.add(submit(grp))
             for fut in ac:
                 part, block_cpu = fut.result()
                 cpu += block_cpu
+                done = sizes.pop(fut.key)
                 fut.release()
-                blk = next(todo, None)
-                if blk is not None:
-                    ac.add(
-                        self.client.submit(_task_block, self._plugin, blk, red, self.chunk_size, with_ids, pure=False)
-                    )
+                grp = next(todo, None)
+                if grp is not None:
+                    ac.add(submit(grp))
                 acc = reduction.merge(acc, part)
-                bar.update(1)
+                bar.update(done)
             del red
         bar.close()
         parts = getattr(reduction, "reductions", [reduction])  # a MultiPass: its passes, computed together

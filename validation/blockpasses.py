@@ -607,7 +607,7 @@ class _FineBins(_TopBins):
         v = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.uint32)
         u, c = np.empty(v.size, np.uint32), np.empty(v.size, np.int64)
         m = _run_lengths(v, u, c)
-        return [hist, n_failed, fmin, fmax, [u[:m].copy()], [c[:m].copy()], m]
+        return [hist, n_failed, fmin, fmax, (u[:m], c[:m])]
 
 
 class _KeepBins(_Runner):

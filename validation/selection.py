@@ -330,24 +330,12 @@ class FineBinsPass(TopBinPass):
     ascending) and the counts of the distinct scores of the fine bins.
     """
 
-    def __init__(self, higher_is_better: bool, fine: np.ndarray, merge_at: int = 1 << 22) -> None:
+    def __init__(self, higher_is_better: bool, fine: np.ndarray) -> None:
         super().__init__(np.float32, higher_is_better)
         self.fine = np.ascontiguousarray(fine, dtype=bool)
-        self.merge_at = merge_at
 
     def start(self):
-        return [*super().start(), [], [], 0]
-
-    @staticmethod
-    def _merge(acc) -> None:
-        bits = np.concatenate(acc[4]) if acc[4] else np.zeros(0, np.uint32)
-        counts = np.concatenate(acc[5]) if acc[5] else np.zeros(0, np.int64)
-        if len(acc[4]) > 1:
-            order = np.argsort(bits, kind="stable")
-            bits, counts = bits[order], counts[order]
-            bits, start = np.unique(bits, return_index=True)
-            counts = np.add.reduceat(counts, start) if bits.size else counts
-        acc[4], acc[5], acc[6] = [bits], [counts.astype(np.int64)], bits.size
+        return [*super().start(), _FineCounts()]
 
     def add(self, acc, x, ids):
         super().add(acc, x, ids)
@@ -356,29 +344,53 @@ class FineBinsPass(TopBinPass):
         kept = bits[self.fine[(bits >> np.uint32(16)).astype(np.intp)]]
         if kept.size:
             u, c = np.unique(kept, return_counts=True)
-            acc[4].append(u)
-            acc[5].append(c.astype(np.int64))
-            acc[6] += u.size
-            if acc[6] > self.merge_at:
-                self._merge(acc)
+            acc[4].add(u, c)
         return acc
 
     def pack(self, acc):
-        self._merge(acc)
-        return acc
+        return [*acc[:4], acc[4].sparse()]
 
     def merge(self, acc, packed):
         super().merge(acc, packed)
-        acc[4] += packed[4]
-        acc[5] += packed[5]
-        acc[6] += packed[6]
-        if acc[6] > self.merge_at:
-            self._merge(acc)
+        acc[4].add(*packed[4])
         return acc
 
     def finish(self, acc):
-        self._merge(acc)
-        return [acc[0], acc[1], acc[2], acc[3], acc[4][0], acc[5][0]]
+        return [*acc[:4], *acc[4].sparse()]
+
+
+class _FineCounts:
+    """Counts of distinct float32 bit patterns, a table of the 65,536 patterns of each top-16-bit bin
+    that holds any: adding a batch of (bits, counts) costs the batch, whatever was added before, and
+    memory is bounded by the bins."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, np.ndarray] = {}
+
+    def add(self, bits: np.ndarray, counts: np.ndarray) -> None:
+        """Add the counts of distinct, ascending ``bits``."""
+        bits = np.asarray(bits, np.uint32)
+        if not bits.size:
+            return
+        top = (bits >> np.uint32(16)).astype(np.int64)
+        low = (bits & np.uint32(0xFFFF)).astype(np.intp)
+        b, start = np.unique(top, return_index=True)
+        stop = np.append(start[1:], top.size)
+        for t, s0, s1 in zip(b.tolist(), start.tolist(), stop.tolist()):
+            row = self.rows.get(t)
+            if row is None:
+                row = self.rows[t] = np.zeros(1 << 16, np.int64)
+            row[low[s0:s1]] += counts[s0:s1]
+
+    def sparse(self) -> tuple[np.ndarray, np.ndarray]:
+        """(bits ascending as uint32, counts) of every pattern counted."""
+        bits, counts = [np.zeros(0, np.uint32)], [np.zeros(0, np.int64)]
+        for t in sorted(self.rows):
+            row = self.rows[t]
+            low = np.flatnonzero(row)
+            bits.append((np.uint32(t) << np.uint32(16)) | low.astype(np.uint32))
+            counts.append(row[low])
+        return np.concatenate(bits), np.concatenate(counts)
 
 
 class KeepBinsPass(_Pass):
@@ -471,7 +483,9 @@ COLLECT_LIMIT = 1 << 24
 """Most scores the second pass may hold in memory (128 MiB as float64); beyond, radix passes."""
 
 
-def fine_bins_from_sample(sample: np.ndarray, n: int, ks: np.ndarray, z: float = 5.0, slack: float = 0.1) -> np.ndarray:
+def fine_bins_from_sample(
+    sample: np.ndarray, n: int, ks: np.ndarray, z: float = 5.0, slack: float = 0.02
+) -> np.ndarray:
     """The raw top-16-bit bins that may hold the ``ks``-th highest of ``n`` float32 scores, judged
     from the raw-bin histogram ``sample`` of a sample of them: the ``fine`` bins of
     :func:`kth_largest`.
@@ -479,7 +493,7 @@ def fine_bins_from_sample(sample: np.ndarray, n: int, ks: np.ndarray, z: float =
     A bin is kept when the counts above and at-or-above it, scaled from the sample, could bracket a
     wanted rank: each sample count ``S`` stands for anything from ``(S - z sqrt(S) - z**2)(1 - slack)``
     to ``(S + z sqrt(S) + z**2)(1 + slack)`` (binomial noise, and ``slack`` for a sample taken in
-    blocks rather than score by score), with one more bin either side. A wrong guess costs time,
+    blocks rather than score by score). A wrong guess costs time,
     never exactness: :func:`kth_largest` takes the statistics outside the fine bins in a second pass.
     """
     key_of_raw = _raw_top16_to_key_top16()
@@ -504,7 +518,7 @@ def fine_bins_from_sample(sample: np.ndarray, n: int, ks: np.ndarray, z: float =
     # bins b with lo_gt[b] <= k < hi_ge[b]: an interval of bins for each k
     b_lo = np.searchsorted(-lo_gt, -ks, side="left")  # first b with lo_gt[b] <= k
     b_end = np.searchsorted(-hi_ge, -ks, side="left")  # first b with hi_ge[b] <= k: past the last
-    starts, stops = np.maximum(b_lo - 1, 0), np.minimum(b_end + 1, 1 << 16)
+    starts, stops = b_lo, b_end
     delta = np.zeros((1 << 16) + 1, dtype=np.int64)
     np.add.at(delta, starts[starts < stops], 1)
     np.add.at(delta, stops[starts < stops], -1)
