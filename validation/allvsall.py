@@ -1,10 +1,13 @@
 """Every comparison among the templates of a store (or between two stores), scored without writing a score.
 
 The comparisons are cut into blocks of ``block x block`` templates. Each pass of the exact metrics
-(:func:`validation.selection.run_pass`: the key histogram, the kept bins or radix digits, the EER
-bracket, the subject bootstrap's counts, the plot histogram) runs on every block where the block is
-computed (a Dask worker, or this process) and sends back only its small partial result; the
-similarities are recomputed for each pass and never stored. Every pass counts, keeps or takes
+(:func:`validation.selection.run_pass`) runs on every block where the block is computed (a Dask
+worker, or this process; a task takes a group of neighbouring blocks) and sends back only its small
+partial result; the similarities are recomputed for each pass and never stored. A sample of the
+blocks first guesses where the wanted order statistics lie (:meth:`StoreComparisons.sample_histogram`),
+so that one pass over every comparison gives the key histogram with every score of the guessed bins,
+hence the FNMR thresholds, the DET points, the EER and the plot histogram; the subject bootstrap's
+per-subject counts take one more pass, and a guess that missed costs the pass it would have saved. Every pass counts, keeps or takes
 extremes, so the numbers do not depend on the number of workers, the block size or the order
 blocks finish in: they are those :func:`validation.score.score` gives on the same scores written
 to a file.

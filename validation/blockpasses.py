@@ -215,30 +215,55 @@ def _codes(approx, ca, nb, codes):
 SLOW = 255
 
 
+@njit(inline="always", cache=True)
+def _range_of(fmin, fmax):
+    """The bins strictly between those of the lowest and highest similarity so far, as the first one
+    and their number (unsigned: one comparison tests a code)."""
+    if fmin > fmax:
+        return np.uint64(0), np.uint64(0), 1 << 20, -1
+    lo_bin, hi_bin = _bits(fmin) >> 16, _bits(fmax) >> 16
+    span = hi_bin - lo_bin - 1 if hi_bin - lo_bin > 1 else 0
+    return np.uint64(lo_bin + 1), np.uint64(span), lo_bin, hi_bin
+
+
 @njit(cache=True)
 def _top_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, hist, state):
     """hist[j % 4, raw top 16 bits] += 1 for every comparison (four copies: consecutive increments of
-    one counter would wait on each other); state: [lowest, highest similarity]. A comparison whose
-    bin lies strictly between the bins of the lowest and highest similarity so far is counted from
-    its code; the others (possible new extremes, uncertain codes) take the exact similarity."""
+    one counter would wait on each other); state: [lowest, highest similarity]. Four comparisons
+    whose bins all lie strictly between the bins of the lowest and highest similarity so far are
+    counted from their codes at once; the others (possible new extremes, uncertain codes) one by
+    one, those outside that range from the exact similarity."""
     fmin, fmax = np.float32(state[0]), np.float32(state[1])
-    lo_bin = _bits(fmin) >> 16 if fmin <= fmax else 1 << 20
-    hi_bin = _bits(fmax) >> 16 if fmin <= fmax else -1
+    first, span, lo_bin, hi_bin = _range_of(fmin, fmax)
+    h0, h1, h2, h3 = hist[0], hist[1], hist[2], hist[3]
     for i in range(approx.shape[0]):
-        for j in range(_first_col(all_vs_all, gi0 + i, gj0), approx.shape[1]):
-            c = codes[i, j]
+        row = codes[i]
+        n = row.shape[0]
+        j = _first_col(all_vs_all, gi0 + i, gj0)
+        while j < n:
+            if j + 4 <= n and (j & 3) == 0:
+                c0 = np.uint64(np.int64(row[j]) - np.int64(first))
+                c1 = np.uint64(np.int64(row[j + 1]) - np.int64(first))
+                c2 = np.uint64(np.int64(row[j + 2]) - np.int64(first))
+                c3 = np.uint64(np.int64(row[j + 3]) - np.int64(first))
+                if c0 < span and c1 < span and c2 < span and c3 < span:
+                    h0[c0 + first] += 1
+                    h1[c1 + first] += 1
+                    h2[c2 + first] += 1
+                    h3[c3 + first] += 1
+                    j += 4
+                    continue
+            c = row[j]
             if c > lo_bin and c < hi_bin:
                 hist[j & 3, c] += 1
-                continue
-            if approx[i, j] != approx[i, j]:
-                continue
-            s = _exact(qa, i, qb, j)
-            b = _bits(s) >> 16
-            hist[j & 3, b] += 1
-            if s < fmin:
-                fmin, lo_bin = s, b
-            if s > fmax:
-                fmax, hi_bin = s, b
+            elif approx[i, j] == approx[i, j]:
+                s = _exact(qa, i, qb, j)
+                b = _bits(s) >> 16
+                hist[j & 3, b] += 1
+                if s < fmin or s > fmax:
+                    fmin, fmax = min(fmin, s), max(fmax, s)
+                    first, span, lo_bin, hi_bin = _range_of(fmin, fmax)
+            j += 1
     state[0], state[1] = fmin, fmax
 
 
@@ -247,33 +272,57 @@ def _fine_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, fine, hist, 
     """:func:`_top_bins`, and the raw bits of the exact similarity of every comparison in a ``fine``
     bin appended to ``out`` (returns how many)."""
     fmin, fmax = np.float32(state[0]), np.float32(state[1])
-    lo_bin = _bits(fmin) >> 16 if fmin <= fmax else 1 << 20
-    hi_bin = _bits(fmax) >> 16 if fmin <= fmax else -1
-    n = 0
+    first, span, lo_bin, hi_bin = _range_of(fmin, fmax)
+    h0, h1, h2, h3 = hist[0], hist[1], hist[2], hist[3]
+    n_out = 0
     for i in range(approx.shape[0]):
-        for j in range(_first_col(all_vs_all, gi0 + i, gj0), approx.shape[1]):
-            c = codes[i, j]
+        row = codes[i]
+        n = row.shape[0]
+        j = _first_col(all_vs_all, gi0 + i, gj0)
+        while j < n:
+            if j + 4 <= n and (j & 3) == 0:
+                c0 = np.uint64(np.int64(row[j]) - np.int64(first))
+                c1 = np.uint64(np.int64(row[j + 1]) - np.int64(first))
+                c2 = np.uint64(np.int64(row[j + 2]) - np.int64(first))
+                c3 = np.uint64(np.int64(row[j + 3]) - np.int64(first))
+                if (
+                    c0 < span
+                    and c1 < span
+                    and c2 < span
+                    and c3 < span
+                    and not (fine[c0 + first] or fine[c1 + first] or fine[c2 + first] or fine[c3 + first])
+                ):
+                    h0[c0 + first] += 1
+                    h1[c1 + first] += 1
+                    h2[c2 + first] += 1
+                    h3[c3 + first] += 1
+                    j += 4
+                    continue
+            c = row[j]
             if c > lo_bin and c < hi_bin:
                 hist[j & 3, c] += 1
                 if not fine[c]:
+                    j += 1
                     continue
                 s = _exact(qa, i, qb, j)
             else:
                 if approx[i, j] != approx[i, j]:
+                    j += 1
                     continue
                 s = _exact(qa, i, qb, j)
                 c = _bits(s) >> 16
                 hist[j & 3, c] += 1
-                if s < fmin:
-                    fmin, lo_bin = s, c
-                if s > fmax:
-                    fmax, hi_bin = s, c
+                if s < fmin or s > fmax:
+                    fmin, fmax = min(fmin, s), max(fmax, s)
+                    first, span, lo_bin, hi_bin = _range_of(fmin, fmax)
                 if not fine[c]:
+                    j += 1
                     continue
-            out[n] = _bits(s)
-            n += 1
+            out[n_out] = _bits(s)
+            n_out += 1
+            j += 1
     state[0], state[1] = fmin, fmax
-    return n
+    return n_out
 
 
 @njit(cache=True)

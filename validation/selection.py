@@ -7,7 +7,9 @@ bin, with its rank inside the bin. Pass 2 keeps only the scores of those bins an
 usual case: the bins of the FMR targets hold a small share of the scores); should they hold more
 than ``collect_limit`` scores (scores piled up on few values), radix passes instead count the next
 digit of the keys inside the chosen bins until the key is complete. Either way the statistic is
-exact, together with the number of scores strictly above it.
+exact, together with the number of scores strictly above it. When a sample of the scores guesses
+the bins beforehand (:func:`fine_bins_from_sample`), pass 1 also counts every distinct score of
+those bins (:class:`FineBinsPass`), and the statistics found there need no pass 2.
 
 Every pass is a :class:`Reduction` (count, keep or take extremes), run by :func:`run_pass` over the
 chunks of a source or, by a source that can, where its scores are (block by block on a cluster).

@@ -296,7 +296,9 @@ def evaluate(
         Operating points and EER identical to :func:`validation.metrics.fnmr_at_fmr` and
         :func:`validation.metrics.eer` on the same data. Passes over the impostors: 2 (3 when the
         selected bins hold more than ``collect_limit`` scores, more for float64), plus 1 for the EER
-        and the companions.
+        and the companions. A float32 source that can sample itself (``sample_histogram()``, the
+        raw-bin histogram of a sample) takes 1 when the sample's guess of the bins holds every
+        statistic and the EER, plus 1 for companions that still need one.
     """
     if hasattr(impostor, "chunks"):
         if impostor_failed is not None:
