@@ -29,7 +29,8 @@ from frvt.perf.machine import git_revision  # noqa: E402
 
 
 def capture_passes(store: Path, out: Path) -> list:
-    """The reductions a real scoring of ``store`` runs (bootstrap 100, plots on), in order."""
+    """The reductions a real scoring of ``store`` runs over every comparison (bootstrap 100, plots
+    on), in order (the sample that precedes them runs on a few blocks only)."""
     from validation import allvsall
 
     caught = []
@@ -121,6 +122,8 @@ def main() -> None:
                 },
             }
             entry["compiled_comparisons_per_cpu_second"] = pairs / entry["compiled_seconds"]
+            if hasattr(red, "fine"):  # the one pass: the share of pairs whose exact similarity it keeps
+                entry["kept_whole_share"] = float(fast.run_block(blk, red, 1 << 18, False)[4][1].sum() / pairs)
             result["passes"].append(entry)
             print(
                 f"{entry['pass']}: {1e3 * entry['compiled_seconds']:.1f} ms compiled, "

@@ -188,6 +188,7 @@ def score_run(
     wall = time.perf_counter() - t0
     m = report.metrics
     n_pairs = m["n_genuine"] + m["n_impostor"]
+    fine = report.systems[0].evaluation.selection.fine
     return {
         "store": str(store),
         "n_templates": int(round((1 + math.sqrt(1 + 8 * n_pairs)) / 2)),
@@ -207,6 +208,8 @@ def score_run(
         "own_cpu_seconds": mem.own_cpu,
         "machine_cpu_seconds": mem.machine_cpu,
         "machine_busy_cores": None if mem.machine_cpu is None else mem.machine_cpu / mem.seconds,
+        # impostor comparisons whose exact similarity the one pass kept (the guessed bins)
+        "kept_whole_share": None if fine is None else float(fine.counts.sum() / max(1, m["n_impostor"])),
         "eer": m["eer"],
         "fnmr_at_fmr": {k: v["fnmr"] for k, v in m["fnmr_at_fmr"].items()},
     }

@@ -14,8 +14,8 @@ A loop without branches (vector instructions) gives every pair of a tile a *code
 Each pass then reads, through a table over the 65,536 codes, what it does with every similarity of
 a bin (count it in bin ``c``, skip it, count it below ``k`` bootstrap edges, ...); only the pairs
 the table cannot decide (their bin holds a step of the pass, or the code is -1), and those whose
-exact value the pass keeps, take the interval's ends or the exact dot product (float64, exact in
-any order). The result of each pass is the packed partial its numpy ``add`` gives on the same
+exact value the pass keeps, take the interval's ends or the exact dot product (in int64 on
+integer copies of the embeddings: exact, and so is its float64). The result of each pass is the packed partial its numpy ``add`` gives on the same
 scores, bit for bit (``tests/validation/test_blockpasses.py``).
 
 The bound: with ``u = 2**-24``, inputs rounded to float32 (relative error ``u`` each) and any
@@ -111,15 +111,15 @@ def _sim32(dot):
     return np.float32(s)
 
 
-@njit(cache=True, fastmath={"reassoc", "contract"})
+@njit(cache=True)
 def _exact_dot(qa, i, qb, j):
-    """The dot product of row ``i`` of ``qa`` and row ``j`` of ``qb``: an integer below 2**53 whose
-    every partial sum is one too, so it is exact in float64 in any order (reassociation and fused
-    multiply-adds allowed: vector instructions)."""
-    acc = 0.0
+    """The dot product of row ``i`` of ``qa`` and row ``j`` of ``qb`` (integers): below 2**53 in
+    magnitude, as is every partial sum, so the int64 sum (vector instructions) is exact, and so is
+    its float64."""
+    acc = np.int64(0)
     for k in range(qa.shape[1]):
-        acc += np.float64(qa[i, k]) * np.float64(qb[j, k])
-    return acc
+        acc += np.int64(qa[i, k]) * np.int64(qb[j, k])
+    return np.float64(acc)
 
 
 @njit(inline="always", cache=True)
@@ -469,17 +469,14 @@ class _Strips:
     templates is) and what the kernels read alongside; the failed comparisons, counted per row."""
 
     def __init__(self, qa, a_ok, qb, b_ok, rsub, csub, r0, c0, all_vs_all, scratch=None, keys=(None, None)):
-        # scratch: buffers and the panels' float32 copies kept from block to block (a worker's), so
+        # scratch: buffers and the panels' float32 and integer copies kept from block to block (a worker's), so
         # that a block allocates (and page-faults) nothing new; keys name the two panels in it
         self.scratch = scratch if scratch is not None else {}
-        (a32, a_norm, a_small), (b32, b_norm, b_small) = self._prepared(qa, keys[0]), self._prepared(qb, keys[1])
+        (a32, a_norm, a_int), (b32, b_norm, b_int) = self._prepared(qa, keys[0]), self._prepared(qb, keys[1])
         self.a32 = a32
         self.b32t = self._prepared_t(b32, keys[1])
-        # the exact products read the float32 copies when they hold the integers exactly (|q| <= 2**24:
-        # unit vectors), half the memory of float64
-        small = a_small and b_small
-        self.qa = a32 if small else np.ascontiguousarray(qa)
-        self.qb = b32 if small else np.ascontiguousarray(qb)
+        # the exact products read integer copies (int32 when every value fits, as for unit vectors)
+        self.qa, self.qb = a_int, b_int
         c = error_bound_factor(self.qa.shape[1])
         # the bound on a product's error, c |qa| |qb|, in units of the similarity (times 2**-49)
         self.ca = a_norm * (c * (1 + 1e-9) * 0.5 * _SCALE)
@@ -512,15 +509,16 @@ class _Strips:
         self.n_failed = int(self.row_failed.sum())
 
     def _prepared(self, q, key):
-        """float32 copy, row norms and whether every value is an integer float32 holds (|q| <= 2**24)."""
+        """float32 copy, row norms, and an integer copy (int32 when every value fits, else int64)."""
         cache = self.scratch.setdefault("panels", {})
         hit = cache.get(key) if key is not None else None
         if hit is None or hit[0].shape != q.shape:
             q64 = np.ascontiguousarray(q)
+            small = bool(np.abs(q64).max(initial=0.0) < 2.0**31)
             hit = (
                 q64.astype(np.float32),
                 np.sqrt(np.einsum("ij,ij->i", q64, q64)),
-                bool(np.abs(q64).max(initial=0.0) <= 2.0**24),
+                q64.astype(np.int32 if small else np.int64),
             )
             if key is not None:
                 while len(cache) >= 16:
