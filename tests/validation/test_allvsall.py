@@ -21,7 +21,7 @@ from frvt.store import (
     read_templates,
     write_results,
 )
-from validation.allvsall import BlockContext, make_plan, materialise, score_stores
+from validation.allvsall import GROUP_SIDE, BlockContext, block_groups, make_plan, materialise, score_stores
 from validation.score import ScoreInput, score
 
 SKIP = {"source", "failures", "created_by", "systems", "plots", "label"}
@@ -133,10 +133,27 @@ def test_all_vs_all_equals_frvt_score_on_the_materialised_scores(store, material
     assert 0 < sample < got["n_impostor"] / 8
 
 
-def test_a_local_dask_cluster_of_two_workers_gives_the_same_numbers(store, materialised, tmp_path):
+@pytest.mark.parametrize("block", [9, 3])
+def test_a_local_dask_cluster_of_two_workers_gives_the_same_numbers(store, materialised, tmp_path, block):
     _, expected, _ = materialised
-    report, _ = score_stores(store, None, tmp_path, label="lfw", workers=2, block=9, n_resamples=200)
+    plan = make_plan(store, block=block)
+    groups = block_groups(plan.blocks(), block, 2)
+    assert (max(map(len, groups)) > 1) == (block == 3)  # small blocks: a task takes a group of them
+    report, _ = score_stores(store, None, tmp_path, label="lfw", workers=2, block=block, n_resamples=200)
     _same_numbers(expected, report.metrics)
+
+
+def test_block_groups_cover_every_block_once_in_squares_of_neighbours():
+    plan_blocks = [(r, r + 4, c, c + 4) for r in range(0, 400, 4) for c in range(r, 400, 4)]
+    for workers in (1, 2, 8, 1000):
+        groups = block_groups(plan_blocks, 4, workers)
+        flat = [b for g in groups for b in g]
+        assert sorted(flat) == sorted(plan_blocks)
+        side = max(len({b[0] for b in g}) for g in groups)
+        assert side <= GROUP_SIDE and all(len({b[2] for b in g}) <= side for g in groups)
+        assert len(groups) >= min(len(plan_blocks), 8 * workers) or side == 1
+        for g in groups:  # rows first, then columns: the row panel reused along the group
+            assert g == sorted(g)
 
 
 def test_match_templates_fallback_gives_the_same_numbers(store, materialised, tmp_path):
