@@ -31,7 +31,7 @@ import contextlib
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +129,11 @@ class Plan:
         order = np.lexsort((j, i))
         return i[order], j[order]
 
+    def for_workers(self) -> Plan:
+        """This plan without the stores' names of templates, identities and images (workers need the
+        subject numbers and return codes only; an error names a template by reading its id then)."""
+        return replace(self, gallery=self.gallery.without_names(), probe=self.probe.without_names())
+
     @property
     def n_pairs(self) -> int:
         n = self.gallery.n
@@ -136,6 +141,12 @@ class Plan:
 
 
 # --- per worker -------------------------------------------------------------------------------------
+
+
+def _template_id(store: StoreInfo, row: int) -> str:
+    """The id of a template (read from the store when the worker's plan holds no names)."""
+    ids = store.ids if store.ids is not None else read_store_info(store.path).ids
+    return str(ids[row])
 
 
 class BlockContext:
@@ -178,7 +189,7 @@ class BlockContext:
             except ValueError as exc:
                 pos = getattr(exc, "index", None)
                 which = (
-                    f"template {store.ids[start + rows[pos]]!r} (row {start + rows[pos]})"
+                    f"template {_template_id(store, start + rows[pos])!r} (row {start + rows[pos]})"
                     if pos is not None
                     else f"templates {start}..{stop - 1}"
                 )
@@ -422,7 +433,7 @@ class StoreComparisons:
         self._plugin = None
         if client is not None:
             self._plugin = f"frvt-scoring-{id(self)}-{time.time_ns()}"
-            client.register_plugin(ScoringPlugin(plan, self._plugin), name=self._plugin)
+            client.register_plugin(ScoringPlugin(plan.for_workers(), self._plugin), name=self._plugin)
             self.max_in_flight = max_in_flight or 2 * max(1, len(client.scheduler_info()["workers"]))
 
     def __len__(self) -> int:

@@ -185,7 +185,8 @@ def test_stores_of_another_model_are_refused(store, tmp_path):
         make_plan(gallery, probe)
 
 
-def test_a_template_of_another_version_is_named(store, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])  # on a cluster the workers' plan holds no names: read then
+def test_a_template_of_another_version_is_named(store, tmp_path, workers):
     copy = tmp_path / "mixed.h5"
     shutil.copy(store, copy)
     info = read_store_info(copy)
@@ -196,7 +197,7 @@ def test_a_template_of_another_version_is_named(store, tmp_path):
     with h5py.File(copy, "r+") as f:
         f["template"][k] = np.frombuffer(bytes(t), np.uint8)
     with pytest.raises(StoreError, match=f"{info.ids[k]}.*format version 2"):
-        score_stores(copy, None, tmp_path / "out", workers=0, n_resamples=0, plots=False)
+        score_stores(copy, None, tmp_path / "out", workers=workers, n_resamples=0, plots=False)
 
 
 def test_a_corrupt_or_incomplete_store_is_named(store, tmp_path):
