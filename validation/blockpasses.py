@@ -14,9 +14,10 @@ A loop without branches (vector instructions) gives every pair of a tile a *code
 Each pass then reads, through a table over the 65,536 codes, what it does with every similarity of
 a bin (count it in bin ``c``, skip it, count it below ``k`` bootstrap edges, ...); only the pairs
 the table cannot decide (their bin holds a step of the pass, or the code is -1), and those whose
-exact value the pass keeps, take the interval's ends or the exact dot product (in int64 on
-integer copies of the embeddings: exact, and so is its float64). The result of each pass is the packed partial its numpy ``add`` gives on the same
-scores, bit for bit (``tests/validation/test_blockpasses.py``).
+exact value the pass keeps, take the interval's ends or the exact dot product (in int64 on integer
+copies of the embeddings: exact, and so is its float64). The result of each pass is the packed
+partial its numpy ``add`` gives on the same scores, bit for bit
+(``tests/validation/test_blockpasses.py``).
 
 The bound: with ``u = 2**-24``, inputs rounded to float32 (relative error ``u`` each) and any
 float32 evaluation order of the ``d`` products and their sum (what every BLAS ``sgemm`` does),
@@ -36,7 +37,7 @@ from numba.extending import intrinsic
 from implementation import template as tpl
 from validation.intervals import SubjectEdgePass
 from validation.selection import DigitPass, FineBinsPass, KeepBinsPass, MultiPass, TopBinPass, float_keys
-from validation.streaming import BracketPass, HistogramPass
+from validation.streaming import BracketPass, HistogramPass, histogram_bin_of_ranges
 
 TILE_ROWS, TILE_COLS = 256, 512
 """A block is taken in tiles of 256 x 512 pairs: the tile's float32 products (512 KiB) and the
@@ -227,50 +228,14 @@ def _range_of(fmin, fmax):
 
 
 @njit(cache=True)
-def _top_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, hist, state):
+def _top_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, fine, hist, state, out):
     """hist[j % 4, raw top 16 bits] += 1 for every comparison (four copies: consecutive increments of
-    one counter would wait on each other); state: [lowest, highest similarity]. Four comparisons
-    whose bins all lie strictly between the bins of the lowest and highest similarity so far are
-    counted from their codes at once; the others (possible new extremes, uncertain codes) one by
-    one, those outside that range from the exact similarity."""
-    fmin, fmax = np.float32(state[0]), np.float32(state[1])
-    first, span, lo_bin, hi_bin = _range_of(fmin, fmax)
-    h0, h1, h2, h3 = hist[0], hist[1], hist[2], hist[3]
-    for i in range(approx.shape[0]):
-        row = codes[i]
-        n = row.shape[0]
-        j = _first_col(all_vs_all, gi0 + i, gj0)
-        while j < n:
-            if j + 4 <= n and (j & 3) == 0:
-                c0 = np.uint64(np.int64(row[j]) - np.int64(first))
-                c1 = np.uint64(np.int64(row[j + 1]) - np.int64(first))
-                c2 = np.uint64(np.int64(row[j + 2]) - np.int64(first))
-                c3 = np.uint64(np.int64(row[j + 3]) - np.int64(first))
-                if c0 < span and c1 < span and c2 < span and c3 < span:
-                    h0[c0 + first] += 1
-                    h1[c1 + first] += 1
-                    h2[c2 + first] += 1
-                    h3[c3 + first] += 1
-                    j += 4
-                    continue
-            c = row[j]
-            if c > lo_bin and c < hi_bin:
-                hist[j & 3, c] += 1
-            elif approx[i, j] == approx[i, j]:
-                s = _exact(qa, i, qb, j)
-                b = _bits(s) >> 16
-                hist[j & 3, b] += 1
-                if s < fmin or s > fmax:
-                    fmin, fmax = min(fmin, s), max(fmax, s)
-                    first, span, lo_bin, hi_bin = _range_of(fmin, fmax)
-            j += 1
-    state[0], state[1] = fmin, fmax
-
-
-@njit(cache=True)
-def _fine_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, fine, hist, state, out):
-    """:func:`_top_bins`, and the raw bits of the exact similarity of every comparison in a ``fine``
-    bin appended to ``out`` (returns how many)."""
+    one counter would wait on each other); state: [lowest, highest similarity]; the raw bits of the
+    exact similarity of every comparison in a ``fine`` bin appended to ``out`` (returns how many).
+    Four comparisons whose bins all lie strictly between the bins of the lowest and highest
+    similarity so far, none of them fine, are counted from their codes at once; the others (fine
+    bins, possible new extremes, uncertain codes) one by one, those outside that range from the
+    exact similarity."""
     fmin, fmax = np.float32(state[0]), np.float32(state[1])
     first, span, lo_bin, hi_bin = _range_of(fmin, fmax)
     h0, h1, h2, h3 = hist[0], hist[1], hist[2], hist[3]
@@ -323,20 +288,6 @@ def _fine_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, fine, hist, 
             j += 1
     state[0], state[1] = fmin, fmax
     return n_out
-
-
-@njit(cache=True)
-def _run_lengths(v, u, c):
-    """Distinct values of the sorted ``v`` into ``u`` and their counts into ``c``; returns how many."""
-    m = 0
-    for t in range(v.shape[0]):
-        if m and u[m - 1] == v[t]:
-            c[m - 1] += 1
-        else:
-            u[m] = v[t]
-            c[m] = 1
-            m += 1
-    return m
 
 
 @njit(cache=True)
@@ -469,8 +420,8 @@ class _Strips:
     templates is) and what the kernels read alongside; the failed comparisons, counted per row."""
 
     def __init__(self, qa, a_ok, qb, b_ok, rsub, csub, r0, c0, all_vs_all, scratch=None, keys=(None, None)):
-        # scratch: buffers and the panels' float32 and integer copies kept from block to block (a worker's), so
-        # that a block allocates (and page-faults) nothing new; keys name the two panels in it
+        # scratch: buffers and the panels' float32 and integer copies kept from block to block (a
+        # worker's), so that a block allocates (and page-faults) nothing new; keys name the two panels
         self.scratch = scratch if scratch is not None else {}
         (a32, a_norm, a_int), (b32, b_norm, b_int) = self._prepared(qa, keys[0]), self._prepared(qb, keys[1])
         self.a32 = a32
@@ -623,9 +574,14 @@ class _TopBins(_Runner):
         super().__init__(red, strips)
         self.hists = np.zeros((4, 1 << 16), np.int64)
         self.state = np.array([math.inf, -math.inf])
+        self.fine = np.ascontiguousarray(getattr(red, "fine", np.zeros(1 << 16, bool)), dtype=np.bool_)
+        self.out = strips.buffer("fine_out", TILE_ROWS * TILE_COLS, np.uint32)
+        self.parts = []
 
     def tile(self, s0, s1, args):
-        _top_bins(*args, self.hists, self.state)
+        n = _top_bins(*args, self.fine, self.hists, self.state, self.out)
+        if n:
+            self.parts.append(self.out[:n].copy())
 
     def result(self):
         hist = self.hists.sum(axis=0)
@@ -635,26 +591,13 @@ class _TopBins(_Runner):
 
 
 class _FineBins(_TopBins):
-    def __init__(self, red: FineBinsPass, strips: _Strips) -> None:
-        super().__init__(red, strips)
-        self.fine = np.ascontiguousarray(red.fine, dtype=np.bool_)
-        self.out = strips.buffer("fine_out", TILE_ROWS * TILE_COLS, np.uint32)
-        self.parts = []
-
-    def tile(self, s0, s1, args):
-        n = _fine_bins(*args, self.fine, self.hists, self.state, self.out)
-        if n:
-            self.parts.append(self.out[:n].copy())
-
     def result(self):
         hist, n_failed, fmin, fmax = super().result()
         parts = self.parts
         if n_failed and self.fine[_INF_RAW_BIN]:
             parts = [*parts, np.full(n_failed, _INF_RAW_BIN << 16, np.uint32)]
-        v = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.uint32)
-        u, c = np.empty(v.size, np.uint32), np.empty(v.size, np.int64)
-        m = _run_lengths(v, u, c)
-        return [hist, n_failed, fmin, fmax, (u[:m], c[:m])]
+        u, c = np.unique(np.concatenate(parts) if parts else np.zeros(0, np.uint32), return_counts=True)
+        return [hist, n_failed, fmin, fmax, (u, c.astype(np.int64))]
 
 
 class _KeepBins(_Runner):
@@ -769,12 +712,7 @@ class _Histogram(_Runner):
         self.edges = edges = np.ascontiguousarray(red.edges, dtype=np.float64)
         nbins = edges.size - 1
         self.grid = _edge_grid(red, edges)
-        floor, ceil = _bin_ends()
-        k_lo = np.minimum(np.searchsorted(edges, floor, side="right") - 1, nbins - 1)
-        k_hi = np.minimum(np.searchsorted(edges, ceil, side="right") - 1, nbins - 1)
-        inside = (floor >= edges[0]) & (ceil <= edges[-1])
-        outside = (ceil < edges[0]) | (floor > edges[-1])
-        self.table = _table(np.where(outside, -2, np.where(inside & (k_lo == k_hi), k_lo, -1)), -1, np.int64)
+        self.table = _table(histogram_bin_of_ranges(*_bin_ends(), edges), -1, np.int64)
         self.counts = np.zeros((4, nbins), np.int64)
 
     def tile(self, s0, s1, args):

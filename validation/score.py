@@ -558,14 +558,13 @@ def _histogram_edges(genuine: np.ndarray, sel, hib: bool, bins: int = 100):
 
 def _histogram(loaded: LoadedScores, ev: StreamingEvaluation, impostor_counts=None):
     """Genuine and impostor counts over 100 shared bins in the caller's units (one more pass, unless
-    ``impostor_counts``, the :class:`validation.streaming.HistogramPass` result, is given)."""
+    ``impostor_counts``, the :class:`validation.streaming.HistogramPass` result or the counts from the
+    key bins, is given)."""
     made = _histogram_edges(ev.genuine, ev.selection, ev.higher_is_better)
     if made is None:
         return None
     edges, g_user = made
     gc, _ = np.histogram(g_user, bins=edges)
-    if impostor_counts is None and ev.higher_is_better:  # from the key bins when they decide it
-        impostor_counts = histogram_from_selection(ev.selection, edges)
     ic, _ = impostor_counts if impostor_counts is not None else histogram(loaded.impostor, edges)
     return edges, gc, ic
 
@@ -586,7 +585,10 @@ def _companions(loaded: LoadedScores, want_boot: bool, plots: bool):
             made["bootstrap"] = (0, passes[0])
         if plots:
             e = _histogram_edges(genuine, sel, loaded.higher_is_better)
-            if e is not None and not (loaded.higher_is_better and histogram_from_selection(sel, e[0]) is not None):
+            known = histogram_from_selection(sel, e[0]) if e is not None and loaded.higher_is_better else None
+            if known is not None:  # the key bins decide every count: no pass
+                made["histogram_counts"] = known
+            elif e is not None:
                 made["histogram"] = (len(passes), e[0])
                 passes = [*passes, HistogramPass(e[0])]
         return passes, ids
@@ -719,7 +721,8 @@ def evaluate_system(
         )
     m = system_metrics(inp, loaded, ev, boot, confidence)
     k = made.get("histogram", (None,))[0]
-    hist = _histogram(loaded, ev, ev.companions[k] if k is not None else None) if histogram else None
+    counts = ev.companions[k] if k is not None else made.get("histogram_counts")
+    hist = _histogram(loaded, ev, counts) if histogram else None
     return SystemResult(inp, loaded, ev, boot, m, hist)
 
 

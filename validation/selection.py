@@ -133,11 +133,23 @@ class FineValues:
         """The distinct scores (similarities, float64), ascending."""
         return keys_to_float(self.keys, np.float32).astype(np.float64)
 
+    def key_bins(self) -> np.ndarray:
+        """The key bin of each distinct score (int64), ascending."""
+        return (self.keys >> np.uint32(16)).astype(np.int64)
+
 
 def _raw_top16_to_key_top16() -> np.ndarray:
     """``m[r]`` is the top 16 bits of the order-preserving key for raw top 16 bits ``r``."""
     r = np.arange(1 << 16, dtype=np.int64)
     return np.where(r < 0x8000, r ^ 0x8000, r ^ 0xFFFF)
+
+
+def key_histogram(raw_hist: np.ndarray) -> np.ndarray:
+    """A histogram over the raw top 16 bits of float32 scores, reordered over their key bins (score
+    order), same dtype."""
+    hist = np.zeros(1 << 16, dtype=np.asarray(raw_hist).dtype)
+    hist[_raw_top16_to_key_top16()] = raw_hist
+    return hist
 
 
 class Reduction(Protocol):
@@ -495,14 +507,11 @@ def fine_bins_from_sample(
     A bin is kept when the counts above and at-or-above it, scaled from the sample, could bracket a
     wanted rank: each sample count ``S`` stands for anything from ``(S - z sqrt(S) - z**2)(1 - slack)``
     to ``(S + z sqrt(S) + z**2)(1 + slack)`` (binomial noise, and ``slack`` for a sample taken in
-    blocks rather than score by score). A wrong guess costs time,
-    never exactness: :func:`kth_largest` takes the statistics outside the fine bins in a second pass.
+    blocks rather than score by score). A wrong guess costs time, never exactness:
+    :func:`kth_largest` takes the statistics outside the fine bins in a second pass.
     """
-    key_of_raw = _raw_top16_to_key_top16()
-    hs = np.zeros(1 << 16, dtype=np.float64)
-    hs[key_of_raw] = np.asarray(sample, np.float64)
+    hs = key_histogram(np.asarray(sample, np.float64))
     m = hs.sum()
-    fine_keys = np.zeros(1 << 16, dtype=bool)
     ks = np.asarray(ks, np.int64)
     if m <= 0 or not ks.size:
         return np.zeros(1 << 16, bool)
@@ -520,12 +529,11 @@ def fine_bins_from_sample(
     # bins b with lo_gt[b] <= k < hi_ge[b]: an interval of bins for each k
     b_lo = np.searchsorted(-lo_gt, -ks, side="left")  # first b with lo_gt[b] <= k
     b_end = np.searchsorted(-hi_ge, -ks, side="left")  # first b with hi_ge[b] <= k: past the last
-    starts, stops = b_lo, b_end
+    some = b_lo < b_end
     delta = np.zeros((1 << 16) + 1, dtype=np.int64)
-    np.add.at(delta, starts[starts < stops], 1)
-    np.add.at(delta, stops[starts < stops], -1)
-    fine_keys = np.cumsum(delta[:-1]) > 0
-    return fine_keys[key_of_raw]
+    np.add.at(delta, b_lo[some], 1)
+    np.add.at(delta, b_end[some], -1)
+    return (np.cumsum(delta[:-1]) > 0)[_raw_top16_to_key_top16()]
 
 
 def kth_largest(
@@ -593,8 +601,7 @@ def kth_largest(
     else:
         raw_hist, n_failed, fmin, fmax = run_pass(source, TopBinPass(dtype, higher_is_better), chunk_size)
     passes = 1
-    hist = np.zeros(1 << 16, dtype=np.int64)
-    hist[key_of_raw] = raw_hist
+    hist = key_histogram(np.asarray(raw_hist, np.int64))
     from_top = np.cumsum(hist[::-1])  # from_top[j]: scores in key bins >= 65535 - j
     j = np.searchsorted(from_top, ks, side="right")
     above = np.where(j > 0, from_top[np.maximum(j - 1, 0)], 0).astype(np.int64)
@@ -634,8 +641,7 @@ def _from_fine(fine: FineValues, prefix: np.ndarray, rank: np.ndarray, above: np
     bin ``prefix`` lie above each (``above`` scores in higher bins)."""
     keys, counts = fine.keys, fine.counts
     from_top = np.concatenate([np.cumsum(counts[::-1])[::-1], [0]])  # scores with key >= keys[i]
-    key_top = (keys >> np.uint32(16)).astype(np.int64)
-    end = np.searchsorted(key_top, prefix.astype(np.int64), side="right")  # one past the bin's last key
+    end = np.searchsorted(fine.key_bins(), prefix.astype(np.int64), side="right")  # one past the bin's last key
     # the statistic is the highest key i of the bin with (scores of the bin >= keys[i]) > rank
     target = from_top[end] + rank
     i = np.searchsorted(-from_top, -target, side="left") - 1

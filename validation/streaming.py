@@ -41,10 +41,10 @@ from validation.selection import (
     MultiPass,
     Selection,
     _Pass,
-    _raw_top16_to_key_top16,
     _similarity,
     fine_bins_from_sample,
     float_keys,
+    key_histogram,
     keys_to_float,
     kth_largest,
     run_pass,
@@ -200,8 +200,7 @@ def _eer_ranks(sample: np.ndarray, n: int, g_sorted: np.ndarray) -> np.ndarray:
     """Ranks from the top of the impostor scores near the EER, judged from the raw-bin histogram of
     a sample of them and the genuine similarities: the counts at or above the two key-bin edges
     around the crossing, scaled to the ``n`` scores (empty when the sample says nothing)."""
-    hs = np.zeros(1 << 16, dtype=np.float64)
-    hs[_raw_top16_to_key_top16()] = np.asarray(sample, np.float64)
+    hs = key_histogram(np.asarray(sample, np.float64))
     m = hs.sum()
     if m <= 0 or not g_sorted.size:
         return np.zeros(0, np.int64)
@@ -231,11 +230,11 @@ def bracket_from_fine(sel: Selection, lo: float, hi: float):
     inside = (v >= lo) & (v < hi)
     u, c = v[inside], fine.counts[inside]
     next_above = math.inf
+    key_bins = fine.key_bins()
     for b in np.flatnonzero(sel.hist[k_hi:]) + k_hi:  # the first score >= hi: in the first bin holding one
         if not fine.bins[b]:
             return None
-        top = (fine.keys >> np.uint32(16)).astype(np.int64) == b
-        above = v[top & (v >= hi)]
+        above = v[(key_bins == b) & (v >= hi)]
         if above.size:
             next_above = float(above.min())
             break
@@ -457,6 +456,18 @@ def histogram(source: ScoreSource, edges: np.ndarray, *, chunk_size: int = DEFAU
     return counts, n_failed
 
 
+def histogram_bin_of_ranges(floor: np.ndarray, ceil: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """For each range of scores ``[floor, ceil]``: the bin of ``edges`` (``np.histogram``'s, the last
+    one closed) that holds the whole range, -2 when the range lies outside every bin, -1 when it
+    straddles an edge or an end."""
+    nbins = edges.size - 1
+    k_lo = np.minimum(np.searchsorted(edges, floor, side="right") - 1, nbins - 1)
+    k_hi = np.minimum(np.searchsorted(edges, ceil, side="right") - 1, nbins - 1)
+    inside = (floor >= edges[0]) & (ceil <= edges[-1])
+    outside = (ceil < edges[0]) | (floor > edges[-1])
+    return np.where(outside, -2, np.where(inside & (k_lo == k_hi), k_lo, -1))
+
+
 def histogram_from_selection(sel: Selection, edges: np.ndarray):
     """:func:`histogram` of the scores a selection was made from, without a pass, when its key
     histogram decides every count: each key bin holding scores lies inside one bin of ``edges``
@@ -478,19 +489,16 @@ def histogram_from_selection(sel: Selection, edges: np.ndarray):
     ceil = ceil.astype(np.float64)
     if not (np.isfinite(floor).all() and np.isfinite(ceil).all()):
         return None
-    k_lo = np.minimum(np.searchsorted(edges, floor, side="right") - 1, nbins - 1)
-    k_hi = np.minimum(np.searchsorted(edges, ceil, side="right") - 1, nbins - 1)
-    inside = (floor >= edges[0]) & (ceil <= edges[-1]) & (k_lo == k_hi)
-    outside = (ceil < edges[0]) | (floor > edges[-1])
+    k = histogram_bin_of_ranges(floor, ceil, edges)
     counts = np.zeros(nbins, np.int64)
-    np.add.at(counts, k_lo[inside], hist[bins[inside]])
-    mixed = bins[~inside & ~outside]
+    np.add.at(counts, k[k >= 0], hist[bins[k >= 0]])
+    mixed = bins[k == -1]
     if mixed.size:
         fine = sel.fine
         if fine is None or not fine.covers(mixed):
             return None
         v = fine.values()
-        take = np.isin((fine.keys >> np.uint32(16)).astype(np.int64), mixed) & (v >= edges[0]) & (v <= edges[-1])
+        take = np.isin(fine.key_bins(), mixed) & (v >= edges[0]) & (v <= edges[-1])
         k = np.minimum(np.searchsorted(edges, v[take], side="right") - 1, nbins - 1)
         np.add.at(counts, k, fine.counts[take])
     return counts, int(sel.n_failed)
