@@ -109,31 +109,6 @@ def decode(
     return boxes, points
 
 
-def letterbox(
-    image: np.ndarray, input_size: tuple[int, int], fill_bgr: tuple[float, float, float]
-) -> tuple[np.ndarray, tuple[float, float]]:
-    """Resize an RGB or grey uint8 image into ``input_size`` keeping its aspect ratio.
-
-    Returns the BGR uint8 canvas, shape (H, W, 3), with the image in its top-left corner and
-    the rest filled with ``fill_bgr``, and the per-axis factors ``(sx, sy)`` such that a point
-    ``(x, y)`` of the image is at ``(x * sx, y * sy)`` on the canvas.
-    """
-    image = np.ascontiguousarray(image)
-    height, width = image.shape[:2]
-    in_h, in_w = input_size
-    scale = min(in_h / height, in_w / width)
-    new_w = min(in_w, max(1, round(width * scale)))
-    new_h = min(in_h, max(1, round(height * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    # Resize, then reorder channels: resizing treats channels alike, so this is the same image as
-    # converting first, with the colour conversion on the smaller one.
-    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
-    canvas = np.empty((in_h, in_w, 3), np.uint8)
-    canvas[:] = np.round(fill_bgr).astype(np.uint8)
-    canvas[:new_h, :new_w] = cv2.cvtColor(resized, cv2.COLOR_GRAY2BGR if resized.ndim == 2 else cv2.COLOR_RGB2BGR)
-    return canvas, (new_w / width, new_h / height)
-
-
 class RetinaFaceDetector:
     """Find faces and their 5 landmarks with RetinaFace.
 
@@ -173,12 +148,31 @@ class RetinaFaceDetector:
         self._priors = priors(self.config)
 
     def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
-        """Image -> network input (1, 3, H, W) float32 and the canvas factors ``(sx, sy)``."""
-        canvas, factors = letterbox(image, self.config.input_size, self.config.mean_bgr)
-        x = np.empty((1, 3, *canvas.shape[:2]), np.float32)
-        for channel, (plane, mean) in enumerate(zip(cv2.split(canvas), self.config.mean_bgr)):
-            np.subtract(plane, np.float32(mean), out=x[0, channel])  # uint8 - float32, as float32
-        return x, factors
+        """Image -> network input (1, 3, H, W) float32 and the canvas factors ``(sx, sy)``.
+
+        The letterbox (module docstring) with the mean subtracted, written straight into the
+        network's planes: the image is resized with its aspect ratio kept until its longer side
+        fills the input (area averaging when shrinking, bilinear when enlarging), each BGR plane
+        of it minus its mean goes to the top-left corner, and the rest is the mean colour rounded
+        to uint8 minus the mean (zero for integer means). Resizing treats channels alike, so
+        splitting the channels after resizing gives the same numbers as converting first.
+        """
+        image = np.ascontiguousarray(image)
+        height, width = image.shape[:2]
+        in_h, in_w = self.config.input_size
+        scale = min(in_h / height, in_w / width)
+        new_w = min(in_w, max(1, round(width * scale)))
+        new_h = min(in_h, max(1, round(height * scale)))
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+        planes = [resized] * 3 if resized.ndim == 2 else cv2.split(resized)[::-1]  # B, G, R
+        x = np.empty((1, 3, in_h, in_w), np.float32)
+        for channel, (plane, mean) in enumerate(zip(planes, self.config.mean_bgr)):
+            mean = np.float32(mean)
+            x[0, channel, new_h:] = np.float32(np.round(mean)) - mean
+            x[0, channel, :new_h, new_w:] = np.float32(np.round(mean)) - mean
+            np.subtract(plane, mean, out=x[0, channel, :new_h, :new_w])  # uint8 - float32, as float32
+        return x, (new_w / width, new_h / height)
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in ``image``, best score first.

@@ -12,6 +12,7 @@ are black; the sum is rounded half up. (The letterbox resize and the pyramid ste
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 WARP_BITS = 10
@@ -32,23 +33,29 @@ def warp_bilinear(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarra
     Pixel-index convention (the centre of pixel ``i`` is at ``i``); outside the image is black.
     """
     src = np.ascontiguousarray(image)
-    h, w = src.shape[:2]
+    h, w, channels = src.shape
     inv = invert_affine(matrix)
     ys, xs = np.meshgrid(np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64), indexing="ij")
     one = 1 << WARP_BITS
-    sx = np.floor((inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]) * one + 0.5).astype(np.int64)
-    sy = np.floor((inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]) * one + 0.5).astype(np.int64)
+    sx = np.floor((inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]) * one + 0.5).astype(np.int64).ravel()
+    sy = np.floor((inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]) * one + 0.5).astype(np.int64).ravel()
     x0, y0 = sx >> WARP_BITS, sy >> WARP_BITS
-    fx, fy = sx & (one - 1), sy & (one - 1)
-    acc = np.zeros((size, size, src.shape[2]), np.int64)
-    for dy, dx, weight in (
-        (0, 0, (one - fx) * (one - fy)),
-        (0, 1, fx * (one - fy)),
-        (1, 0, (one - fx) * fy),
-        (1, 1, fx * fy),
-    ):
-        x, y = x0 + dx, y0 + dy
-        inside = (x >= 0) & (x < w) & (y >= 0) & (y < h)
-        pixels = src[np.where(inside, y, 0), np.where(inside, x, 0)].astype(np.int64)
-        acc += np.where(inside, weight, 0)[:, :, None] * pixels
-    return ((acc + (1 << (2 * WARP_BITS - 1))) >> (2 * WARP_BITS)).astype(np.uint8)
+    fx, fy = (sx & (one - 1)).astype(np.int32), (sy & (one - 1)).astype(np.int32)
+    # Sample from the image with a one-pixel black border: a position whose top-left neighbour is
+    # in the border or the image reads its four neighbours there (black outside); one further out
+    # has all four outside and gets zero weight.
+    reach = (x0 >= -1) & (x0 < w) & (y0 >= -1) & (y0 < h)
+    # Each pixel as one uint32 (RGBA), bordered by one black pixel: a neighbour is one 1-D gather.
+    rgba = cv2.cvtColor(src, cv2.COLOR_GRAY2RGBA if channels == 1 else cv2.COLOR_RGB2RGBA)
+    packed = cv2.copyMakeBorder(rgba, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0).view(np.uint32).ravel()
+    top_left = np.where(reach, (np.clip(y0, -1, h - 1) + 1) * (w + 2) + np.clip(x0, -1, w - 1) + 1, 0)
+    gx, gy = one - fx, one - fy
+    reach = reach.astype(np.int32)
+    # Every product and sum fits in int32: four weights sum to 2**20, times 255, plus 2**19.
+    acc = np.full((size * size, 4), 1 << (2 * WARP_BITS - 1), np.int32)
+    for offset, weight in ((0, gx * gy), (1, fx * gy), (w + 2, gx * fy), (w + 3, fx * fy)):
+        pixels = packed.take(top_left + offset).view(np.uint8).reshape(-1, 4).astype(np.int32)
+        pixels *= (weight * reach)[:, None]
+        acc += pixels
+    acc >>= 2 * WARP_BITS
+    return acc[:, :channels].astype(np.uint8).reshape(size, size, channels)

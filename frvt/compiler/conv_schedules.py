@@ -85,8 +85,6 @@ def conv_shape(func) -> dict | None:
 def candidate_tiles(shape: dict, limit: int = 8) -> list[ConvTile]:
     """Variants for a convolution of this shape, most promising first (most FMAs per loaded weight
     vector, then per broadcast input), at most ``limit`` per reduction order."""
-    if shape["n"] != 1:
-        return []
     options = []
     for fi in (8, 16, 24, 32):
         if shape["oc"] % fi:
@@ -132,7 +130,9 @@ def schedule_direct_conv(func, tile: ConvTile):
     yo, yi = sch.split(yy, [None, tile.yi])
     xo, xi = sch.split(xx, [None, tile.xi])
     reduction = (rc, ry, rx) if tile.order == "c-outer" else (ry, rx, rc)
-    sch.reorder(n, fo, yo, xo, *reduction, yi, xi, fi)
+    # the images of a batch inside the block of output channels: each block's weights serve
+    # every image while they are in cache
+    sch.reorder(fo, n, yo, xo, *reduction, yi, xi, fi)
     accumulators = sch.cache_write(conv, 0, "global")
     sch.reverse_compute_at(accumulators, xo)
     if out is not None:

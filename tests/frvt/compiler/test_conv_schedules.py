@@ -65,21 +65,31 @@ def test_tiles_fit_the_output_and_the_registers():
     # a prime output width (17) and a single pixel leave nothing to offer: the search keeps them
     assert conv_schedules.candidate_tiles(dict(shape, h=17, w=17, oc=64)) == []
     assert conv_schedules.candidate_tiles(dict(shape, h=1, w=1)) == []
-    assert conv_schedules.candidate_tiles(dict(shape, n=2)) == []
+    # a batch: the same tiles, the images inside each block of output channels
+    assert conv_schedules.candidate_tiles(dict(shape, n=2)) == tiles
     pointwise = conv_schedules.candidate_tiles(dict(shape, kh=1, kw=1))  # one reduction order is enough
     assert pointwise and {t.order for t in pointwise} == {conv_schedules.ORDERS[0]}
 
 
-def test_every_variant_computes_what_the_unscheduled_function_does(tasks):
+@pytest.mark.parametrize("batch", [1, 2])
+def test_every_variant_computes_what_the_unscheduled_function_does(model, tasks, batch):
     """Each variant built alone (its weight repacking kept inside the function) against the
-    unscheduled function on the same random arguments."""
+    unscheduled function on the same random arguments; also for a batch of two images (the
+    chip and its mirror in one call)."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
     target = tvm.target.Target(targets.parse_target("broadwell"))
+    if batch == 1:
+        conv_tasks = tasks[1]
+    else:
+        spec = targets.parse_target("broadwell")
+        mod = passes.prepare_module(passes.import_onnx(model, (batch, *INPUT_SHAPE[1:])), spec, "NHWC")
+        conv_tasks = [t for t in tuning.extract_tasks(mod, spec) if conv_schedules.conv_shape(t.dispatched[0])]
+        assert [conv_schedules.conv_shape(t.dispatched[0])["n"] for t in conv_tasks] == [batch, batch]
     rng = np.random.default_rng(8)
     checked = 0
-    for task in tasks[1]:
+    for task in conv_tasks:
         func_mod = task.dispatched[0]
         shape = conv_schedules.conv_shape(func_mod)
         infos = ms.arg_info.ArgInfo.from_prim_func(func_mod["main"])
