@@ -12,6 +12,7 @@ model hash and target match) and is never done on the template path: ``initializ
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -38,6 +39,7 @@ def build_config_dir(
     detector_onnx: str | Path = DETECTOR_ONNX,
     embedder_library: str | Path | None = None,
     flip_average: bool = True,
+    flip_in_one_call: bool = False,
     progress: bool | Callable[[str], None] = False,
 ) -> Path:
     """Build (or find) a config directory for ``FaceVerifier``; returns its path.
@@ -53,11 +55,19 @@ def build_config_dir(
         model plugs in here).
     embedder_library : path, optional
         An already compiled embedder directory (from ``frvt compile``) to use instead of compiling.
+    flip_average : bool
+        Embed each chip and its mirror image and average the two (the default).
+    flip_in_one_call : bool
+        Compile the embedder for a batch of two, so that the chip and its mirror image go through
+        it in one call (its weights read once); with the committed tuning database for that
+        shape when there is one.
     """
     from frvt.compiler.compile import ensure_compiled
 
     cache = cache_root() / "compiled"
     detector_dir = ensure_compiled(detector_onnx, target, cache, progress=progress)
+    if flip_average and flip_in_one_call:
+        embedder_config = dataclasses.replace(embedder_config, input_shape=(2, *embedder_config.input_shape[1:]))
     if embedder_library is None:
         embedder_dir = ensure_compiled(embedder_onnx, target, cache, model_config=embedder_config, progress=progress)
     else:

@@ -51,9 +51,11 @@ class ModelConfig:
         x = chip if self.colour_order.upper() == "RGB" else chip[:, :, ::-1]
         return (x.astype(np.float32) - np.asarray(self.mean, np.float32)) * np.float32(self.scale)
 
-    def batch(self, x: np.ndarray) -> np.ndarray:
-        """(height, width, 3) -> a contiguous float32 batch of one in :attr:`layout`."""
-        net_in = x.transpose(2, 0, 1)[None] if self.layout == "NCHW" else x[None]
+    def batch(self, *images: np.ndarray) -> np.ndarray:
+        """(height, width, 3) inputs -> one contiguous float32 batch of them in :attr:`layout`."""
+        net_in = np.stack(images)
+        if self.layout == "NCHW":
+            net_in = net_in.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(net_in, np.float32)
 
     def to_json(self) -> dict:

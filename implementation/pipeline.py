@@ -210,10 +210,18 @@ class FaceVerifier:
         return self._config.batch(x)
 
     def _embed(self, chip: np.ndarray) -> np.ndarray:
+        """The chip's unit embedding: the normalised sum of the unit embeddings of the chip and,
+        when flip-averaging, its mirror image; both in one call when the embedder was compiled
+        for a batch of two."""
         x = self._network_input(chip)
+        views = [x] + ([x[:, ::-1]] if self._flip else [])
+        if int(self._embedder.input_shape[0]) == len(views) > 1:
+            rows = np.asarray(self._embedder_timed(self._config.batch(*views))[0], np.float64)
+        else:
+            rows = [np.asarray(self._embedder_timed(self._batch(view))[0], np.float64)[0] for view in views]
         total = np.zeros(self._config.embedding_size, np.float64)
-        for item in [x] + ([x[:, ::-1]] if self._flip else []):
-            v = np.asarray(self._embedder_timed(self._batch(item))[0], np.float64).ravel()
+        for v in rows:
+            v = v.ravel()
             total += v / (np.linalg.norm(v) + 1e-12)
         return (total / (np.linalg.norm(total) + 1e-12)).astype(np.float32)
 
@@ -337,5 +345,7 @@ class FaceVerifier:
             if landmarks is not None
             else np.zeros((size, size, 3), np.uint8)
         )
-        out["embedder"] = [asdict(op) for op in self._embedder.profile(self._batch(self._network_input(chip)))]
+        x = self._network_input(chip)
+        views = [x, x[:, ::-1]] if int(self._embedder.input_shape[0]) == 2 else [x]
+        out["embedder"] = [asdict(op) for op in self._embedder.profile(self._config.batch(*views))]
         return out

@@ -218,7 +218,13 @@ def main() -> int:
         default=None,
         help="how convolutions are computed (default: the database's, else NCHW)",
     )
-    parser.add_argument("--input-shape", type=int, nargs="+", default=None)
+    parser.add_argument(
+        "--input-shape",
+        type=int,
+        nargs="+",
+        default=None,
+        help="static input shape (default: the database's, else the model's); e.g. 2 3 150 150 for a batch of two",
+    )
     parser.add_argument("--op", action="append", default=None, help="tune only tasks containing this")
     parser.add_argument(
         "--gflops-range",
@@ -300,8 +306,13 @@ def main() -> int:
     settings = databases.scheme_settings(database, scheme)
     if settings:
         _log(f"scheme settings {json.dumps(settings)}")
+    recorded_shape = databases.read_manifest(database).get("input_shape")
+    if args.input_shape and recorded_shape and list(args.input_shape) != list(recorded_shape):
+        _log(f"error: {database} was tuned at input shape {recorded_shape}, not {args.input_shape}")
+        return 2
+    input_shape = tuple(args.input_shape or recorded_shape or passes.onnx_input_spec(args.model)[1])
     mod = passes.prepare_module(
-        passes.import_onnx(args.model, tuple(args.input_shape) if args.input_shape else None),
+        passes.import_onnx(args.model, input_shape),
         target,
         scheme,
         **settings,
@@ -318,7 +329,15 @@ def main() -> int:
     except ValueError as exc:
         _log(f"error: {exc}")
         return 2
-    databases.write_manifest(database, args.model, target, conv_scheme=scheme, cold_tasks=cold_tasks, **settings)
+    databases.write_manifest(
+        database,
+        args.model,
+        target,
+        conv_scheme=scheme,
+        cold_tasks=cold_tasks,
+        input_shape=list(input_shape),
+        **settings,
+    )
     if args.remeasure is not None:
         selected = tuning.select_tasks(tasks, args.op, gflops_range)
         remeasured = tuning.remeasure_records(

@@ -132,17 +132,17 @@ def compile_model(
     start = time.perf_counter()
     onnx_path = Path(onnx_path)
     target_dict = parse_target(target)
+    input_name, input_shape = onnx_input_spec(onnx_path)
+    if model_config is not None and all(s > 0 for s in model_config.input_shape):
+        input_shape = tuple(model_config.input_shape)
     if database is None and auto_database:
-        database = find_tuned_database(onnx_path, target_dict)
+        database = find_tuned_database(onnx_path, target_dict, input_shape=input_shape)
         if database is not None:
             report(f"using tuned database {database} ({count_records(database)} records)")
     if tune and database is None:
         raise ValueError("tuning needs a database directory (--database DIR)")
     scheme = resolve_conv_scheme(conv_scheme, database, tune, report)
 
-    input_name, input_shape = onnx_input_spec(onnx_path)
-    if model_config is not None and all(s > 0 for s in model_config.input_shape):
-        input_shape = tuple(model_config.input_shape)
     report(f"importing {onnx_path.name} (input {input_name} {list(input_shape)})")
     mod = import_onnx(onnx_path, input_shape)
     report(f"preparing for {json.dumps(target_dict)}, convolutions {scheme}")
@@ -151,7 +151,7 @@ def compile_model(
     if tune:
         report(f"tuning {trials} trials into {database}")
         n_records = tune_module(mod, target_dict, database, trials=trials, max_trials_per_task=max_trials_per_task)
-        write_manifest(database, onnx_path, target_dict, conv_scheme=scheme, **settings)
+        write_manifest(database, onnx_path, target_dict, conv_scheme=scheme, input_shape=list(input_shape), **settings)
         report(f"database has {n_records} records")
     report("compiling")
     try:
@@ -320,7 +320,10 @@ def ensure_compiled(
     onnx_path = Path(onnx_path)
     target_dict = parse_target(target)
     if database is None and auto_database:
-        database = find_tuned_database(onnx_path, target_dict)
+        shape = model_config.input_shape if model_config is not None else None
+        database = find_tuned_database(
+            onnx_path, target_dict, input_shape=shape if shape and all(s > 0 for s in shape) else None
+        )
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root() / "compiled"
     key = cache_key(onnx_path, target_dict, database, model_config, conv_scheme)
     out = cache_dir / f"{onnx_path.stem}-{target_name(target_dict)}-{key}"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from frvt.compiler import CompileError
-from frvt.compiler.passes import CONV_SCHEMES, LAYOUT_ELEMENTWISE_OPS, WINOGRAD_SETTINGS
+from frvt.compiler.passes import CONV_SCHEMES, LAYOUT_ELEMENTWISE_OPS, WINOGRAD_SETTINGS, onnx_input_spec
 from frvt.compiler.targets import target_name
 from frvt.settings import data_root
 
@@ -165,18 +165,26 @@ def scheme_settings(database: str | Path | None, scheme: str) -> dict:
 
 
 def find_tuned_database(
-    onnx_path: str | Path, target: dict, roots: tuple[Path, ...] = (DEFAULT_TUNING_ROOT,)
+    onnx_path: str | Path,
+    target: dict,
+    roots: tuple[Path, ...] = (DEFAULT_TUNING_ROOT,),
+    input_shape: tuple[int, ...] | None = None,
 ) -> Path | None:
-    """A committed database tuned for this model file and target, or None.
+    """A committed database tuned for this model file, target and input shape, or None.
 
-    A database matches when its ``manifest.json`` has the model's SHA-256 and the same
-    ``target_name`` (``mcpu``) as ``target``, and it holds records. When several match (say, a
-    database for another convolution scheme still being tuned beside the one in use), the one
-    named ``<model-stem>-<target-name>`` wins, then the one with the most records.
+    A database matches when its ``manifest.json`` has the model's SHA-256, the same
+    ``target_name`` (``mcpu``) as ``target`` and the same ``input_shape`` (a manifest without one
+    was tuned at the model file's own input shape; ``input_shape`` None asks for that shape),
+    and it holds records: the tuned functions of another shape (say, a batch of two) are other
+    workloads. When several match (say, a database for another convolution scheme still being
+    tuned beside the one in use), the one named ``<model-stem>-<target-name>`` wins, then the
+    one with the most records.
     """
     sha = file_sha256(onnx_path)
     name = target_name(target)
     canonical = f"{Path(onnx_path).stem}-{name}"
+    own_shape = list(onnx_input_spec(onnx_path)[1])
+    wanted = list(input_shape) if input_shape is not None else own_shape
     matches = []
     for root in roots:
         if not Path(root).is_dir():
@@ -186,7 +194,11 @@ def find_tuned_database(
                 manifest = json.loads(manifest_path.read_text())
             except (OSError, json.JSONDecodeError):
                 continue
-            if manifest.get("model_sha256") == sha and manifest.get("target_name") == name:
+            if (
+                manifest.get("model_sha256") == sha
+                and manifest.get("target_name") == name
+                and list(manifest.get("input_shape", own_shape)) == wanted
+            ):
                 n_records = count_records(manifest_path.parent)
                 if n_records > 0:
                     matches.append((manifest_path.parent.name != canonical, -n_records, manifest_path.parent))

@@ -165,3 +165,27 @@ def test_library_reads_the_face_geometry_limits_from_its_config(relocated, tmp_p
     run = run_native(library, config, [mugshot], tmp_path / "missing.pkl")
     code, info, _ = run["init"]
     assert code == ReturnCode.ConfigError and "face_min_template_fit" in info
+
+
+def test_embedder_batch_of_one_or_two_gives_the_same_templates(face_verifier, tmp_path):
+    """The library built from the config with the other embedder batch than the default's (the
+    chip and its mirror image in one call, or in two) makes the same templates as Python's default."""
+    from native_build import build_submission_for_tests
+
+    from implementation.config_dir import build_config_dir
+
+    default_batch = int(face_verifier._embedder.input_shape[0])
+    config = build_config_dir(tmp_path / "cfg", flip_in_one_call=default_batch == 1)
+    submission = build_submission_for_tests(tmp_path / "submission", config)
+    expected_shape = "embedder_shape " + ("1" if default_batch == 2 else "2") + " 3 150 150\n"
+    assert expected_shape in (submission.root / "config" / "native.cfg").read_text()
+    library = next((submission.root / "lib").glob("libfrvt_11_*.so"))
+    images = [IMAGES / "meds" / "S001" / "S001-01-t10_01.jpg", IMAGES / "meds" / "S002" / "S002-01-t10_01.jpg"]
+    run = run_native(library, submission.root / "config", images, tmp_path / "run.pkl")
+    assert run["init"][0] == ReturnCode.Success, run["init"]
+    for f in images:
+        python = face_verifier.create_face_template([decode_image(f)], TemplateRole.Enrollment_11)
+        code, template, _ = run["templates"][str(f)][0]
+        assert code == ReturnCode.Success == python.status.code, f
+        mine, theirs = tpl.decode(template).embedding, tpl.decode(python.template).embedding
+        assert np.abs(mine.astype(np.float64) - theirs).max() < 1e-4, f

@@ -151,13 +151,33 @@ def test_network_calls_are_counted_inside_their_stages(face_verifier):
     r = make(face_verifier, EDGE / "rot90_S013.jpg")  # found after turning: more than one detector call
     assert r.status.ok
     calls = face_verifier.last_model_times
-    assert len(calls["detector"]) >= 2 and len(calls["embedder"]) == 2  # the chip and its mirror
+    # the chip and its mirror: two calls, or one with the embedder compiled for a batch of two
+    assert len(calls["detector"]) >= 2 and len(calls["embedder"]) == 3 - int(face_verifier._embedder.input_shape[0])
     st = face_verifier.last_stage_times
     assert sum(calls["detector"]) <= st["detect"] and sum(calls["embedder"]) <= st["embed"]
     dirs = face_verifier.model_dirs()
     assert set(dirs) == set(calls) and all((d / "metadata.json").is_file() for d in dirs.values())
     make(face_verifier, EDGE / "all_black.png")  # the next call starts afresh
     assert len(face_verifier.last_model_times["detector"]) == 4 and "embedder" not in face_verifier.last_model_times
+
+
+def test_chip_and_mirror_in_one_call_give_the_templates_of_two_calls(face_verifier, templates, tmp_path):
+    """The embedder compiled for a batch of two (the chip and its mirror image in one call) and
+    for one image: the same templates to float rounding, one embedder call against two."""
+    from implementation.config_dir import build_config_dir
+
+    default_batch = int(face_verifier._embedder.input_shape[0])
+    other = FaceVerifier()
+    config = build_config_dir(tmp_path / "cfg", flip_in_one_call=default_batch == 1)
+    assert other.initialize(str(config)).ok
+    assert {default_batch, int(other._embedder.input_shape[0])} == {1, 2}
+    for key, name in (("S001_01", "S001/S001-01-t10_01.jpg"), ("S002_01", "S002/S002-01-t10_01.jpg")):
+        mine = make(other, MEDS / name)
+        assert mine.status.ok and len(other.last_model_times["embedder"]) == 3 - int(other._embedder.input_shape[0])
+        a = tpl.decode(mine.template, other._fingerprint).embedding
+        b = tpl.decode(templates[key].template, face_verifier._fingerprint).embedding
+        assert np.abs(a - b).max() < 1e-5, key
+        assert mine.eyes == templates[key].eyes
 
 
 def test_single_view_config_embeds_once_and_says_so(face_verifier, templates, tmp_path):

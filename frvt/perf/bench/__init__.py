@@ -89,10 +89,19 @@ from frvt.perf.bench.models import (
     ModelSpec,
     builtin_models,
     model_macs,
+    model_weight_bytes,
     resolve_models,
 )
 from frvt.perf.bench.report import TABLE_HEADER, format_markdown, format_table, save_result
-from frvt.perf.bench.run import _group_env, _make_row, _tvm_artefact, add_ratios, add_throughput, run_benchmark
+from frvt.perf.bench.run import (
+    _group_env,
+    _make_row,
+    _tvm_artefact,
+    add_memory_floor,
+    add_ratios,
+    add_throughput,
+    run_benchmark,
+)
 from frvt.perf.bench.runtimes import LoadedRuntime, dlib_weights
 from frvt.perf.bench.timing import InterleavedTimes, output_difference, schedule_rounds, time_interleaved
 from frvt.perf.bench.worker import measure_group
@@ -114,6 +123,7 @@ __all__ = [
     "THREAD_ENV",
     "builtin_models",
     "model_macs",
+    "model_weight_bytes",
     "resolve_models",
     "make_inputs",
     "onnxruntime_session",
@@ -132,6 +142,7 @@ __all__ = [
     "_group_env",
     "_make_row",
     "_tvm_artefact",
+    "add_memory_floor",
     "add_ratios",
     "add_throughput",
     "run_benchmark",

@@ -118,6 +118,15 @@ def _build_iresnet50(path: Path) -> None:
         raise BenchError(f"building IResNet-50 with {script} failed: {proc.stderr.strip()[-500:]}")
 
 
+def model_weight_bytes(onnx_path: str | Path) -> int:
+    """Bytes of the model's weights as the file stores them (its initialisers): what any runtime
+    reads at least once per call at batch 1."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    return int(sum(onnx.numpy_helper.to_array(init).nbytes for init in model.graph.initializer))
+
+
 def model_macs(onnx_path: str | Path) -> dict[str, int]:
     """Multiply-accumulates of one inference, counted from the ONNX graph.
 

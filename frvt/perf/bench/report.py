@@ -78,6 +78,7 @@ def _table_rows(result: dict[str, Any]) -> list[list[str]]:
                 _fmt(r["cpu_ratio_to_tvm_tuned"], ".2f"),
                 _fmt(r["cpu_achieved_gflops"], ".1f"),
                 _fmt(r["cpu_fraction_of_fma_peak"], ".0%"),
+                _fmt(r.get("cpu_fraction_of_memory_floor", float("nan")), ".0%"),
                 f"{_fmt(r['max_abs_diff'], '.1e')} ({_fmt(r['max_rel_diff'], '.0e')})",
                 "; ".join(part for part in ("unstable" if r["unstable"] else "", r.get("note") or "") if part),
             ]
@@ -100,6 +101,7 @@ TABLE_HEADER = [
     "CPU ratio",
     "GFLOP/s (CPU)",
     "of FMA peak (CPU)",
+    "of memory floor (CPU)",
     "max abs diff (rel)",
     "notes",
 ]
@@ -139,19 +141,26 @@ def format_markdown(result: dict[str, Any]) -> str:
             if peak
             else "not measured"
         ),
+        "- One thread's memory read bandwidth (frvt.perf.machine.measure_read_bandwidth, best of "
+        + (
+            f"{len(bw['repeats_gbps'])}): {bw['read_gbps']:.1f} GB/s"
+            if (bw := result.get("read_bandwidth"))
+            else "its repeats): not measured"
+        ),
         f"- Settings: {result['settings']['repeats']} timed calls per runtime after {result['settings']['warmup']} warm-ups; "
         f"untuned TVM {result['settings']['untuned_repeats']} calls after 1 warm-up; threads: "
         + ", ".join(f"{k}={v}" for k, v in result["settings"]["thread_env"].items()),
         "",
         "## Models",
         "",
-        "| model | file | input | GMACs (Conv/Gemm/MatMul) | GFLOPs | input data |",
-        "|---|---|---|---|---|---|",
+        "| model | file | input | GMACs (Conv/Gemm/MatMul) | GFLOPs | weights MB | input data |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, info in result["models"].items():
         lines.append(
             f"| {name} | `{Path(info['path']).name}` | {'x'.join(map(str, info['input_shape']))} | "
-            f"{info['gmacs']:.3f} | {info['gflops']:.3f} | {info['input']} |"
+            f"{info['gmacs']:.3f} | {info['gflops']:.3f} | {_fmt(info.get('weight_bytes', float('nan')) / 1e6, '.1f')} | "
+            f"{info['input']} |"
         )
     lines += [
         "",
@@ -160,7 +169,10 @@ def format_markdown(result: dict[str, Any]) -> str:
         "`ratio` = median time / median time of `tvm-tuned` of the same model and ISA group: above 1 means "
         "TVM tuned is faster. `CPU` columns use the process CPU time of each call instead of the wall "
         "clock (see *Machine load*). GFLOP/s and the fraction of the FMA peak are computed from the CPU-time "
-        "median (the peak is measured the same way; AVX-512 code can exceed the AVX2 peak). Max abs diff is "
+        "median (the peak is measured the same way; AVX-512 code can exceed the AVX2 peak). The memory floor is "
+        "the time one call's weights take to arrive at this thread's read bandwidth (a TVM build's weights as "
+        "packed, Winograd kernels included; the model file's weights for the other runtimes, a lower bound), "
+        "over the CPU-time median. Max abs diff is "
         "against ONNX Runtime on the same input in the same process (in the avx2 group, ONNX Runtime under the "
         "cap), relative to the largest reference value in brackets.",
         "",
@@ -179,6 +191,7 @@ def format_markdown(result: dict[str, Any]) -> str:
         "CPU ratio",
         "GFLOP/s (CPU)",
         "of FMA peak",
+        "of memory floor",
         "max abs diff (rel)",
         "notes",
     ]

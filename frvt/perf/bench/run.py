@@ -29,10 +29,11 @@ from frvt.perf.bench.models import (
     BenchError,
     ModelSpec,
     model_macs,
+    model_weight_bytes,
     resolve_models,
 )
 from frvt.perf.bench.timing import output_difference
-from frvt.perf.machine import FmaPeakUnavailable, machine_info, measure_fma_peak, versioned
+from frvt.perf.machine import FmaPeakUnavailable, machine_info, measure_fma_peak, measure_read_bandwidth, versioned
 from validation.latency import latency_stats
 
 # --- orchestration (the parent process) -----------------------------------------------------
@@ -190,13 +191,15 @@ def run_benchmark(
     affinity = sorted(os.sched_getaffinity(0))  # loading a TVM module later pins this thread to CPU 0
     machine = machine_info()
     machine["runtime_versions"] = _runtime_versions()
-    fma_peak = None
+    fma_peak = read_bandwidth = None
     if fma:
         report("measuring the AVX2 FMA peak of one core")
         try:
             fma_peak = measure_fma_peak()
         except FmaPeakUnavailable as exc:
             report(f"no FMA peak: {exc}")
+        report("measuring one thread's memory read bandwidth")
+        read_bandwidth = measure_read_bandwidth()
     avx512 = bool(machine["isa"].get("avx512f"))
     model_info: dict[str, Any] = {}
     group_info: list[dict[str, Any]] = []
@@ -214,6 +217,7 @@ def run_benchmark(
         for spec in specs:
             report(f"{spec.name}: counting MACs, making the input")
             macs = model_macs(spec.path)
+            weights = model_weight_bytes(spec.path)
             inputs, described = make_inputs(spec, image, seed)
             inputs_path = scratch / f"{spec.name}.npz"
             np.savez(inputs_path, **inputs)
@@ -223,6 +227,7 @@ def run_benchmark(
                 "macs": macs,
                 "gmacs": macs["total"] / 1e9,
                 "gflops": 2 * macs["total"] / 1e9,
+                "weight_bytes": weights,
                 "input": described,
                 "input_shape": list(inputs["x"].shape),
             }
@@ -269,6 +274,11 @@ def run_benchmark(
     add_throughput(
         rows, {name: info["gflops"] for name, info in model_info.items()}, fma_peak["peak_gflops"] if fma_peak else None
     )
+    add_memory_floor(
+        rows,
+        {name: info["weight_bytes"] for name, info in model_info.items()},
+        read_bandwidth["read_gbps"] if read_bandwidth else None,
+    )
     payload = {
         "command": command,
         "settings": {
@@ -284,6 +294,7 @@ def run_benchmark(
             "avx2_caps": AVX2_CAPS,
         },
         "fma_peak": fma_peak,
+        "read_bandwidth": read_bandwidth,
         "cpuid_cap": cpuid_cap,
         "models": model_info,
         "groups": group_info,
@@ -432,3 +443,23 @@ def add_throughput(rows: list[dict[str, Any]], gflops: Mapping[str, float], peak
             achieved = g / (ms / 1e3) if ms and ms > 0 and math.isfinite(ms) else float("nan")
             row[f"{prefix}achieved_gflops"] = achieved
             row[f"{prefix}fraction_of_fma_peak"] = achieved / peak_gflops if peak_gflops else float("nan")
+
+
+def add_memory_floor(
+    rows: list[dict[str, Any]], model_weight_bytes: Mapping[str, int], read_gbps: float | None
+) -> None:
+    """Set ``weight_bytes`` (what one call reads: a TVM build's weights as packed, from its
+    metadata, Winograd kernels included; for other runtimes the model file's weights, a lower
+    bound), ``memory_floor_ms`` (those bytes at this thread's read bandwidth: the time of a call
+    that only streamed its weights from memory) and ``cpu_fraction_of_memory_floor``
+    (floor / CPU-time median; 1 would be a call as fast as its weights arrive) on every row, in
+    place. NaN without a bandwidth."""
+    for row in rows:
+        packed = (row.get("info") or {}).get("weight_bytes")
+        weight_bytes = int(packed) if packed else int(model_weight_bytes[row["model"]])
+        row["weight_bytes"] = weight_bytes
+        floor = weight_bytes / (read_gbps * 1e9) * 1e3 if read_gbps else float("nan")
+        row["memory_floor_ms"] = floor
+        ms = row.get("cpu_median_ms", float("nan"))
+        ok = ms and ms > 0 and math.isfinite(ms)
+        row["cpu_fraction_of_memory_floor"] = floor / ms if ok else float("nan")

@@ -147,6 +147,7 @@ def _load_tvm(artefact: Path, target: dict) -> LoadedRuntime:
             "database": model.metadata.get("database"),
             "database_records": model.metadata.get("database_records"),
             "tuned": model.metadata.get("tuned"),
+            "weight_bytes": model.metadata.get("weight_bytes"),
         },
     )
 

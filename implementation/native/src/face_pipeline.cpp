@@ -193,6 +193,8 @@ std::string Settings::load(const std::string& path) {
     if (!format_seen) return path + ": no 'format' line";
     if (detector_library.empty() || embedder_library.empty()) return path + ": 'detector' and 'embedder' are required";
     if (detector_shape.size() != 4 || embedder_shape.size() != 4) return path + ": both model shapes are required";
+    if (!(embedder_shape[0] == 1 || (embedder_shape[0] == 2 && flip_average)))
+        return path + ": the embedder's batch must be 1, or 2 with flip_average (the chip and its mirror in one call)";
     if (geometry.box_margin < 0 || geometry.min_eye_distance < 0 || geometry.min_template_fit < 0)
         return path + ": 'face_box_margin', 'face_min_eye_distance' and 'face_min_template_fit' are required";
     return "";
@@ -389,26 +391,36 @@ std::vector<float> FacePipeline::embed(const Pixels& chip) {
     const Pixels sized = (chip.width == w && chip.height == h) ? chip : resize_area(chip, w, h);
     const bool rgb_order = s.colour_order == "RGB";
     std::vector<double> total(size_t(s.embedding_size), 0.0);
-    for (int view = 0; view < (s.flip_average ? 2 : 1); ++view) {
-        float* x = embedder_.input();
-        for (int y = 0; y < h; ++y) {
-            const uint8_t* r = sized.row(y);
-            for (int xx = 0; xx < w; ++xx) {
-                const uint8_t* p = r + size_t(view ? w - 1 - xx : xx) * 3;
-                for (int ch = 0; ch < 3; ++ch) {
-                    const float v = (float(p[rgb_order ? ch : 2 - ch]) - s.mean[ch]) * s.scale;
-                    if (nchw) x[(size_t(ch) * h + y) * w + xx] = v;
-                    else x[(size_t(y) * w + xx) * 3 + ch] = v;
+    const int views = s.flip_average ? 2 : 1;
+    // an embedder compiled for a batch of two takes the chip and its mirror image in one call
+    const int batch = int(s.embedder_shape[0]);
+    const size_t image_floats = size_t(h) * w * 3;
+    for (int first = 0; first < views; first += batch) {
+        float* input = embedder_.input();
+        for (int view = first; view < first + batch; ++view) {
+            float* x = input + size_t(view - first) * image_floats;
+            for (int y = 0; y < h; ++y) {
+                const uint8_t* r = sized.row(y);
+                for (int xx = 0; xx < w; ++xx) {
+                    const uint8_t* p = r + size_t(view ? w - 1 - xx : xx) * 3;
+                    for (int ch = 0; ch < 3; ++ch) {
+                        const float v = (float(p[rgb_order ? ch : 2 - ch]) - s.mean[ch]) * s.scale;
+                        if (nchw) x[(size_t(ch) * h + y) * w + xx] = v;
+                        else x[(size_t(y) * w + xx) * 3 + ch] = v;
+                    }
                 }
             }
         }
         const auto outputs = embedder_.run();
-        if (outputs.empty() || outputs[0].size() != size_t(s.embedding_size))
+        if (outputs.empty() || outputs[0].size() != size_t(batch) * size_t(s.embedding_size))
             throw std::runtime_error("embedder output is not of the configured embedding size");
-        double norm = 0;
-        for (float v : outputs[0]) norm += double(v) * double(v);
-        norm = std::sqrt(norm) + 1e-12;
-        for (size_t i = 0; i < total.size(); ++i) total[i] += double(outputs[0][i]) / norm;
+        for (int row = 0; row < batch; ++row) {
+            const float* v = outputs[0].data() + size_t(row) * s.embedding_size;
+            double norm = 0;
+            for (int i = 0; i < s.embedding_size; ++i) norm += double(v[i]) * double(v[i]);
+            norm = std::sqrt(norm) + 1e-12;
+            for (size_t i = 0; i < total.size(); ++i) total[i] += double(v[i]) / norm;
+        }
     }
     double norm = 0;
     for (double v : total) norm += v * v;

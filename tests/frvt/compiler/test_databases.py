@@ -91,3 +91,24 @@ def test_find_tuned_database_prefers_the_canonical_name_then_more_records(tiny_m
     assert databases.find_tuned_database(tiny_model, target, roots=(tmp_path,)) == tmp_path / "tiny-broadwell"
     (tmp_path / "tiny-broadwell" / databases.MANIFEST_NAME).unlink()
     assert databases.find_tuned_database(tiny_model, target, roots=(tmp_path,)) == tmp_path / "tiny-broadwell-b"
+
+
+def test_find_tuned_database_matches_the_input_shape(tiny_model, tmp_path):
+    """A database tuned for a batch of two serves that shape only, even under the canonical name;
+    a manifest without a shape stands for the model file's own."""
+    from frvt.compiler.passes import onnx_input_spec
+
+    target = targets.parse_target("broadwell")
+    own = list(onnx_input_spec(tiny_model)[1])
+    batch2 = [2, *own[1:]]
+    for name, extra in (("tiny-broadwell", {}), ("tiny-broadwell-flip", {"input_shape": batch2})):
+        databases.write_manifest(tmp_path / name, tiny_model, target, **extra)
+        (tmp_path / name / databases.RECORD_FILE).write_text(_record(0, 0.001) + "\n")
+    assert databases.find_tuned_database(tiny_model, target, roots=(tmp_path,)) == tmp_path / "tiny-broadwell"
+    assert databases.find_tuned_database(tiny_model, target, roots=(tmp_path,), input_shape=tuple(own)) == (
+        tmp_path / "tiny-broadwell"
+    )
+    assert databases.find_tuned_database(tiny_model, target, roots=(tmp_path,), input_shape=tuple(batch2)) == (
+        tmp_path / "tiny-broadwell-flip"
+    )
+    assert databases.find_tuned_database(tiny_model, target, roots=(tmp_path,), input_shape=(3, *own[1:])) is None

@@ -21,6 +21,7 @@ from frvt.perf.bench import (
     BenchError,
     _make_row,
     add_ratios,
+    add_memory_floor,
     add_throughput,
     build_cpuid_cap,
     format_markdown,
@@ -220,6 +221,23 @@ def test_rows_ratios_and_throughput_from_known_samples():
     assert by["tvm-tuned"]["fraction_of_fma_peak"] == pytest.approx(100.0 / 200.0)
     assert by["tvm-tuned"]["cpu_per_wall"] == pytest.approx(0.5)
     assert by["tvm-tuned"]["isa"] == "avx2"
+
+
+def test_memory_floor_uses_a_tvm_builds_packed_weights_and_the_file_weights_otherwise():
+    tvm = _raw("tvm-tuned", [4.0, 4.0, 4.0], cpu_scale=1.0)
+    tvm["info"] = {"weight_bytes": 30_000_000}  # Winograd kernels: more than the file's weights
+    rows = [
+        _make_row("dlib_resnet", "avx2", tvm, None, True),
+        _make_row("dlib_resnet", "avx2", _raw("onnxruntime", [5.0, 5.0, 5.0], cpu_scale=1.0), None, True),
+    ]
+    add_memory_floor(rows, {"dlib_resnet": 20_000_000}, read_gbps=10.0)
+    by = {r["runtime"]: r for r in rows}
+    assert by["tvm-tuned"]["weight_bytes"] == 30_000_000 and by["onnxruntime"]["weight_bytes"] == 20_000_000
+    assert by["tvm-tuned"]["memory_floor_ms"] == pytest.approx(3.0)  # 30 MB at 10 GB/s
+    assert by["tvm-tuned"]["cpu_fraction_of_memory_floor"] == pytest.approx(3.0 / 4.0)
+    assert by["onnxruntime"]["cpu_fraction_of_memory_floor"] == pytest.approx(2.0 / 5.0)
+    add_memory_floor(rows, {"dlib_resnet": 20_000_000}, read_gbps=None)
+    assert math.isnan(rows[0]["cpu_fraction_of_memory_floor"])
 
 
 def test_ratio_is_nan_without_a_tuned_row_and_rows_in_the_full_group_are_labelled():
