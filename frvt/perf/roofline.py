@@ -220,8 +220,9 @@ def network_costs(model_dirs: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     ----------
     model_dirs : mapping
         {network name: compiled-model directory}, each with ``metadata.json`` (its
-        ``weight_bytes``: the constants one call reads, as packed) and ``model.onnx`` (counted by
-        :func:`frvt.perf.bench.models.model_macs`: Conv, Gemm and MatMul; FLOPs = 2 x MACs).
+        ``weight_bytes``: the constants one call reads, as packed; its ``input_shape``) and
+        ``model.onnx`` (counted by :func:`frvt.perf.bench.models.model_macs`: Conv, Gemm and
+        MatMul; FLOPs = 2 x MACs, times the compiled batch over the file's).
 
     Returns
     -------
@@ -231,6 +232,7 @@ def network_costs(model_dirs: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     import json
     from pathlib import Path
 
+    from frvt.compiler.passes import onnx_input_spec
     from frvt.perf.bench.models import model_macs
 
     costs = {}
@@ -239,10 +241,16 @@ def network_costs(model_dirs: Mapping[str, Any]) -> dict[str, dict[str, float]]:
         metadata, onnx = directory / "metadata.json", directory / "model.onnx"
         if not (metadata.is_file() and onnx.is_file()):
             continue
-        weight_bytes = json.loads(metadata.read_text()).get("weight_bytes")
+        meta = json.loads(metadata.read_text())
+        weight_bytes = meta.get("weight_bytes")
         if not weight_bytes:
             continue
-        costs[name] = {"flops": 2.0 * model_macs(onnx)["total"], "weight_bytes": float(weight_bytes)}
+        # the file is counted at its own batch; the library may be compiled for another (say, two
+        # images per call)
+        file_batch = max(onnx_input_spec(onnx)[1][0], 1)
+        batch = int((meta.get("input_shape") or [file_batch])[0])
+        flops = 2.0 * model_macs(onnx)["total"] * batch / file_batch
+        costs[name] = {"flops": flops, "weight_bytes": float(weight_bytes)}
     return costs
 
 

@@ -30,6 +30,20 @@ def test_the_real_networks_cost_what_their_files_say(default_config_dir):
     assert network_costs({"nothing": default_config_dir / "absent"}) == {}
 
 
+def test_a_library_compiled_for_a_batch_of_two_costs_twice_the_flops(default_config_dir, tmp_path):
+    import json
+    import shutil
+
+    embedder = tmp_path / "embedder"
+    shutil.copytree(default_config_dir / "embedder", embedder)
+    meta = json.loads((embedder / "metadata.json").read_text())
+    one = network_costs({"embedder": embedder})["embedder"]
+    (embedder / "metadata.json").write_text(json.dumps(dict(meta, input_shape=[2, *meta["input_shape"][1:]])))
+    two = network_costs({"embedder": embedder})["embedder"]
+    assert two == {"flops": 2 * 2 * 270_854_144, "weight_bytes": one["weight_bytes"]}
+    assert one["flops"] == 2 * 270_854_144 * meta["input_shape"][0]
+
+
 def test_both_networks_are_compute_bound_here_and_on_the_target():
     detector = network_floors(**DETECTOR, **HERE)
     embedder = network_floors(**EMBEDDER, **HERE)
