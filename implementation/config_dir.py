@@ -39,7 +39,7 @@ def build_config_dir(
     detector_onnx: str | Path = DETECTOR_ONNX,
     embedder_library: str | Path | None = None,
     flip_average: bool = True,
-    flip_in_one_call: bool = False,
+    flip_in_one_call: bool | None = None,
     progress: bool | Callable[[str], None] = False,
 ) -> Path:
     """Build (or find) a config directory for ``FaceVerifier``; returns its path.
@@ -57,17 +57,25 @@ def build_config_dir(
         An already compiled embedder directory (from ``frvt compile``) to use instead of compiling.
     flip_average : bool
         Embed each chip and its mirror image and average the two (the default).
-    flip_in_one_call : bool
+    flip_in_one_call : bool, optional
         Compile the embedder for a batch of two, so that the chip and its mirror image go through
-        it in one call (its weights read once); with the committed tuning database for that
-        shape when there is one.
+        it in one call (its weights read once). Default: when a committed tuning database for
+        that shape and target exists (:func:`frvt.compiler.databases.find_tuned_database`), as
+        for the default embedder; an untuned batch of two would be slower than two tuned calls.
     """
     from frvt.compiler.compile import ensure_compiled
 
     cache = cache_root() / "compiled"
     detector_dir = ensure_compiled(detector_onnx, target, cache, progress=progress)
+    batch_of_two = (2, *embedder_config.input_shape[1:])
+    if flip_in_one_call is None:
+        from frvt.compiler.databases import find_tuned_database
+        from frvt.compiler.targets import parse_target
+
+        found = find_tuned_database(embedder_onnx, parse_target(target), input_shape=batch_of_two)
+        flip_in_one_call = embedder_library is None and found is not None
     if flip_average and flip_in_one_call:
-        embedder_config = dataclasses.replace(embedder_config, input_shape=(2, *embedder_config.input_shape[1:]))
+        embedder_config = dataclasses.replace(embedder_config, input_shape=batch_of_two)
     if embedder_library is None:
         embedder_dir = ensure_compiled(embedder_onnx, target, cache, model_config=embedder_config, progress=progress)
     else:

@@ -35,7 +35,10 @@ import numpy as np  # noqa: E402
 from frvt.perf.machine import machine_info  # noqa: E402
 
 _SERVER = r"""
-import pickle, sys, time
+import os, pickle, sys, time
+out = os.fdopen(os.dup(1), "wb")  # the answers; anything else printed goes to stderr
+os.dup2(2, 1)
+sys.stdout = sys.stderr
 from frvt.settings import limit_threads_by_default
 limit_threads_by_default()
 import numpy as np
@@ -46,7 +49,6 @@ from implementation.pipeline import FaceVerifier
 
 verifier = FaceVerifier()
 status = verifier.initialize(str(verifier.default_config_dir()))
-out = sys.stdout.buffer
 pickle.dump(("ready", status.code.name, status.info, verifier.version), out)
 out.flush()
 for line in sys.stdin:

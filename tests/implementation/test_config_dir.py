@@ -4,6 +4,7 @@ key, and a researcher's own compiled embedder in place of ours."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from implementation.config_dir import CONFIG_NAME, DETECTOR_ONNX, EMBEDDER_ONNX, build_config_dir
@@ -21,7 +22,17 @@ def test_the_default_config_dir_holds_what_initialize_loads(default_config_dir):
         assert (model / "model.onnx").read_bytes() == onnx.read_bytes()
         metadata = json.loads((model / "metadata.json").read_text())
         assert metadata["model"] == onnx.name and metadata["target"] == settings["target"]
-    assert ModelConfig.load(default_config_dir / "embedder" / "model_config.json") == DLIB_RESNET
+    # the chip and its mirror image in one call: the embedder compiled for a batch of two (its
+    # tuning database for that shape is committed)
+    assert ModelConfig.load(default_config_dir / "embedder" / "model_config.json") == dataclasses.replace(
+        DLIB_RESNET, input_shape=(2, 3, 150, 150)
+    )
+    assert json.loads((default_config_dir / "embedder" / "metadata.json").read_text())["input_shape"] == [
+        2,
+        3,
+        150,
+        150,
+    ]
 
 
 def test_an_unchanged_setup_is_built_once(default_config_dir):
@@ -39,7 +50,10 @@ def test_a_setting_changes_the_key_and_the_directory_is_written_whole(default_co
         (out / m / "model.so").read_bytes() == (default_config_dir / m / "model.so").read_bytes()
         for m in ("detector", "embedder")
     ]
-    assert same_models == [True, True]  # the compiled models come from the cache
+    # the detector comes from the cache; a single view has no mirror image to batch with the chip,
+    # so its embedder is the one compiled for one image, not the default's batch of two
+    assert same_models == [True, False]
+    assert json.loads((out / "embedder" / "metadata.json").read_text())["input_shape"] == [1, 3, 150, 150]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["single-view"]  # no partial directory left
 
 

@@ -271,6 +271,7 @@ def test_tuned_row_builds_in_the_databases_conv_scheme(tiny_onnx, tmp_path, monk
     """The build from the bench's snapshot uses the original's scheme and Winograd settings, or
     an NHWC database would be applied to an NCHW build (and match nothing)."""
     from frvt.perf import bench
+    from frvt.compiler import compile as _bound_before_the_patch  # noqa: F401 (it imports the real lookup by name)
     from frvt.compiler import databases, targets
 
     database = tmp_path / "tiny-broadwell"
@@ -278,7 +279,7 @@ def test_tuned_row_builds_in_the_databases_conv_scheme(tiny_onnx, tmp_path, monk
     databases.write_manifest(
         database, tiny_onnx, targets.parse_target("broadwell"), conv_scheme="NHWC-winograd", winograd=settings
     )
-    monkeypatch.setattr(databases, "find_tuned_database", lambda path, target: database)
+    monkeypatch.setattr(databases, "find_tuned_database", lambda path, target, **shape: database)
     spec = bench.ModelSpec("tiny", tiny_onnx)
     artefact, _, note = bench._tvm_artefact(spec, "avx2", True, tmp_path / "cache", lambda text: None, tmp_path)
     assert "NHWC-winograd" in note
