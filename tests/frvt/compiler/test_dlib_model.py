@@ -426,8 +426,10 @@ def test_tvm_relax_matches_onnxruntime(onnx_bytes):
 
 def test_default_tuned_embedder_matches_onnxruntime(default_config_dir):
     """The embedder the default implementation runs: built with the committed tuning database
-    and its convolution scheme (NHWC-winograd transforms the inputs and kernels, so its rounding
-    differs from a direct convolution's); it must still agree with ONNX Runtime within 1e-4."""
+    for its input shape (a batch of two: the chip and its mirror image) and that database's
+    convolution scheme (NHWC-winograd transforms the inputs and kernels, so its rounding differs
+    from a direct convolution's); each image's embedding must still agree with ONNX Runtime's
+    within 1e-4."""
     import json
 
     ort = pytest.importorskip("onnxruntime")
@@ -437,11 +439,13 @@ def test_default_tuned_embedder_matches_onnxruntime(default_config_dir):
     embedder = default_config_dir / "embedder"
     metadata = json.loads((embedder / "metadata.json").read_text())
     onnx_path = embedder / "model.onnx"
-    database = databases.find_tuned_database(onnx_path, metadata["target"])
-    assert metadata["tuned"] and database is not None
+    shape = tuple(metadata["input_shape"])
+    database = databases.find_tuned_database(onnx_path, metadata["target"], input_shape=shape)
+    assert metadata["tuned"] and database is not None and Path(metadata["database"]).name == database.name
     # (artefacts compiled before the field existed were NCHW, and NCHW keys did not change)
     assert metadata.get("conv_scheme", "NCHW") == databases.database_conv_scheme(database)
-    x = np.random.default_rng(6).uniform(-1.5, 1.5, size=DLIB_RESNET.input_shape).astype(np.float32)
+    x = np.random.default_rng(6).uniform(-1.5, 1.5, size=shape).astype(np.float32)
     got = CompiledModel.load(embedder)(x)[0]
-    want = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(["embedding"], {"input": x})[0]
-    assert np.max(np.abs(got - want)) < 1e-4
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    want = np.concatenate([session.run(["embedding"], {"input": image[None]})[0] for image in x])
+    assert got.shape == want.shape and np.max(np.abs(got - want)) < 1e-4
