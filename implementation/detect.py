@@ -169,8 +169,9 @@ class RetinaFaceDetector:
         x = np.empty((1, 3, in_h, in_w), np.float32)
         for channel, (plane, mean) in enumerate(zip(planes, self.config.mean_bgr)):
             mean = np.float32(mean)
-            x[0, channel, new_h:] = np.float32(np.round(mean)) - mean
-            x[0, channel, :new_h, new_w:] = np.float32(np.round(mean)) - mean
+            fill = np.float32(np.round(mean)) - mean
+            x[0, channel, new_h:] = fill
+            x[0, channel, :new_h, new_w:] = fill
             np.subtract(plane, mean, out=x[0, channel, :new_h, :new_w])  # uint8 - float32, as float32
         return x, (new_w / width, new_h / height)
 

@@ -205,24 +205,23 @@ class FaceVerifier:
         """An aligned RGB chip -> the embedder's (h, w, 3) float32 input, per the model config."""
         return self._config.network_input(chip)
 
-    def _batch(self, x: np.ndarray) -> np.ndarray:
-        """(h, w, 3) -> a batch of one in the model's layout."""
-        return self._config.batch(x)
+    def _embedder_batches(self, chip: np.ndarray) -> list[np.ndarray]:
+        """The embedder's inputs for one chip: the chip and, when flip-averaging, its mirror
+        image, as one batch when the embedder was compiled for a batch of two, else one each."""
+        x = self._network_input(chip)
+        views = [x] + ([x[:, ::-1]] if self._flip else [])
+        if int(self._embedder.input_shape[0]) == len(views):
+            return [self._config.batch(*views)]
+        return [self._config.batch(view) for view in views]
 
     def _embed(self, chip: np.ndarray) -> np.ndarray:
         """The chip's unit embedding: the normalised sum of the unit embeddings of the chip and,
-        when flip-averaging, its mirror image; both in one call when the embedder was compiled
-        for a batch of two."""
-        x = self._network_input(chip)
-        views = [x] + ([x[:, ::-1]] if self._flip else [])
-        if int(self._embedder.input_shape[0]) == len(views) > 1:
-            rows = np.asarray(self._embedder_timed(self._config.batch(*views))[0], np.float64)
-        else:
-            rows = [np.asarray(self._embedder_timed(self._batch(view))[0], np.float64)[0] for view in views]
+        when flip-averaging, its mirror image."""
         total = np.zeros(self._config.embedding_size, np.float64)
-        for v in rows:
-            v = v.ravel()
-            total += v / (np.linalg.norm(v) + 1e-12)
+        for batch in self._embedder_batches(chip):
+            for v in np.asarray(self._embedder_timed(batch)[0], np.float64):
+                v = v.ravel()
+                total += v / (np.linalg.norm(v) + 1e-12)
         return (total / (np.linalg.norm(total) + 1e-12)).astype(np.float32)
 
     def create_face_template(self, images: Sequence[Image], role: TemplateRole) -> TemplateResult:
@@ -345,7 +344,5 @@ class FaceVerifier:
             if landmarks is not None
             else np.zeros((size, size, 3), np.uint8)
         )
-        x = self._network_input(chip)
-        views = [x, x[:, ::-1]] if int(self._embedder.input_shape[0]) == 2 else [x]
-        out["embedder"] = [asdict(op) for op in self._embedder.profile(self._config.batch(*views))]
+        out["embedder"] = [asdict(op) for op in self._embedder.profile(self._embedder_batches(chip)[0])]
         return out

@@ -63,6 +63,13 @@ from implementation.model_config import ModelConfig
 METADATA_FORMAT = 1
 
 
+def _configured_shape(model_config: ModelConfig | None) -> tuple[int, ...] | None:
+    """The static input shape a model config asks for (overriding the file's), or None."""
+    if model_config is not None and all(s > 0 for s in model_config.input_shape):
+        return tuple(model_config.input_shape)
+    return None
+
+
 def compile_model(
     onnx_path: str | Path,
     *,
@@ -133,8 +140,7 @@ def compile_model(
     onnx_path = Path(onnx_path)
     target_dict = parse_target(target)
     input_name, input_shape = onnx_input_spec(onnx_path)
-    if model_config is not None and all(s > 0 for s in model_config.input_shape):
-        input_shape = tuple(model_config.input_shape)
+    input_shape = _configured_shape(model_config) or input_shape
     if database is None and auto_database:
         database = find_tuned_database(onnx_path, target_dict, input_shape=input_shape)
         if database is not None:
@@ -320,10 +326,7 @@ def ensure_compiled(
     onnx_path = Path(onnx_path)
     target_dict = parse_target(target)
     if database is None and auto_database:
-        shape = model_config.input_shape if model_config is not None else None
-        database = find_tuned_database(
-            onnx_path, target_dict, input_shape=shape if shape and all(s > 0 for s in shape) else None
-        )
+        database = find_tuned_database(onnx_path, target_dict, input_shape=_configured_shape(model_config))
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root() / "compiled"
     key = cache_key(onnx_path, target_dict, database, model_config, conv_scheme)
     out = cache_dir / f"{onnx_path.stem}-{target_name(target_dict)}-{key}"
