@@ -12,8 +12,8 @@ are black; the sum is rounded half up. (The letterbox resize and the pyramid ste
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
+from numba import njit
 
 WARP_BITS = 10
 
@@ -28,34 +28,52 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
 
 
 def warp_bilinear(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
-    """Sample a (size, size, 3) uint8 chip from a uint8 (h, w, 3) image; ``matrix`` maps image -> chip.
+    """Sample a (size, size, channels) uint8 chip from a uint8 (h, w, channels) image; ``matrix``
+    maps image -> chip.
 
     Pixel-index convention (the centre of pixel ``i`` is at ``i``); outside the image is black.
     """
     src = np.ascontiguousarray(image)
+    if src.dtype != np.uint8 or src.ndim != 3:
+        raise ValueError(f"image must be uint8 (h, w, channels), got {src.dtype} {src.shape}")
+    out = np.empty((size, size, src.shape[2]), np.uint8)
+    _warp(src, invert_affine(matrix), out)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _warp(src: np.ndarray, inv: np.ndarray, out: np.ndarray) -> None:
+    """The definition above, one output pixel at a time (compiled; no fused multiply-add)."""
     h, w, channels = src.shape
-    inv = invert_affine(matrix)
-    ys, xs = np.meshgrid(np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64), indexing="ij")
+    size = out.shape[0]
     one = 1 << WARP_BITS
-    sx = np.floor((inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]) * one + 0.5).astype(np.int64).ravel()
-    sy = np.floor((inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]) * one + 0.5).astype(np.int64).ravel()
-    x0, y0 = sx >> WARP_BITS, sy >> WARP_BITS
-    fx, fy = (sx & (one - 1)).astype(np.int32), (sy & (one - 1)).astype(np.int32)
-    # Sample from the image with a one-pixel black border: a position whose top-left neighbour is
-    # in the border or the image reads its four neighbours there (black outside); one further out
-    # has all four outside and gets zero weight.
-    reach = (x0 >= -1) & (x0 < w) & (y0 >= -1) & (y0 < h)
-    # Each pixel as one uint32 (RGBA), bordered by one black pixel: a neighbour is one 1-D gather.
-    rgba = cv2.cvtColor(src, cv2.COLOR_GRAY2RGBA if channels == 1 else cv2.COLOR_RGB2RGBA)
-    packed = cv2.copyMakeBorder(rgba, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0).view(np.uint32).ravel()
-    top_left = np.where(reach, (np.clip(y0, -1, h - 1) + 1) * (w + 2) + np.clip(x0, -1, w - 1) + 1, 0)
-    gx, gy = one - fx, one - fy
-    reach = reach.astype(np.int32)
-    # Every product and sum fits in int32: four weights sum to 2**20, times 255, plus 2**19.
-    acc = np.full((size * size, 4), 1 << (2 * WARP_BITS - 1), np.int32)
-    for offset, weight in ((0, gx * gy), (1, fx * gy), (w + 2, gx * fy), (w + 3, fx * fy)):
-        pixels = packed.take(top_left + offset).view(np.uint8).reshape(-1, 4).astype(np.int32)
-        pixels *= (weight * reach)[:, None]
-        acc += pixels
-    acc >>= 2 * WARP_BITS
-    return acc[:, :channels].astype(np.uint8).reshape(size, size, channels)
+    for y in range(size):
+        for x in range(size):
+            # the same float64 operations, in the same order, as the C++ library
+            px = np.floor((inv[0, 0] * x + inv[0, 1] * y + inv[0, 2]) * one + 0.5)
+            py = np.floor((inv[1, 0] * x + inv[1, 1] * y + inv[1, 2]) * one + 0.5)
+            far = not (abs(px) < 2.0**62 and abs(py) < 2.0**62)  # also NaN: black
+            sx, sy = (np.int64(0), np.int64(0)) if far else (np.int64(px), np.int64(py))
+            x0, y0 = sx >> WARP_BITS, sy >> WARP_BITS
+            if far or x0 < -1 or x0 >= w or y0 < -1 or y0 >= h:
+                for c in range(channels):
+                    out[y, x, c] = 0
+                continue
+            fx, fy = sx & (one - 1), sy & (one - 1)
+            gx, gy = one - fx, one - fy
+            # a neighbour outside the image is black
+            in_x0, in_x1 = x0 >= 0, x0 + 1 < w
+            in_y0, in_y1 = y0 >= 0, y0 + 1 < h
+            for c in range(channels):
+                acc = 1 << (2 * WARP_BITS - 1)
+                if in_y0:
+                    if in_x0:
+                        acc += gx * gy * np.int64(src[y0, x0, c])
+                    if in_x1:
+                        acc += fx * gy * np.int64(src[y0, x0 + 1, c])
+                if in_y1:
+                    if in_x0:
+                        acc += gx * fy * np.int64(src[y0 + 1, x0, c])
+                    if in_x1:
+                        acc += fx * fy * np.int64(src[y0 + 1, x0 + 1, c])
+                out[y, x, c] = acc >> (2 * WARP_BITS)
