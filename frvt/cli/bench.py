@@ -19,7 +19,7 @@ def _split(value: str | None) -> list[str] | None:
 
 
 def _command_line(
-    models, runtimes, groups, repeats, untuned_repeats, warmup, image, json_out, markdown_out, fma
+    models, runtimes, groups, repeats, untuned_repeats, warmup, image, json_out, markdown_out, fma, batch=1
 ) -> str:
     """The command that reproduces this run, every setting spelled out."""
     parts = ["frvt", "bench"]
@@ -30,6 +30,7 @@ def _command_line(
         ("--repeats", repeats),
         ("--untuned-repeats", untuned_repeats),
         ("--warmup", warmup),
+        ("--batch", batch if batch != 1 else None),
         ("--image", image),
         ("--json", json_out),
         ("--markdown", markdown_out),
@@ -57,6 +58,14 @@ def bench_command(
     repeats: int = typer.Option(30, "--repeats", min=1, help="Timed calls per runtime."),
     untuned_repeats: int = typer.Option(3, "--untuned-repeats", min=1, help="Timed calls of untuned TVM (slow)."),
     warmup: int = typer.Option(3, "--warmup", min=0, help="Discarded calls per runtime before the timed ones."),
+    batch: int = typer.Option(
+        1,
+        "--batch",
+        min=1,
+        help="Images per call: every runtime runs the model at this batch (the dlib model: the chip and "
+        "its mirror image in turn, as the default implementation embeds them); TVM tuned needs a database "
+        "tuned for that shape.",
+    ),
     image: Path = typer.Option(
         None, "--image", help="Face photograph the real inputs are made from (default: a MEDS mugshot)."
     ),
@@ -81,7 +90,7 @@ def bench_command(
     Exit status: 0 when the benchmark ran, 2 when it could not.
     """
     command = _command_line(
-        models, runtimes, groups, repeats, untuned_repeats, warmup, image, json_out, markdown_out, fma
+        models, runtimes, groups, repeats, untuned_repeats, warmup, image, json_out, markdown_out, fma, batch
     )
     report = (lambda message: typer.echo(f"[frvt bench] {message}", err=True)) if progress else None
     try:
@@ -97,6 +106,7 @@ def bench_command(
             cache_dir=cache_dir,
             command=command,
             progress=report,
+            batch=batch,
         )
     except BenchError as exc:
         typer.echo(f"error: {exc}", err=True)

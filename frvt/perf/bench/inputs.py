@@ -57,7 +57,27 @@ def _face_chip(rgb: np.ndarray) -> np.ndarray | None:
     return None if face is None else align(rgb, face.landmarks)
 
 
-def make_inputs(spec: ModelSpec, image: str | Path | None = None, seed: int = 0) -> tuple[dict[str, np.ndarray], str]:
+def batched_onnx(onnx_path: Path, batch: int, out: Path) -> Path:
+    """A copy of the model whose inputs and outputs have ``batch`` as their first dimension (for
+    the runtimes that read the file's static shapes); the weights and operators are unchanged."""
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    initializers = {t.name for t in model.graph.initializer}
+    for value in [v for v in model.graph.input if v.name not in initializers] + list(model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if not dims:
+            raise BenchError(f"{onnx_path}: {value.name!r} has no shape to batch")
+        dims[0].Clear()
+        dims[0].dim_value = batch
+    del model.graph.value_info[:]  # intermediate shapes are re-inferred
+    onnx.save(model, str(out))
+    return out
+
+
+def make_inputs(
+    spec: ModelSpec, image: str | Path | None = None, seed: int = 0, batch: int = 1
+) -> tuple[dict[str, np.ndarray], str]:
     """A real input for a model, made the way the pipeline makes it.
 
     Parameters
@@ -68,6 +88,9 @@ def make_inputs(spec: ModelSpec, image: str | Path | None = None, seed: int = 0)
         A face photograph (default: the first MEDS mugshot of ``data/validation``).
     seed : int
         Seed of the noise used for ``generic`` models, or when the image is missing or has no face.
+    batch : int
+        Images per call. The dlib model gets the chip and its mirror image in turn, as the default
+        implementation embeds them in one call; the other models get copies of their input.
 
     Returns
     -------
@@ -75,6 +98,25 @@ def make_inputs(spec: ModelSpec, image: str | Path | None = None, seed: int = 0)
         ``{"x": float32 network input}`` plus, for the dlib model, ``"chip"`` (uint8 (150, 150, 3)
         RGB, what dlib's own implementation is given); and a description of where they came from.
     """
+    if batch < 1:
+        raise BenchError(f"batch must be >= 1, got {batch}")
+    inputs, described = _one_input(spec, image, seed)
+    if batch == 1:
+        return inputs, described
+    x = inputs["x"]
+    if spec.kind == "dlib":
+        from implementation.model_config import DLIB_RESNET as cfg
+
+        views = [cfg.network_input(inputs["chip"])]
+        views.append(views[0][:, ::-1])
+        inputs["x"] = cfg.batch(*(views[i % 2] for i in range(batch)))
+        return inputs, f"{described}; batch of {batch}: the chip and its mirror image in turn"
+    inputs["x"] = np.ascontiguousarray(np.concatenate([x] * batch))
+    return inputs, f"{described}; batch of {batch} copies"
+
+
+def _one_input(spec: ModelSpec, image: str | Path | None, seed: int) -> tuple[dict[str, np.ndarray], str]:
+    """:func:`make_inputs` at the model file's own shape."""
     _, shape = _input_shape(spec.path)
     image = Path(image) if image is not None else DEFAULT_IMAGE
     rgb = _read_rgb(image) if spec.kind != "generic" and image.is_file() else None

@@ -15,7 +15,7 @@ import numpy as np
 
 from frvt import settings
 from frvt.perf.bench.cpuid_cap import CPUID_CAP_ENV, build_cpuid_cap
-from frvt.perf.bench.inputs import make_inputs
+from frvt.perf.bench.inputs import batched_onnx, make_inputs
 from frvt.perf.bench.models import (
     AVX2_CAPS,
     DEFAULT_IMAGE,
@@ -78,23 +78,37 @@ def _run_group_process(
 
 
 def _tvm_artefact(
-    spec: ModelSpec, group: str, tuned: bool, cache_dir: Path | None, report: Callable[[str], None], scratch: Path
+    spec: ModelSpec,
+    group: str,
+    tuned: bool,
+    cache_dir: Path | None,
+    report: Callable[[str], None],
+    scratch: Path,
+    input_shape: tuple[int, ...] | None = None,
 ) -> tuple[Path | None, dict, str]:
     """(compiled directory or None, target dict, note) for a TVM row. A tuned database is
-    compiled from a snapshot taken now (its content, not its path, keys the compile cache)."""
+    compiled from a snapshot taken now (its content, not its path, keys the compile cache).
+    ``input_shape`` compiles for another shape than the file's (a batch), with the database
+    tuned for that shape."""
     from frvt.compiler import CompileError, databases
     from frvt.compiler.compile import ensure_compiled
     from frvt.compiler.targets import parse_target, target_name
+    from implementation.model_config import ModelConfig
 
     target = parse_target(GROUP_TARGET[group])
     name = target_name(target)
     cache_root = Path(cache_dir) if cache_dir is not None else settings.cache_root() / "compiled"
     conv_scheme = "NCHW"
     if tuned:
-        database = databases.find_tuned_database(spec.path, target)
+        database = databases.find_tuned_database(spec.path, target, input_shape=input_shape)
         if database is None:
             label = "not tuned for native" if group == "full" else f"not tuned for {name}"
-            return None, target, f"{label}: no database under data/tuning/ for this model hash and target {name}"
+            shape = f", input shape {'x'.join(map(str, input_shape))}" if input_shape else ""
+            return (
+                None,
+                target,
+                f"{label}: no database under data/tuning/ for this model hash and target {name}{shape}",
+            )
         shown = database.relative_to(REPO_ROOT) if database.is_relative_to(REPO_ROOT) else database
         conv_scheme = databases.database_conv_scheme(database)
         snapshot = scratch / f"database-{spec.name}-{name}"
@@ -108,7 +122,10 @@ def _tvm_artefact(
         note = "no tuning database (default schedules)"
     report(f"compiling {spec.name} for {name} ({'tuned' if tuned else 'untuned'}), cached after the first time")
     try:
-        artefact = ensure_compiled(spec.path, target, cache_dir=cache_root, database=database, conv_scheme=conv_scheme)
+        config = ModelConfig(name=spec.name, input_shape=tuple(input_shape)) if input_shape else None
+        artefact = ensure_compiled(
+            spec.path, target, cache_dir=cache_root, database=database, conv_scheme=conv_scheme, model_config=config
+        )
     except (CompileError, ValueError) as exc:
         return None, target, f"compile failed: {exc}"
     return artefact, target, note
@@ -128,6 +145,7 @@ def run_benchmark(
     command: str | None = None,
     progress: Callable[[str], None] | None = None,
     timeout: float | None = None,
+    batch: int = 1,
 ) -> dict[str, Any]:
     """Run the shoot-out and return it as versioned JSON (schema ``frvt.bench/1``).
 
@@ -157,6 +175,10 @@ def run_benchmark(
         Receives one message per stage.
     timeout : float, optional
         Seconds allowed per measuring process.
+    batch : int
+        Images per call (:func:`make_inputs`). Above 1, every runtime gets a copy of the model
+        with that batch (:func:`batched_onnx`), TVM tuned the database tuned for that input shape
+        (none: the row is skipped), and dlib is not run. FLOPs count the whole batch.
 
     Returns
     -------
@@ -183,6 +205,8 @@ def run_benchmark(
     bad_groups = [g for g in groups if g not in GROUPS]
     if bad_groups or not groups:
         raise BenchError(f"unknown or no ISA group(s) {list(groups)}: choose from {', '.join(GROUPS)}")
+    if batch < 1:
+        raise BenchError(f"batch must be >= 1, got {batch}")
     if repeats < 1 or untuned_repeats < 1 or warmup < 0:
         raise BenchError(
             f"repeats ({repeats}) and untuned_repeats ({untuned_repeats}) must be >= 1, warmup ({warmup}) >= 0"
@@ -217,8 +241,11 @@ def run_benchmark(
         for spec in specs:
             report(f"{spec.name}: counting MACs, making the input")
             macs = model_macs(spec.path)
+            if batch > 1:
+                macs = {k: v * batch for k, v in macs.items()}
             weights = model_weight_bytes(spec.path)
-            inputs, described = make_inputs(spec, image, seed)
+            inputs, described = make_inputs(spec, image, seed, batch)
+            peer_onnx = spec.path if batch == 1 else batched_onnx(spec.path, batch, scratch / f"{spec.name}.onnx")
             inputs_path = scratch / f"{spec.name}.npz"
             np.savez(inputs_path, **inputs)
             model_info[spec.name] = {
@@ -230,11 +257,21 @@ def run_benchmark(
                 "weight_bytes": weights,
                 "input": described,
                 "input_shape": list(inputs["x"].shape),
+                "batch": batch,
             }
             references: dict[str, Path] = {}
             for group in groups:
                 entries, skipped = _group_entries(
-                    spec, group, runtimes, repeats, untuned_repeats, warmup, cache_dir, report, scratch
+                    spec,
+                    group,
+                    runtimes,
+                    repeats,
+                    untuned_repeats,
+                    warmup,
+                    cache_dir,
+                    report,
+                    scratch,
+                    tuple(inputs["x"].shape) if batch > 1 else None,
                 )
                 os.sched_setaffinity(0, affinity)
                 report(f"{spec.name} [{group}]: timing {', '.join(e['runtime'] for e in entries) or 'nothing'}")
@@ -244,7 +281,7 @@ def run_benchmark(
                     measured = _run_group_process(
                         {
                             "model": spec.name,
-                            "onnx": str(spec.path),
+                            "onnx": str(peer_onnx),
                             "group": group,
                             "inputs": str(inputs_path),
                             "cpu_avx512": avx512,
@@ -290,6 +327,7 @@ def run_benchmark(
             "warmup": warmup,
             "image": str(image) if image else str(DEFAULT_IMAGE),
             "seed": seed,
+            "batch": batch,
             "thread_env": THREAD_ENV,
             "avx2_caps": AVX2_CAPS,
         },
@@ -313,17 +351,19 @@ def _group_entries(
     cache_dir,
     report,
     scratch: Path,
+    input_shape: tuple[int, ...] | None = None,
 ) -> tuple[list[dict], list[dict]]:
-    """The runtimes to measure for one model and group, and the rows of those skipped."""
+    """The runtimes to measure for one model and group, and the rows of those skipped
+    (``input_shape``: a batch other than the file's)."""
     entries: list[dict] = []
     skipped: list[dict] = []
     for name in runtimes:
-        if name == "dlib" and spec.kind != "dlib":
+        if name == "dlib" and (spec.kind != "dlib" or input_shape is not None):
             continue
         entry: dict[str, Any] = {"runtime": name, "kind": name, "repeats": repeats, "warmup": warmup}
         if name.startswith("tvm-"):
             tuned = name == "tvm-tuned"
-            artefact, target, note = _tvm_artefact(spec, group, tuned, cache_dir, report, scratch)
+            artefact, target, note = _tvm_artefact(spec, group, tuned, cache_dir, report, scratch, input_shape)
             if artefact is None:
                 skipped.append(
                     {

@@ -349,6 +349,43 @@ def test_run_benchmark_on_a_tiny_model_in_both_isa_groups(tiny_onnx, tmp_path):
     assert "| tvm-untuned | avx2 | avx2 |" in markdown and "OPENCV_CPU_DISABLE" in markdown
 
 
+def test_run_benchmark_at_a_batch_compiles_and_feeds_every_runtime_that_batch(tiny_onnx, tmp_path):
+    result = run_benchmark(
+        models=[str(tiny_onnx)],
+        runtimes=["tvm-untuned", "tvm-tuned", "onnxruntime"],
+        groups=["avx2"],
+        repeats=2,
+        untuned_repeats=1,
+        warmup=0,
+        fma=False,
+        cache_dir=tmp_path / "compiled",
+        batch=3,
+    )
+    info = result["models"]["tiny"]
+    assert info["input_shape"] == [3, 3, 16, 16] and info["batch"] == 3 and result["settings"]["batch"] == 3
+    assert info["gflops"] == pytest.approx(3 * 2 * (55_296 + 20_480) / 1e9)  # the whole batch
+    rows = {r["runtime"]: r for r in result["rows"]}
+    for name in ("tvm-untuned", "onnxruntime"):
+        assert rows[name]["status"] == "ok", rows[name]["note"]
+    assert rows["tvm-untuned"]["max_abs_diff"] < 1e-4  # all three outputs agree with ONNX Runtime's
+    # a database is tuned for one input shape: none exists for this one
+    assert rows["tvm-tuned"]["status"] == "skipped" and "3x3x16x16" in rows["tvm-tuned"]["note"]
+
+
+def test_batched_dlib_input_is_the_chip_and_its_mirror_image():
+    from frvt.perf.bench.inputs import make_inputs
+    from frvt.perf.bench.models import builtin_models
+
+    spec = builtin_models()["dlib_resnet"]
+    one, _ = make_inputs(spec)
+    two, described = make_inputs(spec, batch=2)
+    assert two["x"].shape == (2, 3, 150, 150) and "mirror" in described
+    np.testing.assert_array_equal(two["x"][0], one["x"][0])
+    np.testing.assert_array_equal(two["x"][1], one["x"][0][:, :, ::-1])
+    with pytest.raises(BenchError, match="batch"):
+        make_inputs(spec, batch=0)
+
+
 def test_run_benchmark_rejects_unknown_names(tiny_onnx):
     with pytest.raises(BenchError, match="unknown runtime"):
         run_benchmark(models=[str(tiny_onnx)], runtimes=["tensorflow"], fma=False)
