@@ -50,6 +50,7 @@ from implementation.align import align
 from implementation.config_dir import CONFIG_FORMAT, CONFIG_NAME
 from implementation.detect import FACE_GEOMETRY, FaceGeometry, RetinaFaceDetector, implausibility, select_face
 from implementation.model_config import ModelConfig
+from implementation.resample import warp_bilinear
 
 __version__ = "0.1.0"
 
@@ -137,6 +138,8 @@ class FaceVerifier:
             self.target = settings.get("target")
             self.version = _describe(self._config.name, self._flip)
             cv2.setNumThreads(1)
+            # the compiled chip warp is loaded (or compiled) here, not in the first template's time
+            warp_bilinear(np.zeros((2, 2, 3), np.uint8), np.eye(2, 3), 2)
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
             return ReturnStatus(ReturnCode.ConfigError, f"cannot load config from {config_dir}: {exc}")
         return ReturnStatus(ReturnCode.Success)
