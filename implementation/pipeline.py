@@ -27,6 +27,7 @@ Everything runs on one thread: TVM's pool is one thread, OpenCV's is one thread.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -138,7 +139,10 @@ class FaceVerifier:
             self.target = settings.get("target")
             self.version = _describe(self._config.name, self._flip)
             cv2.setNumThreads(1)
-            # the compiled chip warp is loaded (or compiled) here, not in the first template's time
+            # The compiled chip warp is loaded (or compiled) here, not in the first template's time.
+            # Numba loads SciPy's BLAS then; without a thread count its OpenBLAS would start an
+            # idle thread pool in this single-threaded implementation.
+            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
             warp_bilinear(np.zeros((2, 2, 3), np.uint8), np.eye(2, 3), 2)
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as exc:
             return ReturnStatus(ReturnCode.ConfigError, f"cannot load config from {config_dir}: {exc}")

@@ -251,3 +251,39 @@ def test_when_no_detection_is_plausible_the_call_fails_with_face_detection_error
     assert not tpl.decode(r.template).has_face
     multi = fv.create_face_templates(decode_image(MEDS / "S001" / "S001-01-t10_01.jpg"), E)
     assert multi.status.code == ReturnCode.FaceDetectionError and not tpl.decode(multi.templates[0]).has_face
+
+
+_THREADS_SCRIPT = r"""
+import os, sys
+import cv2, numpy  # what a harness has loaded before the implementation (their BLAS pools included)
+from frvt.contract import TemplateRole
+from frvt.driver import decode_image
+from implementation import FaceVerifier
+
+threads = lambda: set(os.listdir("/proc/self/task"))
+before = threads()
+fv = FaceVerifier()
+assert fv.initialize(sys.argv[1]).ok
+fv.create_face_template([decode_image(sys.argv[2])], TemplateRole.Enrollment_11)
+print(len(threads() - before))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through /proc")
+def test_the_implementation_starts_no_thread_even_when_blas_pools_are_not_capped(default_config_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}  # as NIST runs it
+    image = ROOT / "data" / "validation" / "images" / "meds" / "S001" / "S001-01-t10_01.jpg"
+    out = subprocess.run(
+        [sys.executable, "-c", _THREADS_SCRIPT, str(default_config_dir), str(image)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "0"
