@@ -51,6 +51,24 @@ class ModelConfig:
         x = chip if self.colour_order.upper() == "RGB" else chip[:, :, ::-1]
         return (x.astype(np.float32) - np.asarray(self.mean, np.float32)) * np.float32(self.scale)
 
+    def network_batch(self, chip: np.ndarray, mirror: bool = False) -> np.ndarray:
+        """``batch(network_input(chip))``, with its mirror image second when ``mirror``, the same
+        numbers written straight into the batch (no intermediate image, stack or transpose)."""
+        size = self.input_size
+        if chip.shape[:2] != size:
+            chip = cv2.resize(chip, (size[1], size[0]), interpolation=cv2.INTER_AREA)
+        order = (0, 1, 2) if self.colour_order.upper() == "RGB" else (2, 1, 0)
+        nchw = self.layout == "NCHW"
+        out = np.empty((2 if mirror else 1, *((3, *size) if nchw else (*size, 3))), np.float32)
+        planes = out[0] if nchw else out[0].transpose(2, 0, 1)
+        scale = np.float32(self.scale)
+        for c, source in enumerate(order):
+            np.subtract(chip[:, :, source], np.float32(self.mean[c]), out=planes[c], dtype=np.float32)
+            np.multiply(planes[c], scale, out=planes[c])
+        if mirror:
+            out[1] = out[0][:, :, ::-1] if nchw else out[0][:, ::-1]
+        return out
+
     def batch(self, *images: np.ndarray) -> np.ndarray:
         """(height, width, 3) inputs -> one contiguous float32 batch of them in :attr:`layout`."""
         net_in = np.stack(images)

@@ -215,10 +215,10 @@ class FaceVerifier:
     def _embedder_batches(self, chip: np.ndarray) -> list[np.ndarray]:
         """The embedder's inputs for one chip: the chip and, when flip-averaging, its mirror
         image, as one batch when the embedder was compiled for a batch of two, else one each."""
+        if self._flip and int(self._embedder.input_shape[0]) == 2:
+            return [self._config.network_batch(chip, mirror=True)]
         x = self._network_input(chip)
         views = [x] + ([x[:, ::-1]] if self._flip else [])
-        if int(self._embedder.input_shape[0]) == len(views):
-            return [self._config.batch(*views)]
         return [self._config.batch(view) for view in views]
 
     def _embed(self, chip: np.ndarray) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -48,3 +50,28 @@ def test_unknown_keys_are_ignored_and_input_size_reads_the_layout():
     assert cfg.input_size == (112, 96)
     with pytest.raises(TypeError):
         ModelConfig.from_json({"input_shape": [1, 3, 4, 4]})  # no name
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        DLIB_RESNET,
+        dataclasses.replace(
+            DLIB_RESNET,
+            colour_order="BGR",
+            layout="NHWC",
+            input_shape=(1, 150, 150, 3),
+            mean=(127.5, 120.1, 99.3),
+            scale=1 / 127.5,
+        ),
+        dataclasses.replace(DLIB_RESNET, input_shape=(1, 3, 112, 112)),  # the chip is resized first
+    ],
+    ids=["dlib", "bgr-nhwc", "resized"],
+)
+def test_network_batch_is_the_batch_of_the_network_input_and_its_mirror_image(config):
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        chip = rng.integers(0, 256, (150, 150, 3), dtype=np.uint8)
+        x = config.network_input(chip)
+        np.testing.assert_array_equal(config.network_batch(chip), config.batch(x))
+        np.testing.assert_array_equal(config.network_batch(chip, mirror=True), config.batch(x, x[:, ::-1]))
