@@ -72,8 +72,10 @@ def build_config_dir(
         from frvt.compiler.databases import find_tuned_database
         from frvt.compiler.targets import parse_target
 
-        found = find_tuned_database(embedder_onnx, parse_target(target), input_shape=batch_of_two)
-        flip_in_one_call = embedder_library is None and found is not None
+        flip_in_one_call = (
+            embedder_library is None
+            and find_tuned_database(embedder_onnx, parse_target(target), input_shape=batch_of_two) is not None
+        )
     if flip_average and flip_in_one_call:
         embedder_config = dataclasses.replace(embedder_config, input_shape=batch_of_two)
     if embedder_library is None:

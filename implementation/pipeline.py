@@ -208,18 +208,13 @@ class FaceVerifier:
     def _chip_size(self) -> int:
         return int(self._config.chip.get("size", 150)) if self._config.chip else 150
 
-    def _network_input(self, chip: np.ndarray) -> np.ndarray:
-        """An aligned RGB chip -> the embedder's (h, w, 3) float32 input, per the model config."""
-        return self._config.network_input(chip)
-
     def _embedder_batches(self, chip: np.ndarray) -> list[np.ndarray]:
         """The embedder's inputs for one chip: the chip and, when flip-averaging, its mirror
         image, as one batch when the embedder was compiled for a batch of two, else one each."""
-        if self._flip and int(self._embedder.input_shape[0]) == 2:
-            return [self._config.network_batch(chip, mirror=True)]
-        x = self._network_input(chip)
-        views = [x] + ([x[:, ::-1]] if self._flip else [])
-        return [self._config.batch(view) for view in views]
+        views = self._config.network_batch(chip, mirror=self._flip)
+        if int(self._embedder.input_shape[0]) == len(views):
+            return [views]
+        return [views[i : i + 1] for i in range(len(views))]
 
     def _embed(self, chip: np.ndarray) -> np.ndarray:
         """The chip's unit embedding: the normalised sum of the unit embeddings of the chip and,

@@ -107,9 +107,8 @@ def make_inputs(
     if spec.kind == "dlib":
         from implementation.model_config import DLIB_RESNET as cfg
 
-        views = [cfg.network_input(inputs["chip"])]
-        views.append(views[0][:, ::-1])
-        inputs["x"] = cfg.batch(*(views[i % 2] for i in range(batch)))
+        views = cfg.network_batch(inputs["chip"], mirror=True)
+        inputs["x"] = np.ascontiguousarray(views[np.arange(batch) % 2])
         return inputs, f"{described}; batch of {batch}: the chip and its mirror image in turn"
     inputs["x"] = np.ascontiguousarray(np.concatenate([x] * batch))
     return inputs, f"{described}; batch of {batch} copies"
