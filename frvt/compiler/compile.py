@@ -63,8 +63,13 @@ from implementation.model_config import ModelConfig
 METADATA_FORMAT = 1
 
 
-def _configured_shape(model_config: ModelConfig | None) -> tuple[int, ...] | None:
-    """The static input shape a model config asks for (overriding the file's), or None."""
+def _configured_shape(
+    model_config: ModelConfig | None, input_shape: tuple[int, ...] | None = None
+) -> tuple[int, ...] | None:
+    """The static input shape asked for instead of the file's: ``input_shape`` when given, else
+    the model config's when it has one, else None."""
+    if input_shape is not None:
+        return tuple(int(s) for s in input_shape)
     if model_config is not None and all(s > 0 for s in model_config.input_shape):
         return tuple(model_config.input_shape)
     return None
@@ -83,6 +88,7 @@ def compile_model(
     progress: bool | Callable[[str], None] = True,
     auto_database: bool = True,
     conv_scheme: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> dict:
     """Compile an ONNX model for a CPU target and export it with its metadata.
 
@@ -112,6 +118,9 @@ def compile_model(
     conv_scheme : {"NCHW", "NHWC", "NHWC-winograd"}, optional
         How convolutions are computed (:func:`prepare_module`). Default: the scheme the
         database was tuned with (:func:`database_conv_scheme`), NCHW without a database.
+    input_shape : tuple of int, optional
+        Compile for this static input shape instead of the file's (say, a batch of two); it
+        overrides ``model_config.input_shape``.
 
     Returns
     -------
@@ -139,8 +148,8 @@ def compile_model(
     start = time.perf_counter()
     onnx_path = Path(onnx_path)
     target_dict = parse_target(target)
-    input_name, input_shape = onnx_input_spec(onnx_path)
-    input_shape = _configured_shape(model_config) or input_shape
+    input_name, file_shape = onnx_input_spec(onnx_path)
+    input_shape = _configured_shape(model_config, input_shape) or file_shape
     if database is None and auto_database:
         database = find_tuned_database(onnx_path, target_dict, input_shape=input_shape)
         if database is not None:
@@ -261,6 +270,7 @@ def cache_key(
     database: str | Path | None = None,
     model_config: ModelConfig | None = None,
     conv_scheme: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> str:
     """Hex key of a compiled artefact: model sha256 + target + TVM version + database content
     + convolution scheme (+ the model config saved beside it)."""
@@ -283,6 +293,8 @@ def cache_key(
             payload["layout_elementwise"] = settings["layout_elementwise"]
     if model_config is not None:
         payload["model_config"] = model_config.to_json()
+    if input_shape is not None:  # keys of builds at the file's or the config's shape are unchanged
+        payload["input_shape"] = [int(s) for s in input_shape]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -295,6 +307,7 @@ def ensure_compiled(
     progress: bool | Callable[[str], None] = False,
     auto_database: bool = True,
     conv_scheme: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> Path:
     """Directory of a compiled model for (model, target, TVM, database); built once.
 
@@ -317,6 +330,8 @@ def ensure_compiled(
         (False: an untuned build).
     conv_scheme : {"NCHW", "NHWC", "NHWC-winograd"}, optional
         See :func:`compile_model` (default: the database's).
+    input_shape : tuple of int, optional
+        See :func:`compile_model`.
 
     Returns
     -------
@@ -326,9 +341,9 @@ def ensure_compiled(
     onnx_path = Path(onnx_path)
     target_dict = parse_target(target)
     if database is None and auto_database:
-        database = find_tuned_database(onnx_path, target_dict, input_shape=_configured_shape(model_config))
+        database = find_tuned_database(onnx_path, target_dict, input_shape=_configured_shape(model_config, input_shape))
     cache_dir = Path(cache_dir) if cache_dir is not None else cache_root() / "compiled"
-    key = cache_key(onnx_path, target_dict, database, model_config, conv_scheme)
+    key = cache_key(onnx_path, target_dict, database, model_config, conv_scheme, input_shape)
     out = cache_dir / f"{onnx_path.stem}-{target_name(target_dict)}-{key}"
     if (out / "metadata.json").exists() and (out / "model.so").exists():
         return out
@@ -341,5 +356,6 @@ def ensure_compiled(
         progress=progress,
         auto_database=False,
         conv_scheme=conv_scheme,
+        input_shape=input_shape,
     )
     return out

@@ -93,7 +93,6 @@ def _tvm_artefact(
     from frvt.compiler import CompileError, databases
     from frvt.compiler.compile import ensure_compiled
     from frvt.compiler.targets import parse_target, target_name
-    from implementation.model_config import ModelConfig
 
     target = parse_target(GROUP_TARGET[group])
     name = target_name(target)
@@ -122,9 +121,8 @@ def _tvm_artefact(
         note = "no tuning database (default schedules)"
     report(f"compiling {spec.name} for {name} ({'tuned' if tuned else 'untuned'}), cached after the first time")
     try:
-        config = ModelConfig(name=spec.name, input_shape=tuple(input_shape)) if input_shape else None
         artefact = ensure_compiled(
-            spec.path, target, cache_dir=cache_root, database=database, conv_scheme=conv_scheme, model_config=config
+            spec.path, target, cache_dir=cache_root, database=database, conv_scheme=conv_scheme, input_shape=input_shape
         )
     except (CompileError, ValueError) as exc:
         return None, target, f"compile failed: {exc}"
