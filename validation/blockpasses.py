@@ -15,9 +15,10 @@ Each pass then reads, through a table over the 65,536 codes, what it does with e
 a bin (count it in bin ``c``, skip it, count it below ``k`` bootstrap edges, ...); only the pairs
 the table cannot decide (their bin holds a step of the pass, or the code is -1), and those whose
 exact value the pass keeps, take the interval's ends or the exact dot product (in int64 on integer
-copies of the embeddings: exact, and so is its float64). The result of each pass is the packed
-partial its numpy ``add`` gives on the same scores, bit for bit
-(``tests/validation/test_blockpasses.py``).
+copies of the embeddings: exact, and so is its float64). The first pass (key bins, and the exact
+values of the fine bins) gets its codes with flags on the pairs its codes do not settle, and visits
+only those one by one. The result of each pass is the packed partial its numpy ``add`` gives on
+the same scores, bit for bit (``tests/validation/test_blockpasses.py``).
 
 The bound: with ``u = 2**-24``, inputs rounded to float32 (relative error ``u`` each) and any
 float32 evaluation order of the ``d`` products and their sum (what every BLAS ``sgemm`` does),
@@ -32,6 +33,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 from implementation import template as tpl
@@ -195,19 +197,86 @@ def _n_at_or_below(edges, grid, x):
     return k
 
 
+_HALF_SCALE32 = np.float32(0.5 * _SCALE)
+_HALF32 = np.float32(0.5)
+_SLACK32 = np.float32(2.0**-21)
+"""Covers the float32 roundings of ``approx * 2**-49 + 0.5`` (at most ``2**-24`` near 1) and of the
+interval's two ends (half an ulp each); relative to ``|y|`` (:data:`_REL32`) when ``|y| > 1``."""
+_REL32 = np.float32(2.0**-22)
+_MARGIN32 = 1 + 2.0**-20
+"""The float32 bound ``ca[i] nb[j]`` (four roundings of ``2**-24`` each) is widened by this factor."""
+
+
+@njit(inline="always", cache=True)
+def _code_row(approx, cai, nb, codes):
+    """One row of :func:`_codes`."""
+    for j in range(approx.shape[0]):
+        y = approx[j] * _HALF_SCALE32 + _HALF32
+        d = cai * nb[j] + _SLACK32 + abs(y) * _REL32
+        lo = np.int32(_float32_bits(y - d) >> np.uint32(16))
+        hi = np.int32(_float32_bits(y + d) >> np.uint32(16))
+        codes[j] = lo if lo == hi else np.int32(-1)
+
+
 @njit(cache=True)
 def _codes(approx, ca, nb, codes):
     """codes[i, j]: the raw top-16 bits (key bin) of the exact similarity when both ends of its
     interval fall in one bin, else -1 (NaN products give a NaN bit pattern). A loop without
-    branches: vector instructions. ``ca`` is in units of the similarity (``c |qa| 2**-49``)."""
+    branches in float32 (eight pairs per vector instruction): ``ca`` and ``nb`` are float32 and
+    already widened by :data:`_MARGIN32`, and the constant and relative slack cover the roundings,
+    so the interval still holds the exact similarity; a float32 ``lo <= exact`` rounds to a key
+    ``<=`` the exact similarity's float32 (rounding keeps the order)."""
     for i in range(approx.shape[0]):
-        cai = ca[i]
-        for j in range(approx.shape[1]):
-            x = (np.float64(approx[i, j]) * _SCALE + 1.0) * 0.5
-            d = cai * nb[j] + _SLACK
-            lo = _bits(np.float32(x - d)) >> 16
-            hi = _bits(np.float32(x + d)) >> 16
-            codes[i, j] = lo if lo == hi else -1
+        _code_row(approx[i], ca[i], nb, codes[i])
+
+
+@njit(inline="always", cache=True)
+def _flag_row(row, flags, first, span, runs):
+    """flags[j] = 1 where row[j] is not one of the ``span`` codes from ``first`` (-1 and NaN
+    included) or is in a run of codes (rows ``(first, count)`` of ``runs``, four at a time, padded
+    with empty runs). Vector instructions (int32 comparisons: eight codes at a time)."""
+    lo, hi = np.int32(first), np.int32(first + span)
+    for k in range(0, runs.shape[0], 4):
+        a0, b0 = np.int32(runs[k, 0]), np.int32(runs[k, 0] + runs[k, 1])
+        a1, b1 = np.int32(runs[k + 1, 0]), np.int32(runs[k + 1, 0] + runs[k + 1, 1])
+        a2, b2 = np.int32(runs[k + 2, 0]), np.int32(runs[k + 2, 0] + runs[k + 2, 1])
+        a3, b3 = np.int32(runs[k + 3, 0]), np.int32(runs[k + 3, 0] + runs[k + 3, 1])
+        for j in range(row.shape[0]):
+            c = row[j]
+            f = ((c >= a0) & (c < b0)) | ((c >= a1) & (c < b1)) | ((c >= a2) & (c < b2)) | ((c >= a3) & (c < b3))
+            if k == 0:
+                flags[j] = f | (c < lo) | (c >= hi)
+            else:
+                flags[j] |= f
+
+
+@njit(cache=True)
+def _flag(codes, flags, first, span, runs):
+    """:func:`_flag_row` on every row."""
+    for i in range(codes.shape[0]):
+        _flag_row(codes[i], flags[i], first, span, runs)
+
+
+@njit(cache=True)
+def _codes_flagged(approx, ca, nb, codes, flags, first, span, runs):
+    """:func:`_codes` and :func:`_flag` row by row, while the row is in the first-level cache: the
+    pairs :func:`_top_bins` takes one by one."""
+    for i in range(approx.shape[0]):
+        _code_row(approx[i], ca[i], nb, codes[i])
+        _flag_row(codes[i], flags[i], first, span, runs)
+
+
+@njit(cache=True)
+def _row_extremes(approx, qa, qb, i, j0):
+    """The lowest and highest exact similarity of row ``i``'s comparisons from column ``j0`` (NaN
+    products skipped; ``inf, -inf`` when there are none)."""
+    lo, hi = np.float32(np.inf), np.float32(-np.inf)
+    for j in range(j0, approx.shape[1]):
+        if approx[i, j] != approx[i, j]:
+            continue
+        s = _exact(qa, i, qb, j)
+        lo, hi = min(lo, s), max(hi, s)
+    return lo, hi
 
 
 # Each pass below reads the codes through a table over the 65,536 codes (index ``code & 0xFFFF``, so
@@ -228,66 +297,67 @@ def _range_of(fmin, fmax):
 
 
 @njit(cache=True)
-def _top_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, fine, hist, state, out):
-    """hist[j % 4, raw top 16 bits] += 1 for every comparison (four copies: consecutive increments of
-    one counter would wait on each other); state: [lowest, highest similarity]; the raw bits of the
-    exact similarity of every comparison in a ``fine`` bin appended to ``out`` (returns how many).
-    Four comparisons whose bins all lie strictly between the bins of the lowest and highest
-    similarity so far, none of them fine, are counted from their codes at once; the others (fine
-    bins, possible new extremes, uncertain codes) one by one, those outside that range from the
-    exact similarity."""
+def _top_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, fine, hist, state, out, words):
+    """hist[raw top 16 bits] += 1 for every comparison; state: [lowest, highest similarity]; the raw
+    bits of the exact similarity of every comparison in a ``fine`` bin appended to ``out`` (returns
+    how many).
+
+    ``words`` holds, one byte per pair and eight pairs per word, the flags of :func:`_codes_flagged`
+    (given the bins strictly between those of the lowest and highest similarity when the tile
+    began, and the fine bins as runs): the pairs that need more than their code. Row by row: one loop counts every pair's
+    code, flagged or not; then the flagged pairs are taken one by one (the set bytes of each word).
+    A code outside the bins strictly between those of the lowest and highest similarity so far is
+    uncounted and replaced by the exact similarity's bin (or skipped: NaN, no impostor comparison);
+    a fine pair's exact similarity is kept."""
     fmin, fmax = np.float32(state[0]), np.float32(state[1])
     first, span, lo_bin, hi_bin = _range_of(fmin, fmax)
-    h0, h1, h2, h3 = hist[0], hist[1], hist[2], hist[3]
+    n = approx.shape[1]
+    n_words = words.shape[1]
     n_out = 0
     for i in range(approx.shape[0]):
+        j0 = _first_col(all_vs_all, gi0 + i, gj0)
+        if j0 >= n:
+            continue
         row = codes[i]
-        n = row.shape[0]
-        j = _first_col(all_vs_all, gi0 + i, gj0)
-        while j < n:
-            if j + 4 <= n and (j & 3) == 0:
-                c0 = np.uint64(np.int64(row[j]) - np.int64(first))
-                c1 = np.uint64(np.int64(row[j + 1]) - np.int64(first))
-                c2 = np.uint64(np.int64(row[j + 2]) - np.int64(first))
-                c3 = np.uint64(np.int64(row[j + 3]) - np.int64(first))
-                if (
-                    c0 < span
-                    and c1 < span
-                    and c2 < span
-                    and c3 < span
-                    and not (fine[c0 + first] or fine[c1 + first] or fine[c2 + first] or fine[c3 + first])
-                ):
-                    h0[c0 + first] += 1
-                    h1[c1 + first] += 1
-                    h2[c2 + first] += 1
-                    h3[c3 + first] += 1
-                    j += 4
+        for j in range(j0, n):
+            hist[np.uint64(row[j]) & np.uint64(0xFFFF)] += 1
+        for w in range(j0 >> 3, n_words):
+            word = words[i, w]
+            while word != 0:
+                j = (w << 3) | (trailing_zeros(word) >> 3)
+                word &= word - np.uint64(1)
+                if j < j0:
                     continue
-            c = row[j]
-            if c > lo_bin and c < hi_bin:
-                hist[j & 3, c] += 1
-                if not fine[c]:
-                    j += 1
-                    continue
-                s = _exact(qa, i, qb, j)
-            else:
-                if approx[i, j] != approx[i, j]:
-                    j += 1
-                    continue
-                s = _exact(qa, i, qb, j)
-                c = _bits(s) >> 16
-                hist[j & 3, c] += 1
-                if s < fmin or s > fmax:
-                    fmin, fmax = min(fmin, s), max(fmax, s)
-                    first, span, lo_bin, hi_bin = _range_of(fmin, fmax)
-                if not fine[c]:
-                    j += 1
-                    continue
-            out[n_out] = _bits(s)
-            n_out += 1
-            j += 1
+                c = np.int64(row[j])
+                if c > lo_bin and c < hi_bin:
+                    if not fine[c]:
+                        continue
+                    s = _exact(qa, i, qb, j)
+                else:
+                    hist[c & 0xFFFF] -= 1
+                    if approx[i, j] != approx[i, j]:
+                        continue
+                    s = _exact(qa, i, qb, j)
+                    c = _bits(s) >> 16
+                    hist[c] += 1
+                    if s < fmin or s > fmax:
+                        fmin, fmax = min(fmin, s), max(fmax, s)
+                        first, span, lo_bin, hi_bin = _range_of(fmin, fmax)
+                    if not fine[c]:
+                        continue
+                out[n_out] = _bits(s)
+                n_out += 1
     state[0], state[1] = fmin, fmax
     return n_out
+
+
+def _runs(mask: np.ndarray) -> np.ndarray:
+    """The runs of true entries of ``mask`` as rows ``(first, count)``."""
+    m = np.concatenate([[False], np.asarray(mask, bool), [False]])
+    edges = np.flatnonzero(m[1:] != m[:-1])
+    runs = np.zeros((max(4, -(-edges.size // 8) * 4), 2), np.int64)  # a multiple of 4 rows, empty ones last
+    runs[: edges.size // 2] = np.stack([edges[::2], edges[1::2] - edges[::2]], axis=1)
+    return runs
 
 
 @njit(cache=True)
@@ -389,7 +459,8 @@ def _subject_edges(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, row_slot
 
 @njit(cache=True)
 def _histogram(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, table, edges, grid, counts):
-    """``np.histogram(similarities, edges)`` added to counts[j % 4] (see :func:`_top_bins`);
+    """``np.histogram(similarities, edges)`` added to counts[j % 4] (four copies: consecutive
+    increments of one counter would wait on each other);
     table[code]: the histogram bin of the whole key bin, -2 outside the edges, -1 mixed (or no bin):
     then the bounds of the similarity decide, or its exact value."""
     nbins = edges.shape[0] - 1
@@ -432,7 +503,10 @@ class _Strips:
         # the bound on a product's error, c |qa| |qb|, in units of the similarity (times 2**-49)
         self.ca = a_norm * (c * (1 + 1e-9) * 0.5 * _SCALE)
         self.nb = b_norm * (1 + 1e-9)
+        self.ca32 = (self.ca * _MARGIN32).astype(np.float32)
+        self.nb32 = (self.nb * _MARGIN32).astype(np.float32)
         self.r0, self.c0, self.all_vs_all = r0, c0, all_vs_all
+        self.flagger = None  # a runner whose flags the codes come with (:meth:`_TopBins.flag_params`)
         self.rsub, self.csub = rsub, csub = np.asarray(rsub, np.int64), np.asarray(csub, np.int64)
         nr, nc = len(rsub), len(csub)
         # genuine pairs of the block (rows and columns of one subject), in row order
@@ -522,7 +596,18 @@ class _Strips:
                 if rows.size:
                     approx[rows] = np.nan
                 ca, nb = self.ca[s0:s1], self.nb[t0:t1]
-                _codes(approx, ca, nb, codes)
+                if self.flagger is None:
+                    _codes(approx, self.ca32[s0:s1], self.nb32[t0:t1], codes)
+                else:
+                    key = ("flags", *shape)
+                    if key not in buffers:  # rows of whole uint64 words (C order), the padding never flagged
+                        words = np.zeros((shape[0], -(-shape[1] // 8)), np.uint64)
+                        buffers[key] = words.view(np.uint8), words
+                    self.tile_flags = buffers[key]
+                    params = self.flagger.flag_params(
+                        approx, self.qa[s0:s1], self.qb[t0:t1], self.r0 + s0, self.c0 + t0
+                    )
+                    _codes_flagged(approx, self.ca32[s0:s1], self.nb32[t0:t1], codes, self.tile_flags[0], *params)
                 args = (
                     approx,
                     codes,
@@ -572,19 +657,47 @@ class _Runner:
 class _TopBins(_Runner):
     def __init__(self, red: TopBinPass, strips: _Strips) -> None:
         super().__init__(red, strips)
-        self.hists = np.zeros((4, 1 << 16), np.int64)
+        self.hist = np.zeros(1 << 16, np.int64)
         self.state = np.array([math.inf, -math.inf])
         self.fine = np.ascontiguousarray(getattr(red, "fine", np.zeros(1 << 16, bool)), dtype=np.bool_)
+        self.runs = _runs(self.fine)
         self.out = strips.buffer("fine_out", TILE_ROWS * TILE_COLS, np.uint32)
         self.parts = []
 
+    def flag_params(self, approx, qa, qb, gi0, gj0):
+        """What :func:`_codes_flagged` flags in the next tile: ``(first, span, runs)``. With no
+        similarity seen yet, the extremes are first taken from the exact similarities of the tile's
+        first row with comparisons (counted later like every other: they only narrow the pairs
+        flagged for possibly being new extremes)."""
+        if self.state[0] > self.state[1]:
+            for i in range(approx.shape[0]):
+                j0 = _first_col(self.strips.all_vs_all, gi0 + i, gj0)
+                if j0 < approx.shape[1]:
+                    lo, hi = _row_extremes(approx, qa, qb, i, j0)
+                    if lo <= hi:
+                        self.state[:] = lo, hi
+                        break
+        first, span, _, _ = _range_of(np.float32(self.state[0]), np.float32(self.state[1]))
+        return int(first), int(span), self.runs
+
     def tile(self, s0, s1, args):
-        n = _top_bins(*args, self.fine, self.hists, self.state, self.out)
+        strips = self.strips
+        if strips.flagger is self:
+            flags, words = strips.tile_flags
+        else:  # another pass's flags came with the codes
+            approx, codes = args[0], args[1]
+            key = ("own_flags", *codes.shape)
+            if key not in strips.scratch:
+                w = np.zeros((codes.shape[0], -(-codes.shape[1] // 8)), np.uint64)
+                strips.scratch[key] = w.view(np.uint8), w
+            flags, words = strips.scratch[key]
+            _flag(codes, flags, *self.flag_params(approx, args[2], args[3], args[6], args[7]))
+        n = _top_bins(*args, self.fine, self.hist, self.state, self.out, words)
         if n:
             self.parts.append(self.out[:n].copy())
 
     def result(self):
-        hist = self.hists.sum(axis=0)
+        hist = self.hist.copy()
         n_failed = self.strips.n_failed
         hist[_INF_RAW_BIN] += n_failed
         return [hist, n_failed, float(self.state[0]), float(self.state[1])]
@@ -757,6 +870,7 @@ def run_block(
     strips = _Strips(qa, a_ok, qb, b_ok, rsub, csub, r0, c0, all_vs_all, scratch, keys)
     parts = reduction.reductions if isinstance(reduction, MultiPass) else [reduction]
     runners = [_KERNELS[type(r)](r, strips) for r in parts]
+    strips.flagger = next((r for r in runners if isinstance(r, _TopBins)), None)
     for s0, s1, args in strips:
         for runner in runners:
             runner.tile(s0, s1, args)

@@ -388,8 +388,8 @@ class _FineCounts:
             return
         top = (bits >> np.uint32(16)).astype(np.int64)
         low = (bits & np.uint32(0xFFFF)).astype(np.intp)
-        b, start = np.unique(top, return_index=True)
-        stop = np.append(start[1:], top.size)
+        start = np.flatnonzero(np.concatenate([[True], top[1:] != top[:-1]]))  # ascending: runs of one bin
+        b, stop = top[start], np.append(start[1:], top.size)
         for t, s0, s1 in zip(b.tolist(), start.tolist(), stop.tolist()):
             row = self.rows.get(t)
             if row is None:

@@ -129,6 +129,19 @@ def test_fine_bins_keep_every_score_of_their_bins(plan):
     _same(_run(plan, red, True)[:4], _run(plan, TopBinPass(np.float32, True), True))
 
 
+def test_two_key_bin_passes_in_one_pass_each_flag_their_own_pairs(plan):
+    """The first key-bin pass gets its flags with the codes; the second computes its own (other fine
+    bins, its own extremes): both equal numpy's."""
+    x = _impostor_scores(plan)
+    raw = x.view(np.uint32) >> 16
+    fine = np.zeros(1 << 16, bool)
+    fine[np.unique(raw[:: max(1, x.size // 25)])] = True
+    other = np.zeros(1 << 16, bool)
+    other[raw[x == 0.5][0] : raw[x == 0.75][0] + 1] = True  # one run of bins
+    red = MultiPass([FineBinsPass(True, fine), TopBinPass(np.float32, True), FineBinsPass(True, other)])
+    _same(_run(plan, red, True), _run(plan, red, False))
+
+
 def test_kept_bins_and_radix_digits(plan):
     x = _impostor_scores(plan)
     raw = x.view(np.uint32) >> 16
