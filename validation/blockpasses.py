@@ -351,6 +351,9 @@ def _top_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, fine, hist, s
     return n_out
 
 
+_NO_RUNS = np.zeros((4, 2), np.int64)
+
+
 def _runs(mask: np.ndarray) -> np.ndarray:
     """The runs of true entries of ``mask`` as rows ``(first, count)``."""
     m = np.concatenate([[False], np.asarray(mask, bool), [False]])
@@ -434,26 +437,39 @@ def _bracket(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, table, floor, 
 
 
 @njit(cache=True)
-def _subject_edges(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, row_slot, table, edges, grid, counts):
+def _subject_edges(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, row_slot, table, edges, grid, counts, words):
     """counts[row_slot[i], k] += comparisons of row i with ``k`` edges strictly below the similarity;
     table[code]: that ``k`` when the whole bin has it, else -1 (and for codes of no bin): then the
-    bounds of the similarity decide, or its exact value."""
+    bounds of the similarity decide, or its exact value. ``words``: the flags of :func:`_flag` (eight
+    pairs per word) on every pair whose code is not below the first code with a nonzero ``table``
+    (-1 and NaN included); the others, no edge below them, are counted at once."""
+    n = approx.shape[1]
     for i in range(approx.shape[0]):
+        j0 = _first_col(all_vs_all, gi0 + i, gj0)
+        if j0 >= n:
+            continue
         row = row_slot[i]
-        n_below = 0
-        for j in range(_first_col(all_vs_all, gi0 + i, gj0), approx.shape[1]):
-            k = table[codes[i, j] & 0xFFFF]
-            if k == 0:
-                n_below += 1
-                continue
-            if k < 0:
-                if approx[i, j] != approx[i, j]:
+        n_below = n - j0
+        for w in range(j0 >> 3, words.shape[1]):
+            word = words[i, w]
+            while word != 0:
+                j = (w << 3) | (trailing_zeros(word) >> 3)
+                word &= word - np.uint64(1)
+                if j < j0:
                     continue
-                lo, hi = _bounds(approx, ca, nb, i, j)
-                k = _n_below(edges, grid, lo)
-                if k < edges.shape[0] and edges[k] < hi:
-                    k = _n_below(edges, grid, np.float64(_exact(qa, i, qb, j)))
-            counts[row, k] += 1
+                n_below -= 1
+                k = table[codes[i, j] & 0xFFFF]
+                if k == 0:
+                    n_below += 1
+                    continue
+                if k < 0:
+                    if approx[i, j] != approx[i, j]:
+                        continue
+                    lo, hi = _bounds(approx, ca, nb, i, j)
+                    k = _n_below(edges, grid, lo)
+                    if k < edges.shape[0] and edges[k] < hi:
+                        k = _n_below(edges, grid, np.float64(_exact(qa, i, qb, j)))
+                counts[row, k] += 1
         counts[row, 0] += n_below
 
 
@@ -647,11 +663,30 @@ class _Runner:
     def __init__(self, red, strips: _Strips) -> None:
         self.red, self.strips = red, strips
 
+    flag_params = None
+    """For a pass that visits only the pairs its codes do not settle: ``flag_params(approx, qa, qb,
+    gi0, gj0)`` gives :func:`_flag`'s ``(first, span, runs)`` for the next tile."""
+
     def tile(self, s0: int, s1: int, args) -> None:
         raise NotImplementedError
 
     def result(self):
         raise NotImplementedError
+
+    def words(self, args) -> np.ndarray:
+        """This pass's flags of the tile, eight pairs per uint64 word: computed with the codes for
+        the block's first such pass, here for any other."""
+        strips = self.strips
+        if strips.flagger is self:
+            return strips.tile_flags[1]
+        approx, codes = args[0], args[1]
+        key = ("own_flags", *codes.shape)
+        if key not in strips.scratch:
+            w = np.zeros((codes.shape[0], -(-codes.shape[1] // 8)), np.uint64)
+            strips.scratch[key] = w.view(np.uint8), w
+        flags, words = strips.scratch[key]
+        _flag(codes, flags, *self.flag_params(approx, args[2], args[3], args[6], args[7]))
+        return words
 
 
 class _TopBins(_Runner):
@@ -681,17 +716,7 @@ class _TopBins(_Runner):
         return int(first), int(span), self.runs
 
     def tile(self, s0, s1, args):
-        strips = self.strips
-        if strips.flagger is self:
-            flags, words = strips.tile_flags
-        else:  # another pass's flags came with the codes
-            approx, codes = args[0], args[1]
-            key = ("own_flags", *codes.shape)
-            if key not in strips.scratch:
-                w = np.zeros((codes.shape[0], -(-codes.shape[1] // 8)), np.uint64)
-                strips.scratch[key] = w.view(np.uint8), w
-            flags, words = strips.scratch[key]
-            _flag(codes, flags, *self.flag_params(approx, args[2], args[3], args[6], args[7]))
+        words = self.words(args)
         n = _top_bins(*args, self.fine, self.hist, self.state, self.out, words)
         if n:
             self.parts.append(self.out[:n].copy())
@@ -804,11 +829,15 @@ class _SubjectEdges(_Runner):
         floor, ceil = _bin_ends()
         k_lo, k_hi = np.searchsorted(edges, floor, side="left"), np.searchsorted(edges, ceil, side="left")
         self.table = _table(np.where(k_lo == k_hi, k_lo, -1), -1, np.int64)
+        self.below = int(np.argmax(self.table != 0))  # codes 0 ... below - 1: no edge below, counted at once
         self.counts = np.zeros((self.local.size, red.width), np.int64)
+
+    def flag_params(self, approx, qa, qb, gi0, gj0):
+        return 0, self.below, _NO_RUNS
 
     def tile(self, s0, s1, args):
         slots = np.ascontiguousarray(self.row_slot[s0:s1], np.int64)
-        _subject_edges(*args, slots, self.table, self.edges, self.grid, self.counts)
+        _subject_edges(*args, slots, self.table, self.edges, self.grid, self.counts, self.words(args))
 
     def result(self):
         strips, counts, row_slot = self.strips, self.counts, self.row_slot
@@ -870,7 +899,7 @@ def run_block(
     strips = _Strips(qa, a_ok, qb, b_ok, rsub, csub, r0, c0, all_vs_all, scratch, keys)
     parts = reduction.reductions if isinstance(reduction, MultiPass) else [reduction]
     runners = [_KERNELS[type(r)](r, strips) for r in parts]
-    strips.flagger = next((r for r in runners if isinstance(r, _TopBins)), None)
+    strips.flagger = next((r for r in runners if r.flag_params is not None), None)
     for s0, s1, args in strips:
         for runner in runners:
             runner.tile(s0, s1, args)
