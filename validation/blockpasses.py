@@ -351,6 +351,23 @@ def _top_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, fine, hist, s
     return n_out
 
 
+@njit(cache=True)
+def _distinct(s):
+    """The distinct values of the sorted ``s`` and how many times each occurs (``np.unique`` with
+    ``return_counts`` on sorted values, without sorting again)."""
+    n = s.shape[0]
+    u, c = np.empty(n, s.dtype), np.empty(n, np.int64)
+    m, i = 0, 0
+    while i < n:
+        j = i + 1
+        while j < n and s[j] == s[i]:
+            j += 1
+        u[m], c[m] = s[i], j - i
+        m += 1
+        i = j
+    return u[:m], c[:m]
+
+
 _NO_RUNS = np.zeros((4, 2), np.int64)
 
 
@@ -734,8 +751,8 @@ class _FineBins(_TopBins):
         parts = self.parts
         if n_failed and self.fine[_INF_RAW_BIN]:
             parts = [*parts, np.full(n_failed, _INF_RAW_BIN << 16, np.uint32)]
-        u, c = np.unique(np.concatenate(parts) if parts else np.zeros(0, np.uint32), return_counts=True)
-        return [hist, n_failed, fmin, fmax, (u, c.astype(np.int64))]
+        u, c = _distinct(np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.uint32))
+        return [hist, n_failed, fmin, fmax, (u, c)]
 
 
 class _KeepBins(_Runner):
