@@ -539,7 +539,8 @@ class _Strips:
         self.ca32 = (self.ca * _MARGIN32).astype(np.float32)
         self.nb32 = (self.nb * _MARGIN32).astype(np.float32)
         self.r0, self.c0, self.all_vs_all = r0, c0, all_vs_all
-        self.flagger = None  # a runner whose flags the codes come with (:meth:`_TopBins.flag_params`)
+        self.flagger = None  # a runner whose flags the codes come with (:attr:`_Runner.flag_params`)
+        self.tile_flags = None
         self.rsub, self.csub = rsub, csub = np.asarray(rsub, np.int64), np.asarray(csub, np.int64)
         nr, nc = len(rsub), len(csub)
         # genuine pairs of the block (rows and columns of one subject), in row order
@@ -917,10 +918,13 @@ def run_block(
     parts = reduction.reductions if isinstance(reduction, MultiPass) else [reduction]
     runners = [_KERNELS[type(r)](r, strips) for r in parts]
     strips.flagger = next((r for r in runners if r.flag_params is not None), None)
-    for s0, s1, args in strips:
-        for runner in runners:
-            runner.tile(s0, s1, args)
-    results = [runner.result() for runner in runners]
+    try:
+        for s0, s1, args in strips:
+            for runner in runners:
+                runner.tile(s0, s1, args)
+        results = [runner.result() for runner in runners]
+    finally:  # the runner and the strips refer to each other: freed now, not at the next collection
+        strips.flagger = strips.tile_flags = None
     return results if isinstance(reduction, MultiPass) else results[0]
 
 
