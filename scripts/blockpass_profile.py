@@ -3,13 +3,15 @@
 Usage::
 
     python scripts/blockpass_profile.py --store synthetic_14143.h5 --json docs/results/blockpass_profile.json
+    python scripts/blockpass_profile.py --store synthetic_14143.h5 --bootstrap 0 --json docs/results/blockpass_profile_one_pass.json
 
 Scores the store once in this process to get the passes a real run makes (their bins, edges and
 bracket come from the data), then times one full block (rows 2048..4095 x columns 6144..8191 by
 default) in each pass: the float32 products of its tiles alone, the products with every pair's key-bin
 code, each compiled pass, and the same pass through numpy on the float64 block (the reference).
 For each compiled pass it also counts the pairs whose code its table cannot decide (they take the
-bounds or the exact product). Medians of ``--repeats`` runs of ``time.thread_time``.
+bounds or the exact product); for the one pass, the share of pairs whose exact similarity it keeps,
+and its time with no bin kept whole (what keeping costs). Medians of ``--repeats`` runs of ``time.thread_time``.
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from frvt.perf.machine import git_revision  # noqa: E402
 
 
-def capture_passes(store: Path, out: Path) -> list:
-    """The reductions a real scoring of ``store`` runs over every comparison (bootstrap 100, plots
-    on), in order (the sample that precedes them runs on a few blocks only)."""
+def capture_passes(store: Path, out: Path, bootstrap: int = 100) -> list:
+    """The reductions a real scoring of ``store`` runs over every comparison (``bootstrap``
+    resamples, plots on), in order (the sample that precedes them runs on a few blocks only)."""
     from validation import allvsall
 
     caught = []
@@ -42,7 +44,7 @@ def capture_passes(store: Path, out: Path) -> list:
 
     allvsall.StoreComparisons.run_pass = recording
     try:
-        allvsall.score_stores(store, None, out, workers=0, n_resamples=100, plots=True)
+        allvsall.score_stores(store, None, out, workers=0, n_resamples=bootstrap, plots=True)
     finally:
         allvsall.StoreComparisons.run_pass = original
     return caught
@@ -75,6 +77,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, nargs=2, default=(2048, 4096))
     ap.add_argument("--cols", type=int, nargs=2, default=(6144, 8192))
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--bootstrap", type=int, default=100, help="the scoring's bootstrap resamples (0: one pass)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/frvt-blockpass-profile"))
     ap.add_argument("--json", type=Path, required=True)
     args = ap.parse_args()
@@ -85,7 +88,7 @@ def main() -> None:
     from validation.allvsall import BlockContext, make_plan
 
     with threadpool_limits(1):
-        passes = capture_passes(args.store, args.out)
+        passes = capture_passes(args.store, args.out, args.bootstrap)
         plan = make_plan(args.store)
         (r0, r1), (c0, c1) = args.rows, args.cols
         blk = (r0, r1, c0, c1)
@@ -124,7 +127,14 @@ def main() -> None:
             entry["compiled_comparisons_per_cpu_second"] = pairs / entry["compiled_seconds"]
             if hasattr(red, "fine"):  # the one pass: the share of pairs whose exact similarity it keeps
                 entry["kept_whole_share"] = float(fast.run_block(blk, red, 1 << 18, False)[4][1].sum() / pairs)
+                # and what the block would take were no pair kept (the same pass with no fine bin)
+                bare = type(red)(red.higher_is_better, np.zeros_like(red.fine))
+                entry["compiled_seconds_keeping_none"] = cpu_median(
+                    lambda: fast.run_block(blk, bare, 1 << 18, True), args.repeats
+                )
             result["passes"].append(entry)
+            if "compiled_seconds_keeping_none" in entry:
+                print(f"{entry['pass']} keeping no pair whole: {1e3 * entry['compiled_seconds_keeping_none']:.1f} ms")
             print(
                 f"{entry['pass']}: {1e3 * entry['compiled_seconds']:.1f} ms compiled, "
                 f"{1e3 * entry['numpy_seconds']:.1f} ms numpy; undecided {entry['undecided_by_table']}"
