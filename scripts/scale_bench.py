@@ -46,6 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from frvt.perf.machine import git_revision  # noqa: E402
+from validation.allvsall import DEFAULT_BLOCK  # noqa: E402
 
 
 def gemm_peak(dtype, n: int = 2048, k: int = 2048, repeats: int = 5) -> tuple[float, float]:
@@ -245,7 +246,7 @@ def main() -> None:
     ap.add_argument("--synthetic", type=float, nargs="*", default=[], help="comparisons of each synthetic run")
     ap.add_argument("--synthetic-dir", type=Path, default=Path("/tmp/frvt-synthetic"))
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="Dask workers; 0: this process")
-    ap.add_argument("--block", type=int, default=2048)
+    ap.add_argument("--block", type=int, default=DEFAULT_BLOCK)
     ap.add_argument("--bootstrap", type=int, default=100)
     ap.add_argument("--plots", action="store_true")
     ap.add_argument("--progress", action="store_true", help="a progress bar per pass")

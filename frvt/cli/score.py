@@ -57,7 +57,8 @@ def score(
     workers: Optional[int] = typer.Option(
         None, "--workers", "-j", help="Local Dask workers (default: one per core; 0: no Dask)."
     ),
-    block: int = typer.Option(2048, "--block", help="Templates per block side."),
+    # validation.allvsall.DEFAULT_BLOCK (not imported here: it loads Dask)
+    block: int = typer.Option(4096, "--block", help="Templates per block side."),
     pairwise: bool = typer.Option(
         False,
         "--pairwise",
