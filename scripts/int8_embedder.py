@@ -96,6 +96,8 @@ class Int8Verifier(FaceVerifier):
 def calibration_batches(verifier: FaceVerifier, limit: int) -> list[np.ndarray]:
     """The embedder's inputs (chip and mirror image, one batch of two) for the faces the default
     pipeline finds in MEDS and AT&T images, up to ``limit``, in a fixed order."""
+    import cv2
+
     from frvt.driver import decode_image
     from implementation.align import align
 
@@ -109,8 +111,6 @@ def calibration_batches(verifier: FaceVerifier, limit: int) -> list[np.ndarray]:
         except Exception as exc:  # an unreadable image is skipped, and said
             print(f"skipped {p}: {exc}", file=sys.stderr)
             continue
-        import cv2
-
         rgb = cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB) if pixels.ndim == 2 else pixels
         landmarks, _ = verifier._detect(rgb)
         if landmarks is None:

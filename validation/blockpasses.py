@@ -38,7 +38,15 @@ from numba.extending import intrinsic
 
 from implementation import template as tpl
 from validation.intervals import SubjectEdgePass
-from validation.selection import DigitPass, FineBinsPass, KeepBinsPass, MultiPass, TopBinPass, float_keys
+from validation.selection import (
+    DigitPass,
+    FineBinsPass,
+    KeepBinsPass,
+    MultiPass,
+    TopBinPass,
+    float_keys,
+    run_starts,
+)
 from validation.streaming import BracketPass, HistogramPass, histogram_bin_of_ranges
 
 TILE_ROWS, TILE_COLS = 256, 512
@@ -351,23 +359,6 @@ def _top_bins(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, fine, hist, s
     return n_out
 
 
-@njit(cache=True)
-def _distinct(s):
-    """The distinct values of the sorted ``s`` and how many times each occurs (``np.unique`` with
-    ``return_counts`` on sorted values, without sorting again)."""
-    n = s.shape[0]
-    u, c = np.empty(n, s.dtype), np.empty(n, np.int64)
-    m, i = 0, 0
-    while i < n:
-        j = i + 1
-        while j < n and s[j] == s[i]:
-            j += 1
-        u[m], c[m] = s[i], j - i
-        m += 1
-        i = j
-    return u[:m], c[:m]
-
-
 _NO_RUNS = np.zeros((4, 2), np.int64)
 
 
@@ -519,6 +510,16 @@ def _histogram(approx, codes, qa, qb, ca, nb, gi0, gj0, all_vs_all, table, edges
             counts[j & 3, k] += 1
 
 
+def _flag_buffers(store: dict, name: str, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Flags for a tile of ``shape``, kept in ``store``: bytes, one per pair, in rows of whole uint64
+    words (C order; the padding is never flagged), and the same memory as those words."""
+    key = (name, *shape)
+    if key not in store:
+        words = np.zeros((shape[0], -(-shape[1] // 8)), np.uint64)
+        store[key] = words.view(np.uint8), words
+    return store[key]
+
+
 class _Strips:
     """The strips of one block: float32 products (NaN where no impostor comparison of two made
     templates is) and what the kernels read alongside; the failed comparisons, counted per row."""
@@ -633,11 +634,7 @@ class _Strips:
                 if self.flagger is None:
                     _codes(approx, self.ca32[s0:s1], self.nb32[t0:t1], codes)
                 else:
-                    key = ("flags", *shape)
-                    if key not in buffers:  # rows of whole uint64 words (C order), the padding never flagged
-                        words = np.zeros((shape[0], -(-shape[1] // 8)), np.uint64)
-                        buffers[key] = words.view(np.uint8), words
-                    self.tile_flags = buffers[key]
+                    self.tile_flags = _flag_buffers(buffers, "flags", shape)
                     params = self.flagger.flag_params(
                         approx, self.qa[s0:s1], self.qb[t0:t1], self.r0 + s0, self.c0 + t0
                     )
@@ -698,11 +695,7 @@ class _Runner:
         if strips.flagger is self:
             return strips.tile_flags[1]
         approx, codes = args[0], args[1]
-        key = ("own_flags", *codes.shape)
-        if key not in strips.scratch:
-            w = np.zeros((codes.shape[0], -(-codes.shape[1] // 8)), np.uint64)
-            strips.scratch[key] = w.view(np.uint8), w
-        flags, words = strips.scratch[key]
+        flags, words = _flag_buffers(strips.scratch, "own_flags", codes.shape)
         _flag(codes, flags, *self.flag_params(approx, args[2], args[3], args[6], args[7]))
         return words
 
@@ -752,8 +745,9 @@ class _FineBins(_TopBins):
         parts = self.parts
         if n_failed and self.fine[_INF_RAW_BIN]:
             parts = [*parts, np.full(n_failed, _INF_RAW_BIN << 16, np.uint32)]
-        u, c = _distinct(np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.uint32))
-        return [hist, n_failed, fmin, fmax, (u, c)]
+        bits = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.uint32)
+        start = run_starts(bits)  # np.unique with counts, on values already sorted
+        return [hist, n_failed, fmin, fmax, (bits[start], np.diff(np.append(start, bits.size)).astype(np.int64))]
 
 
 class _KeepBins(_Runner):

@@ -373,6 +373,14 @@ class FineBinsPass(TopBinPass):
         return [*acc[:4], *acc[4].sparse()]
 
 
+def run_starts(a: np.ndarray) -> np.ndarray:
+    """Where each run of equal values of ``a`` begins (``a`` sorted: where each distinct value does)."""
+    a = np.asarray(a)
+    if not a.size:
+        return np.zeros(0, np.intp)
+    return np.flatnonzero(np.concatenate([[True], a[1:] != a[:-1]]))
+
+
 class _FineCounts:
     """Counts of distinct float32 bit patterns, a table of the 65,536 patterns of each top-16-bit bin
     that holds any: adding a batch of (bits, counts) costs the batch, whatever was added before, and
@@ -388,7 +396,7 @@ class _FineCounts:
             return
         top = (bits >> np.uint32(16)).astype(np.int64)
         low = (bits & np.uint32(0xFFFF)).astype(np.intp)
-        start = np.flatnonzero(np.concatenate([[True], top[1:] != top[:-1]]))  # ascending: runs of one bin
+        start = run_starts(top)  # ascending: runs of one bin
         b, stop = top[start], np.append(start[1:], top.size)
         for t, s0, s1 in zip(b.tolist(), start.tolist(), stop.tolist()):
             row = self.rows.get(t)
