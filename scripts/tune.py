@@ -38,12 +38,13 @@ from the old one's tuning::
     python scripts/tune.py data/models/retinaface_mnet025.onnx --database NEW_DIR \
         --conv-scheme NHWC-winograd --remeasure data/tuning/retinaface_mnet025-broadwell --trials 0
 
-``--handwritten`` first times the hand-written schedules of the selected direct NHWC
-convolutions (``frvt.compiler.conv_schedules``: register-blocked micro-tiles, every variant that
-fits) in this run's mode and adds them; like any record they are used only where they measure
-fastest::
+``--handwritten`` first times the hand-written schedules of the selected direct NHWC and
+Winograd convolutions (``frvt.compiler.conv_schedules``: register-blocked micro-tiles, every
+variant that fits) in this run's mode and adds them; like any record they are used only where
+they measure fastest::
 
     python scripts/tune.py MODEL.onnx --database DIR --cache-flush --op conv2d5_ --handwritten --trials 0
+    python scripts/tune.py MODEL.onnx --database DIR --cache-flush --op winograd --handwritten --trials 0
 
 Measurements run on one thread (``TVM_NUM_THREADS=1``); MetaSchedule's per-task logs go to
 ``<cache root>/tuning-logs/<database-name>/`` (``$FRVT_CACHE``, default ``~/.cache/frvt``; not committed).
@@ -264,8 +265,8 @@ def main() -> int:
     parser.add_argument(
         "--handwritten",
         action="store_true",
-        help="first measure the hand-written schedules of the selected direct NHWC convolutions "
-        "(frvt.compiler.conv_schedules), in this run's mode, and add them",
+        help="first measure the hand-written schedules of the selected direct NHWC and Winograd "
+        "convolutions (frvt.compiler.conv_schedules), in this run's mode, and add them",
     )
     parser.add_argument(
         "--time-limit",
@@ -356,6 +357,7 @@ def main() -> int:
     remaining = args.trials - records
     _log(f"database {database}: {records} records; {max(remaining, 0)} trials to go")
     if remaining <= 0:
+        databases.write_manifest(database, args.model, target)  # the record count after the measurements
         return 0
     start = time.time()
     records = tuning.tune_module(
@@ -383,7 +385,7 @@ def main() -> int:
 
 def _measure_handwritten(tasks: list, target: dict, database: Path, cache_flush: bool) -> None:
     """``--handwritten``: every variant of ``frvt.compiler.conv_schedules`` for the tasks that have a
-    direct NHWC convolution, timed like ``--remeasure`` records and added to the database."""
+    direct NHWC or a Winograd convolution, timed like ``--remeasure`` records and added to the database."""
     import tempfile
 
     from frvt.compiler import conv_schedules
@@ -394,7 +396,7 @@ def _measure_handwritten(tasks: list, target: dict, database: Path, cache_flush:
             _log(f"--handwritten: not scheduled: {error}")
         tasks = [t for t in tasks if written.get(t.task_name)]  # the others keep the search's schedules
         if not tasks:
-            _log("--handwritten: no selected task has a direct NHWC convolution with a tile that fits")
+            _log("--handwritten: no selected task has a direct NHWC or Winograd convolution with a tile that fits")
             return
         measured = tuning.remeasure_records(
             tasks, target, seed, database, top_k=max(written.values()), cache_flush=cache_flush

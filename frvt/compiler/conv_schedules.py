@@ -13,8 +13,15 @@ of the call like every tuned kernel's) so that each block of ``fi`` output chann
 weights as one sequential stream; the fused epilogue (bias, scale, residual, ReLU) runs on the
 micro-tile while it is in registers.
 
-:func:`candidate_tiles` gives the variants that fit a convolution (tile shapes that divide its
-output, :data:`MIN_ACCUMULATORS` to :data:`MAX_ACCUMULATORS` accumulator vectors), and
+:func:`schedule_winograd` does the same for the batched matrix product at the heart of a
+Winograd convolution (:mod:`frvt.compiler.winograd`): for each of the ``alpha x alpha`` points, a
+micro-tile of ``pi`` Winograd tiles by ``fi`` output channels accumulates in registers over the
+input channels, reading the transformed weights (repacked the same way) as one stream; the input
+and output transforms get the unrolled, channel-vectorised loops of the search's own rules, and
+the epilogue runs on the output, vectorised across channels.
+
+:func:`candidate_tiles` and :func:`winograd_tiles` give the variants that fit (tile shapes that
+divide the output, :data:`MIN_ACCUMULATORS` to :data:`MAX_ACCUMULATORS` accumulator vectors), and
 :func:`write_seed_database` writes them to a MetaSchedule database that ``scripts/tune.py
 --handwritten`` times in the run's mode like any other record: they are kept only where they
 measure faster.
@@ -154,7 +161,7 @@ def schedule_direct_conv(func, tile: ConvTile):
 
 
 def write_seed_database(tasks: list, target: dict, out: str | Path, limit: int = 8) -> tuple[dict[str, int], list[str]]:
-    """Write every fitting hand-written variant of each task's convolution to a JSON database at
+    """Write every fitting hand-written variant of each task's convolution (direct or Winograd) to a JSON database at
     ``out``, to be timed by :func:`frvt.compiler.tuning.remeasure_records` (the run time written,
     1 s, is a placeholder: this database only carries the traces). Returns the records written per
     task name (tasks without a direct convolution or a fitting tile are absent) and the errors,
@@ -170,14 +177,19 @@ def write_seed_database(tasks: list, target: dict, out: str | Path, limit: int =
     errors: list[str] = []
     for task in tasks:
         mod = task.dispatched[0]
-        shape = conv_shape(mod)
-        tiles = candidate_tiles(shape, limit) if shape is not None else []
+        shape, wshape = conv_shape(mod), winograd_shape(mod)
+        if shape is not None:
+            tiles, schedule = candidate_tiles(shape, limit), schedule_direct_conv
+        elif wshape is not None:
+            tiles, schedule = winograd_tiles(wshape, limit), schedule_winograd
+        else:
+            continue
         if not tiles:
             continue
         workload = db.commit_workload(mod)
         for tile in tiles:
             try:
-                sch = schedule_direct_conv(mod, tile)
+                sch = schedule(mod, tile)
             except Exception as exc:  # TVM raises its own error types
                 errors.append(f"{task.task_name} {tile.label}: {str(exc).strip().splitlines()[-1][:300]}")
                 continue
@@ -185,3 +197,121 @@ def write_seed_database(tasks: list, target: dict, out: str | Path, limit: int =
             db.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, [1.0], tvm_target, args_info))
             written[task.task_name] = written.get(task.task_name, 0) + 1
     return written, errors
+
+
+# --- Winograd ---------------------------------------------------------------------------------------
+
+WINOGRAD_GEMM = "bgemm"
+"""The batched product block of :func:`frvt.compiler.winograd.conv2d_winograd_nhwc`, loops
+``(eps, nu, p, co, ci)``; its transforms are the blocks ``dp_tmp``/``data_pack`` (input, after
+``data_pad``) and ``inv_tmp``/``inverse`` (output), then ``conv2d_winograd`` puts the tiles back
+in NHWC order."""
+
+
+@dataclass(frozen=True)
+class WinogradTile:
+    """One hand-written variant of a Winograd convolution: micro-tile of ``pi`` tiles by ``fi``
+    output channels in the batched product."""
+
+    pi: int
+    fi: int
+
+    @property
+    def label(self) -> str:
+        return f"winograd {self.pi} tiles x {self.fi}ch"
+
+
+def winograd_shape(func) -> dict | None:
+    """The extents of a function's Winograd product block (``alpha``, ``p`` tiles, ``co``, ``ci``),
+    or None when it has none."""
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(func)
+    try:
+        block = sch.get_sblock(WINOGRAD_GEMM)
+    except Exception:  # TVM raises its own error type for a missing block
+        return None
+    loops = sch.get_loops(block)
+    if len(loops) != 5:
+        return None
+    extents = []
+    for loop in loops:
+        extent = sch.get(loop).extent
+        if not hasattr(extent, "value"):
+            return None
+        extents.append(int(extent.value))
+    eps, nu, p, co, ci = extents
+    if eps != nu:
+        return None
+    return {"alpha": eps, "p": p, "co": co, "ci": ci}
+
+
+def winograd_tiles(shape: dict, limit: int = 8) -> list[WinogradTile]:
+    """Variants for a Winograd product of this shape, most accumulators first, at most ``limit``."""
+    options = []
+    for fi in (8, 16, 24, 32):
+        if shape["co"] % fi:
+            continue
+        vectors = fi // VECTOR_LANES
+        for pi in range(1, shape["p"] + 1):
+            if shape["p"] % pi or not MIN_ACCUMULATORS <= pi * vectors <= MAX_ACCUMULATORS:
+                continue
+            options.append(((-pi * vectors, -pi, fi), WinogradTile(pi, fi)))
+    options.sort(key=lambda item: item[0])
+    return [tile for _, tile in options[:limit]]
+
+
+def _largest_divisor(n: int, at_most: int) -> int:
+    return max(d for d in range(1, min(n, at_most) + 1) if n % d == 0)
+
+
+def schedule_winograd(func, tile: WinogradTile):
+    """``func`` (one fused Winograd convolution, as MetaSchedule's task) scheduled by hand with
+    ``tile``, with MetaSchedule's ``RewriteLayout`` applied to the transformed weights. Raises TVM's
+    schedule errors when the tile does not fit."""
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    from frvt.compiler import winograd
+
+    sch = s_tir.Schedule(func)
+    root = sch.get_sblock("root")
+    outputs = [sch.get(b).name_hint for b in sch.get_output_blocks(root)]
+    if len(outputs) != 1:
+        raise ValueError(f"expected one output block, found {outputs}")
+    conv = sch.get_sblock("conv2d_winograd")
+    # the tiles' reordering and the epilogue into the output block
+    while consumers := [b for b in sch.get_consumers(conv) if sch.get(b).name_hint != outputs[0]]:
+        for block in consumers:
+            sch.compute_inline(block)
+    if outputs[0] != "conv2d_winograd":
+        sch.compute_inline(conv)
+    gemm = sch.get_sblock(WINOGRAD_GEMM)
+    eps, nu, p, co, rc = sch.get_loops(gemm)
+    p_inner = _largest_divisor(int(sch.get(p).extent.value), 8)
+    # the transforms: unrolled over the tile, vectorised across channels (the search's rules, with
+    # a fixed number of tiles per step)
+    winograd._schedule_transform(sch, sch.get_sblock("data_pack"), sch.get_sblock("dp_tmp"), p_inner=p_inner)
+    sch.compute_inline(sch.get_sblock("data_pad"))
+    winograd._schedule_transform(sch, sch.get_sblock("inverse"), sch.get_sblock("inv_tmp"), p_inner=p_inner)
+    # the product: each point's micro-tiles, accumulators in registers over the input channels
+    po, pi = sch.split(p, [None, tile.pi])
+    coo, coi = sch.split(co, [None, tile.fi])
+    sch.reorder(eps, nu, coo, po, rc, pi, coi)
+    accumulators = sch.cache_write(gemm, 0, "global")
+    sch.reverse_compute_at(accumulators, po)
+    sch.vectorize(coi)
+    sch.unroll(pi)
+    sch.decompose_reduction(gemm, rc)
+    loops = sch.get_loops(accumulators)
+    if int(sch.get(loops[-1]).extent.value) % VECTOR_LANES == 0:
+        sch.vectorize(loops[-1])
+    out = sch.get_sblock(outputs[0])
+    loops = sch.get_loops(out)
+    if int(sch.get(loops[-1]).extent.value) % VECTOR_LANES == 0:
+        _, lanes = sch.split(loops[-1], [None, VECTOR_LANES])
+        sch.vectorize(lanes)
+    sch.enter_postproc()
+    if not ms.postproc.RewriteLayout().apply(sch):
+        raise ValueError("MetaSchedule's RewriteLayout did not apply")
+    return sch

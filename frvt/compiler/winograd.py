@@ -206,12 +206,14 @@ def _extent(sch, loop) -> int:
     return int(sch.get(loop).extent)
 
 
-def _schedule_transform(sch, block, tmp, max_p_inner: int = 8):
+def _schedule_transform(sch, block, tmp, max_p_inner: int = 8, p_inner: int | None = None):
     """Loops (i, j, p, c) of ``block`` -> p_o, c_o, p_i, i(unroll), j(unroll), c_i(vector);
-    its producer ``tmp`` (loops (i, k, p, c)) computed under p_i, unrolled and vectorised."""
+    its producer ``tmp`` (loops (i, k, p, c)) computed under p_i, unrolled and vectorised. The
+    extent of p_i is sampled (at most ``max_p_inner``), or ``p_inner`` (a divisor of P)."""
     i, j, p, c = sch.get_loops(block)
     vec = _vector_width(_extent(sch, c))
-    p_o, p_i = sch.split(p, sch.sample_perfect_tile(p, n=2, max_innermost_factor=max_p_inner))
+    factors = [None, p_inner] if p_inner else sch.sample_perfect_tile(p, n=2, max_innermost_factor=max_p_inner)
+    p_o, p_i = sch.split(p, factors)
     if vec > 1:
         c_o, c_i = sch.split(c, [None, vec])
     else:
