@@ -10,8 +10,8 @@ bracket come from the data), then times one full block (rows 2048..4095 x column
 default) in each pass: the float32 products of its tiles alone, the products with every pair's key-bin
 code, each compiled pass, and the same pass through numpy on the float64 block (the reference).
 For each compiled pass it also counts the pairs whose code its table cannot decide (they take the
-bounds or the exact product); for the one pass, the share of pairs whose exact similarity it keeps,
-and its time with no bin kept whole (what keeping costs). Medians of ``--repeats`` runs of ``time.thread_time``.
+bounds or the exact product); for the one pass, the share of pairs whose exact similarity it keeps
+(and the key bins that hold most of them), and its time with no bin kept whole (what keeping costs). Medians of ``--repeats`` runs of ``time.thread_time``.
 """
 
 from __future__ import annotations
@@ -71,6 +71,25 @@ def undecided(runner, strips) -> int:
     return n
 
 
+def kept_by_bin(part, top: int = 5) -> list[dict]:
+    """The key bins holding most of the pairs the one pass keeps whole, from its packed partial:
+    each bin's lowest similarity, its share of the block's pairs, and the share of the block's
+    pairs above the bin (what FMR a threshold there would have on this block)."""
+    hist, (bits, counts) = np.asarray(part[0]), part[4]
+    n = hist.sum()
+    kept = np.bincount(
+        (np.asarray(bits, np.uint32) >> np.uint32(16)).astype(np.int64), weights=counts, minlength=1 << 16
+    )
+    above = np.cumsum(hist[::-1])[::-1] - hist  # raw bins of non-negative floats are in value order
+    rows = []
+    for b in np.argsort(-kept)[:top]:
+        if kept[b] <= 0:
+            break
+        low = float(np.array([b << 16], np.uint32).view(np.float32)[0])
+        rows.append({"bin_low": low, "kept_share": float(kept[b] / n), "share_above": float(above[b] / n)})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store", type=Path, required=True)
@@ -126,7 +145,9 @@ def main() -> None:
             }
             entry["compiled_comparisons_per_cpu_second"] = pairs / entry["compiled_seconds"]
             if hasattr(red, "fine"):  # the one pass: the share of pairs whose exact similarity it keeps
-                entry["kept_whole_share"] = float(fast.run_block(blk, red, 1 << 18, False)[4][1].sum() / pairs)
+                part = fast.run_block(blk, red, 1 << 18, False)
+                entry["kept_whole_share"] = float(part[4][1].sum() / pairs)
+                entry["kept_whole_by_bin"] = kept_by_bin(part)
                 # and what the block would take were no pair kept (the same pass with no fine bin)
                 bare = type(red)(red.higher_is_better, np.zeros_like(red.fine))
                 entry["compiled_seconds_keeping_none"] = cpu_median(
@@ -135,6 +156,11 @@ def main() -> None:
             result["passes"].append(entry)
             if "compiled_seconds_keeping_none" in entry:
                 print(f"{entry['pass']} keeping no pair whole: {1e3 * entry['compiled_seconds_keeping_none']:.1f} ms")
+                for row in entry["kept_whole_by_bin"]:
+                    print(
+                        f"  kept whole from {row['bin_low']:.4f}: {row['kept_share']:.2%} of the pairs "
+                        f"({row['share_above']:.2e} of them above)"
+                    )
             print(
                 f"{entry['pass']}: {1e3 * entry['compiled_seconds']:.1f} ms compiled, "
                 f"{1e3 * entry['numpy_seconds']:.1f} ms numpy; undecided {entry['undecided_by_table']}"
