@@ -7,9 +7,10 @@
         --json docs/results/conv_schemes.json
 
 Each database is compiled for Broadwell in the scheme its manifest names (NCHW, NHWC or
-NHWC-winograd, see ``frvt.compiler.passes.prepare_module``); the builds run one thread each,
-interleaved call by call in this process (``frvt.perf.bench.time_interleaved``), on the same seeded
-input. Prints the median and p90 per build, the ratio of each median to the first build's,
+NHWC-winograd, see ``frvt.compiler.passes.prepare_module``), at the input shape its manifest
+names (the embedder's ``-flip`` databases: a batch of two; all the databases must agree); the
+builds run one thread each, interleaved call by call in this process
+(``frvt.perf.bench.time_interleaved``), on the same seeded input. Prints the median and p90 per build, the ratio of each median to the first build's,
 each build's max abs difference from ONNX Runtime, and the weights it reads per call (as
 packed: Winograd kernels are larger) with the time that takes at this thread's measured memory
 read bandwidth (``frvt.perf.machine.measure_read_bandwidth``), a floor under a batch-1 call. Speed
@@ -22,6 +23,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,6 +36,7 @@ limit_threads_by_default()  # one thread, before TVM is imported
 import numpy as np  # noqa: E402
 
 from frvt.perf.bench import onnxruntime_session, time_interleaved  # noqa: E402
+from frvt.perf.bench.inputs import batched_onnx  # noqa: E402
 from frvt.perf.machine import measure_fma_peak, measure_read_bandwidth  # noqa: E402
 from frvt.compiler import compile as tvm_compile, databases, passes  # noqa: E402
 from implementation.tvm_runtime import CompiledModel  # noqa: E402
@@ -49,12 +52,22 @@ def main() -> int:
     args = parser.parse_args()
 
     name, shape = passes.onnx_input_spec(args.model)
-    x = np.random.default_rng(0).uniform(-1.0, 1.0, shape).astype(np.float32)
-    reference = onnxruntime_session(args.model).run(None, {name: x})
+    # the databases' input shape (a batch: the embedder's chip and mirror image), the model file's by default
+    shapes = {tuple(databases.read_manifest(d).get("input_shape") or shape) for d in args.databases}
+    if len(shapes) != 1:
+        parser.error(f"the databases were tuned at different input shapes: {sorted(shapes)}")
+    (input_shape,) = shapes
+    x = np.random.default_rng(0).uniform(-1.0, 1.0, input_shape).astype(np.float32)
+    onnx_model = args.model
+    if tuple(input_shape) != tuple(shape):
+        onnx_model = batched_onnx(args.model, input_shape[0], Path(tempfile.mkdtemp()) / args.model.name)
+    reference = onnxruntime_session(onnx_model).run(None, {name: x})
     calls, builds = {}, []
     for database in args.databases:
         scheme = databases.database_conv_scheme(database)
-        artefact = tvm_compile.ensure_compiled(args.model, "broadwell", database=database, conv_scheme=scheme)
+        artefact = tvm_compile.ensure_compiled(
+            args.model, "broadwell", database=database, conv_scheme=scheme, input_shape=tuple(input_shape)
+        )
         model = CompiledModel.load(artefact)
         diff = max(float(np.max(np.abs(ours - ref))) for ours, ref in zip(model(x), reference))
         label = f"{database.name} ({scheme})"
