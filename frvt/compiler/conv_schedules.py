@@ -70,15 +70,22 @@ class ConvTile:
 def conv_shape(func) -> dict | None:
     """The extents of a function's NHWC convolution block (``n, h, w, oc, kh, kw, ic``), or None
     when it has none (only plain ``conv2d_nhwc`` blocks with seven loops are handled)."""
+    extents = _block_extents(func, CONV_BLOCK, 7)
+    return None if extents is None else dict(zip(("n", "h", "w", "oc", "kh", "kw", "ic"), extents))
+
+
+def _block_extents(func, name: str, n_loops: int) -> list[int] | None:
+    """The constant loop extents of block ``name`` of ``func``, or None when there is no such
+    block, it has other than ``n_loops`` loops, or an extent is not a constant."""
     from tvm import s_tir
 
     sch = s_tir.Schedule(func)
     try:
-        block = sch.get_sblock(CONV_BLOCK)
+        block = sch.get_sblock(name)
     except Exception:  # TVM raises its own error type for a missing block
         return None
     loops = sch.get_loops(block)
-    if len(loops) != 7:
+    if len(loops) != n_loops:
         return None
     extents = []
     for loop in loops:
@@ -86,7 +93,30 @@ def conv_shape(func) -> dict | None:
         if not hasattr(extent, "value"):
             return None
         extents.append(int(extent.value))
-    return dict(zip(("n", "h", "w", "oc", "kh", "kw", "ic"), extents))
+    return extents
+
+
+def _epilogue_into_output(sch, producer) -> str:
+    """Inline the element-wise blocks between ``producer`` and the function's one output block
+    into the output (bias, batch-norm scale and shift, residual add, activation); the output's name."""
+    root = sch.get_sblock("root")
+    outputs = [sch.get(b).name_hint for b in sch.get_output_blocks(root)]
+    if len(outputs) != 1:
+        raise ValueError(f"expected one output block, found {outputs}")
+    while consumers := [b for b in sch.get_consumers(producer) if sch.get(b).name_hint != outputs[0]]:
+        for block in consumers:
+            sch.compute_inline(block)
+    return outputs[0]
+
+
+def _rewrite_layout(sch) -> None:
+    """MetaSchedule's ``RewriteLayout`` post-processing: the weights repacked in the order the
+    kernel reads them, outside the call."""
+    from tvm.s_tir import meta_schedule as ms
+
+    sch.enter_postproc()
+    if not ms.postproc.RewriteLayout().apply(sch):
+        raise ValueError("MetaSchedule's RewriteLayout did not apply")
 
 
 def candidate_tiles(shape: dict, limit: int = 8) -> list[ConvTile]:
@@ -119,19 +149,11 @@ def schedule_direct_conv(func, tile: ConvTile):
     MetaSchedule's ``RewriteLayout`` post-processing applied, so that the weights are repacked
     outside the call as for a tuned record. Raises TVM's schedule errors when the tile does not fit."""
     from tvm import s_tir
-    from tvm.s_tir import meta_schedule as ms
 
     sch = s_tir.Schedule(func)
     conv = sch.get_sblock(CONV_BLOCK)
-    root = sch.get_sblock("root")
-    outputs = [sch.get(b).name_hint for b in sch.get_output_blocks(root)]
-    if len(outputs) != 1:
-        raise ValueError(f"expected one output block, found {outputs}")
-    # the epilogue (bias, batch-norm scale and shift, residual add, activation) into the output block
-    while consumers := [b for b in sch.get_consumers(conv) if sch.get(b).name_hint != outputs[0]]:
-        for block in consumers:
-            sch.compute_inline(block)
-    out = sch.get_sblock(outputs[0]) if outputs[0] != CONV_BLOCK else None
+    output = _epilogue_into_output(sch, conv)
+    out = sch.get_sblock(output) if output != CONV_BLOCK else None
     n, yy, xx, ff, ry, rx, rc = sch.get_loops(conv)
     fo, fi = sch.split(ff, [None, tile.fi])
     yo, yi = sch.split(yy, [None, tile.yi])
@@ -154,9 +176,7 @@ def schedule_direct_conv(func, tile: ConvTile):
             inner = sch.get(loops[-1]).extent
             if int(inner.value) % VECTOR_LANES == 0:
                 sch.vectorize(loops[-1])
-    sch.enter_postproc()
-    if not ms.postproc.RewriteLayout().apply(sch):
-        raise ValueError("MetaSchedule's RewriteLayout did not apply")
+    _rewrite_layout(sch)
     return sch
 
 
@@ -224,22 +244,9 @@ class WinogradTile:
 def winograd_shape(func) -> dict | None:
     """The extents of a function's Winograd product block (``alpha``, ``p`` tiles, ``co``, ``ci``),
     or None when it has none."""
-    from tvm import s_tir
-
-    sch = s_tir.Schedule(func)
-    try:
-        block = sch.get_sblock(WINOGRAD_GEMM)
-    except Exception:  # TVM raises its own error type for a missing block
+    extents = _block_extents(func, WINOGRAD_GEMM, 5)
+    if extents is None:
         return None
-    loops = sch.get_loops(block)
-    if len(loops) != 5:
-        return None
-    extents = []
-    for loop in loops:
-        extent = sch.get(loop).extent
-        if not hasattr(extent, "value"):
-            return None
-        extents.append(int(extent.value))
     eps, nu, p, co, ci = extents
     if eps != nu:
         return None
@@ -270,21 +277,14 @@ def schedule_winograd(func, tile: WinogradTile):
     ``tile``, with MetaSchedule's ``RewriteLayout`` applied to the transformed weights. Raises TVM's
     schedule errors when the tile does not fit."""
     from tvm import s_tir
-    from tvm.s_tir import meta_schedule as ms
 
     from frvt.compiler import winograd
 
     sch = s_tir.Schedule(func)
-    root = sch.get_sblock("root")
-    outputs = [sch.get(b).name_hint for b in sch.get_output_blocks(root)]
-    if len(outputs) != 1:
-        raise ValueError(f"expected one output block, found {outputs}")
     conv = sch.get_sblock("conv2d_winograd")
     # the tiles' reordering and the epilogue into the output block
-    while consumers := [b for b in sch.get_consumers(conv) if sch.get(b).name_hint != outputs[0]]:
-        for block in consumers:
-            sch.compute_inline(block)
-    if outputs[0] != "conv2d_winograd":
+    output = _epilogue_into_output(sch, conv)
+    if output != "conv2d_winograd":
         sch.compute_inline(conv)
     gemm = sch.get_sblock(WINOGRAD_GEMM)
     eps, nu, p, co, rc = sch.get_loops(gemm)
@@ -306,12 +306,9 @@ def schedule_winograd(func, tile: WinogradTile):
     loops = sch.get_loops(accumulators)
     if int(sch.get(loops[-1]).extent.value) % VECTOR_LANES == 0:
         sch.vectorize(loops[-1])
-    out = sch.get_sblock(outputs[0])
-    loops = sch.get_loops(out)
+    loops = sch.get_loops(sch.get_sblock(output))
     if int(sch.get(loops[-1]).extent.value) % VECTOR_LANES == 0:
         _, lanes = sch.split(loops[-1], [None, VECTOR_LANES])
         sch.vectorize(lanes)
-    sch.enter_postproc()
-    if not ms.postproc.RewriteLayout().apply(sch):
-        raise ValueError("MetaSchedule's RewriteLayout did not apply")
+    _rewrite_layout(sch)
     return sch

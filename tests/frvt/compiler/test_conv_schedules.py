@@ -13,6 +13,7 @@ import pytest
 from frvt.compiler import build as tvm_build, databases, passes, targets, tuning
 from frvt.compiler import conv_schedules
 from onnx_models import run_onnxruntime, save_model
+from schedule_checks import assert_variants_compute_the_same
 
 INPUT_SHAPE = (1, 16, 8, 8)
 
@@ -76,10 +77,6 @@ def test_every_variant_computes_what_the_unscheduled_function_does(model, tasks,
     """Each variant built alone (its weight repacking kept inside the function) against the
     unscheduled function on the same random arguments; also for a batch of two images (the
     chip and its mirror in one call)."""
-    import tvm
-    from tvm.s_tir import meta_schedule as ms
-
-    target = tvm.target.Target(targets.parse_target("broadwell"))
     if batch == 1:
         conv_tasks = tasks[1]
     else:
@@ -92,20 +89,9 @@ def test_every_variant_computes_what_the_unscheduled_function_does(model, tasks,
     for task in conv_tasks:
         func_mod = task.dispatched[0]
         shape = conv_schedules.conv_shape(func_mod)
-        infos = ms.arg_info.ArgInfo.from_prim_func(func_mod["main"])
-        args = [rng.normal(0, 1, [int(d) for d in info.shape]).astype(info.dtype) for info in infos]
-        reference = tvm.compile(func_mod, target=target).jit()
-        expected = [tvm.runtime.tensor(a) for a in args]
-        reference["main"](*expected)
         tiles = conv_schedules.candidate_tiles(shape)
         assert tiles, shape
-        for tile in tiles:
-            sch = conv_schedules.schedule_direct_conv(func_mod, tile)
-            built = tvm.compile(sch.mod, target=target).jit()
-            ours = [tvm.runtime.tensor(a) for a in args]
-            built["main"](*ours)
-            np.testing.assert_allclose(ours[-1].numpy(), expected[-1].numpy(), rtol=0, atol=1e-4, err_msg=tile.label)
-            checked += 1
+        checked += assert_variants_compute_the_same(func_mod, tiles, conv_schedules.schedule_direct_conv, rng)
     assert checked >= 4
 
 

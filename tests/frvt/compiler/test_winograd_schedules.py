@@ -12,6 +12,7 @@ import pytest
 
 from frvt.compiler import build as tvm_build, conv_schedules, databases, passes, targets, tuning
 from onnx_models import run_onnxruntime, save_model
+from schedule_checks import assert_variants_compute_the_same
 
 INPUT_SHAPE = (1, 16, 16, 16)
 
@@ -73,28 +74,13 @@ def test_tiles_fit_the_tiles_and_the_registers():
 
 
 def test_every_variant_computes_what_the_unscheduled_function_does(tasks):
-    import tvm
-    from tvm.s_tir import meta_schedule as ms
-
-    target = tvm.target.Target(targets.parse_target("broadwell"))
     rng = np.random.default_rng(12)
     checked = 0
     for task in tasks[1]:
         func_mod = task.dispatched[0]
-        infos = ms.arg_info.ArgInfo.from_prim_func(func_mod["main"])
-        args = [rng.normal(0, 1, [int(d) for d in info.shape]).astype(info.dtype) for info in infos]
-        reference = tvm.compile(func_mod, target=target).jit()
-        expected = [tvm.runtime.tensor(a) for a in args]
-        reference["main"](*expected)
         tiles = conv_schedules.winograd_tiles(conv_schedules.winograd_shape(func_mod))
         assert tiles
-        for tile in tiles:
-            sch = conv_schedules.schedule_winograd(func_mod, tile)
-            built = tvm.compile(sch.mod, target=target).jit()
-            ours = [tvm.runtime.tensor(a) for a in args]
-            built["main"](*ours)
-            np.testing.assert_allclose(ours[-1].numpy(), expected[-1].numpy(), rtol=0, atol=1e-4, err_msg=tile.label)
-            checked += 1
+        checked += assert_variants_compute_the_same(func_mod, tiles, conv_schedules.schedule_winograd, rng)
     assert checked >= 4
 
 
